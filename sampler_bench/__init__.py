@@ -1,0 +1,17 @@
+"""sampler-bench: which diffusion sampler to use at which NFE budget, with numbers you can trust.
+
+Public API (DESIGN.md "Contracts")::
+
+    import sampler_bench as sb
+    sb.solvers.available(); sb.solvers.info(name)
+    sb.sample(name, denoiser, x, sigmas, generator=None, **options)
+    sb.schedules.karras(n, sigma_min, sigma_max, rho=7.0); sb.schedules.log_snr_uniform(...)
+"""
+
+__version__ = "0.1.0"
+
+from . import solvers
+from .solvers import schedules
+from .solvers.driver import sample
+
+__all__ = ["solvers", "schedules", "sample", "__version__"]

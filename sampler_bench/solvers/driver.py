@@ -1,0 +1,160 @@
+"""The one sampling loop shared by every solver, the denoiser wrapper that counts NFE, and ``sample``.
+
+Conventions (DESIGN.md "Contracts"): ``denoiser(x, sigma)`` with ``sigma`` of shape ``[B]``
+returns E[x0 | x]; ``sigmas`` is 1-D, strictly decreasing, float64; a trailing 0 means the
+sampler ends with its reference code's denoise to 0, a positive last value means it stops there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from . import noise as _noise
+from .registry import SolverOptionError, info as solver_info
+
+
+class NonFiniteSampleError(RuntimeError):
+    """A NaN or Inf appeared in the state; names the solver, the step and the NFE so far."""
+
+    def __init__(self, solver: str, step: int, steps: int, nfe: int, sigma: float):
+        self.solver, self.step, self.steps, self.nfe, self.sigma = solver, step, steps, nfe, sigma
+        super().__init__(
+            f"solver {solver!r} produced NaN/Inf at step {step + 1} of {steps} "
+            f"(sigma {sigma:.4g}, after {nfe} denoiser evaluations)"
+        )
+
+
+class CountingDenoiser:
+    """Wraps ``denoiser(x, sigma[B])``; accepts a Python float sigma; counts every call.
+
+    NFE is *counted* here, never inferred from loop lengths (DESIGN.md "Counted, not assumed").
+    ``seconds`` accumulates wall time inside the denoiser when ``timed`` (for the sweep's
+    fraction-of-time-in-denoiser figure); timing synchronises CUDA so it is off by default.
+    """
+
+    def __init__(self, denoiser: Callable, timed: bool = False):
+        self.denoiser = denoiser
+        self.nfe = 0
+        self.timed = timed
+        self.seconds = 0.0
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        if isinstance(sigma, torch.Tensor) and sigma.ndim == 1:
+            s = sigma.to(device=x.device, dtype=x.dtype)
+        else:
+            s = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+        self.nfe += 1
+        if not self.timed:
+            return self.denoiser(x, s)
+        import time
+
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        out = self.denoiser(x, s)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+@dataclass
+class Context:
+    """Everything a step function needs; ``state`` is the solver's own scratch (history etc.)."""
+
+    name: str
+    model: CountingDenoiser
+    sigmas: list[float]
+    options: dict[str, Any]
+    generator: Any = None
+    noise_source: Any = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def noise(self, x: torch.Tensor, i: int, sigma: float | None = None, sigma_next: float | None = None):
+        """Standard normal noise for the interval (sigma, sigma_next) of step ``i``.
+
+        With the default source the draw comes from the caller's generator(s); a Brownian
+        source (option ``noise='brownian'``) returns the normalised Brownian increment over the
+        interval instead, consistent across step grids.
+        """
+        if self.noise_source is not None:
+            a = self.sigmas[i] if sigma is None else sigma
+            b = self.sigmas[i + 1] if sigma_next is None else sigma_next
+            return self.noise_source(a, b)
+        return _noise.randn_like(x, self.generator)
+
+
+def as_sigma_grid(sigmas) -> torch.Tensor:
+    """Validate a noise-level grid: 1-D, >= 2 values, finite, strictly decreasing, >= 0."""
+    t = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
+    if t.ndim != 1 or t.numel() < 2:
+        raise ValueError(f"sigmas must be a 1-D sequence of at least 2 noise levels, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError("sigmas contains NaN or Inf")
+    if (t[:-1] <= 0).any() or t[-1] < 0:
+        raise ValueError("sigmas must be positive (only the last value may be 0)")
+    if not (t[1:] < t[:-1]).all():
+        raise ValueError("sigmas must be strictly decreasing (from sigma_max down to sigma_min or 0)")
+    return t
+
+
+def integrate(ctx: Context, x: torch.Tensor, step: Callable, check_finite: bool = True) -> torch.Tensor:
+    """Advance ``x`` through every interval of ``ctx.sigmas`` with ``step(ctx, x, i)``."""
+    for i in range(ctx.steps):
+        x = step(ctx, x, i)
+        if check_finite and not torch.isfinite(x).all():
+            raise NonFiniteSampleError(ctx.name, i, ctx.steps, ctx.model.nfe, ctx.sigmas[i + 1])
+    return x
+
+
+def run_solver(
+    name: str,
+    model: CountingDenoiser,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    generator=None,
+    check_finite: bool = True,
+    options: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Validate everything, then run solver ``name`` with an already-wrapped denoiser."""
+    meta = solver_info(name)
+    opts = meta.validate(options or {})
+    grid = as_sigma_grid(sigmas)
+    if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError("x must be a tensor of shape [B, ...] with B >= 1")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
+    steps = grid.numel() - 1
+    need = meta.min_steps(opts)
+    if steps < need:
+        raise SolverOptionError(
+            f"solver {name!r} with these options needs at least {need} steps "
+            f"({meta.nfe(need, bool(grid[-1] == 0), opts)} NFE); the grid has {steps}"
+        )
+    _noise.check_generator(generator, x.shape[0])
+    ctx = Context(name=name, model=model, sigmas=grid.tolist(), options=opts, generator=generator)
+    if meta.init is not None:
+        meta.init(ctx, x)
+    if meta.run is not None:
+        out = meta.run(ctx, x)
+        if check_finite and not torch.isfinite(out).all():
+            raise NonFiniteSampleError(name, steps - 1, steps, model.nfe, ctx.sigmas[-1])
+        return out
+    return integrate(ctx, x, meta.step, check_finite=check_finite)
+
+
+def sample(name: str, denoiser: Callable, x: torch.Tensor, sigmas, *, generator=None, **options) -> torch.Tensor:
+    """Run sampler ``name`` from ``x`` (the state at ``sigmas[0]``) down the grid ``sigmas``.
+
+    ``options`` are the solver's own keywords (``sampler-bench list`` shows them); an unknown
+    option or a bad value raises ValueError naming the solver, the option and what is allowed.
+    """
+    return run_solver(name, CountingDenoiser(denoiser), x, sigmas, generator=generator, options=options)

@@ -1,0 +1,40 @@
+"""First-order and EDM-family deterministic samplers on dx/dsigma = (x - D(x, sigma))/sigma.
+
+Formulas: reference/solvers.md §2.1 and §2.4.
+"""
+
+from __future__ import annotations
+
+from .registry import register
+
+
+@register(
+    "euler",
+    order=1,
+    paper="Song, Meng, Ermon, 'Denoising Diffusion Implicit Models' (arXiv 2010.02502); "
+    "Karras et al., 'Elucidating the Design Space of Diffusion-Based Generative Models' (arXiv 2206.00364) Alg. 1",
+    description="Euler on the probability-flow ODE in sigma; identical to DDIM (eta=0) and DPM-Solver-1.",
+)
+def euler(ctx, x, i):
+    """xh_{i+1} = (s_{i+1}/s_i) xh_i + (1 - s_{i+1}/s_i) D_i; to sigma = 0 this returns D_i."""
+    s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    ratio = s_next / s
+    return ratio * x + (1.0 - ratio) * denoised
+
+
+@register(
+    "heun",
+    order=2,
+    nfe_per_step=2,
+    paper="Karras et al., 'Elucidating the Design Space of Diffusion-Based Generative Models' (arXiv 2206.00364) Alg. 2",
+    description="EDM's 2nd-order Heun; the step onto sigma = 0 is a single Euler step (2N-1 NFE for N steps).",
+)
+def heun(ctx, x, i):
+    s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+    d = (x - ctx.model(x, s)) / s
+    x_euler = x + (s_next - s) * d
+    if s_next == 0:
+        return x_euler
+    d_next = (x_euler - ctx.model(x_euler, s_next)) / s_next
+    return x + (s_next - s) * 0.5 * (d + d_next)

@@ -1,0 +1,212 @@
+"""Noise-level schedules (float64, strictly decreasing).
+
+Convention for every builder: ``n`` is the number of solver *steps*. With ``append_zero=True``
+(the default) the grid holds ``n`` positive levels from ``sigma_max`` to ``sigma_min`` followed by
+0 (k-diffusion's ``get_sigmas_*(n)``), so the last step is the sampler's denoise to 0; with
+``append_zero=False`` it holds ``n + 1`` positive levels and the sampler stops at ``sigma_min``.
+Formulas: reference/solvers.md §1 (EDM ``generate.py``, k-diffusion ``sampling.py``, DPM-Solver
+``get_time_steps``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+#: EDM's VP schedule constants (Karras et al. 2022, ``generate.py``): beta_d, beta_min, eps_s.
+VP_BETA_D = 19.9
+VP_BETA_MIN = 0.1
+VP_EPS_S = 1e-3
+
+
+def _check(n: int, sigma_min: float, sigma_max: float) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of steps n must be an integer >= 1, got {n!r}")
+    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    if sigma_min >= sigma_max:
+        raise ValueError(f"sigma_min ({sigma_min}) must be smaller than sigma_max ({sigma_max})")
+
+
+def _finish(levels: torch.Tensor, append_zero: bool) -> torch.Tensor:
+    levels = levels.to(torch.float64)
+    if append_zero:
+        levels = torch.cat([levels, levels.new_zeros(1)])
+    if not (levels[1:] < levels[:-1]).all():
+        raise ValueError(
+            "the schedule is not strictly decreasing at float64 precision "
+            "(too many steps for this sigma range); use fewer steps or a wider range"
+        )
+    return levels
+
+
+def _ramp(n: int, append_zero: bool) -> torch.Tensor:
+    """Positions in [0, 1] of the positive levels: n of them with a trailing 0, else n + 1."""
+    count = n if append_zero else n + 1
+    if count == 1:
+        return torch.zeros(1, dtype=torch.float64)
+    return torch.linspace(0, 1, count, dtype=torch.float64)
+
+
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, append_zero: bool = True) -> torch.Tensor:
+    """EDM's polynomial schedule (Karras et al. 2022, eq. 5), interpolating sigma^(1/rho)."""
+    _check(n, sigma_min, sigma_max)
+    if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not (rho > 0) or not math.isfinite(rho):
+        raise ValueError(f"rho must be a positive number, got {rho!r}")
+    ramp = _ramp(n, append_zero)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return _finish((hi + ramp * (lo - hi)) ** rho, append_zero)
+
+
+def log_snr_uniform(n: int, sigma_min: float, sigma_max: float, append_zero: bool = True) -> torch.Tensor:
+    """Uniform in half log-SNR lambda = -log sigma, i.e. geometric sigmas (DPM-Solver 'logSNR')."""
+    _check(n, sigma_min, sigma_max)
+    ramp = _ramp(n, append_zero)
+    return _finish(torch.exp(math.log(sigma_max) + ramp * (math.log(sigma_min) - math.log(sigma_max))), append_zero)
+
+
+def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0, append_zero: bool = True) -> torch.Tensor:
+    """k-diffusion's polyexponential schedule: log sigma interpolated along ramp^rho."""
+    _check(n, sigma_min, sigma_max)
+    if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not (rho > 0):
+        raise ValueError(f"rho must be a positive number, got {rho!r}")
+    ramp = torch.flip(_ramp(n, append_zero), [0]) ** rho
+    return _finish(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)), append_zero)
+
+
+def vp_sigma(t, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN):
+    """EDM sigma of the VP SDE at time t: sqrt(exp(beta_d t^2/2 + beta_min t) - 1)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return torch.sqrt(torch.expm1(0.5 * beta_d * t**2 + beta_min * t))
+
+
+def vp_time(sigma, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN):
+    """Inverse of :func:`vp_sigma`: t(sigma) = (sqrt(beta_min^2 + 2 beta_d log(1+sigma^2)) - beta_min)/beta_d."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    return (torch.sqrt(beta_min**2 + 2 * beta_d * torch.log1p(sigma**2)) - beta_min) / beta_d
+
+
+def _vp_power_t(n, sigma_min, sigma_max, power, beta_d, beta_min, append_zero):
+    _check(n, sigma_min, sigma_max)
+    t_hi, t_lo = float(vp_time(sigma_max, beta_d, beta_min)), float(vp_time(sigma_min, beta_d, beta_min))
+    ramp = _ramp(n, append_zero)
+    t = (t_hi ** (1 / power) + ramp * (t_lo ** (1 / power) - t_hi ** (1 / power))) ** power
+    return _finish(vp_sigma(t, beta_d, beta_min), append_zero)
+
+
+def vp_time_uniform(
+    n: int, sigma_min: float, sigma_max: float, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN,
+    append_zero: bool = True,
+) -> torch.Tensor:
+    """Uniform in VP time t between t(sigma_max) and t(sigma_min) (DPM-Solver 'time_uniform')."""
+    return _vp_power_t(n, sigma_min, sigma_max, 1.0, beta_d, beta_min, append_zero)
+
+
+def vp_time_quadratic(
+    n: int, sigma_min: float, sigma_max: float, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN,
+    append_zero: bool = True,
+) -> torch.Tensor:
+    """Uniform in sqrt(t) (DPM-Solver 'time_quadratic', DEIS ``ts_order=2``)."""
+    return _vp_power_t(n, sigma_min, sigma_max, 2.0, beta_d, beta_min, append_zero)
+
+
+def edm_vp(n: int, sigma_min: float = None, sigma_max: float = None, eps_s: float = VP_EPS_S, append_zero: bool = True) -> torch.Tensor:
+    """EDM ablation 'vp' discretisation: t uniform from 1 to eps_s, sigma = sigma_VP(t).
+
+    As in EDM's ``ablation_sampler``, beta_d and beta_min are refitted so that
+    sigma(eps_s) = sigma_min and sigma(1) = sigma_max (defaults: the VP range of the paper).
+    """
+    sigma_min = float(vp_sigma(eps_s)) if sigma_min is None else sigma_min
+    sigma_max = float(vp_sigma(1.0)) if sigma_max is None else sigma_max
+    _check(n, sigma_min, sigma_max)
+    if not (0 < eps_s < 1):
+        raise ValueError(f"eps_s must lie in (0, 1), got {eps_s!r}")
+    # Refit (EDM generate.py): beta_d = 2 (log(smin^2+1)/eps - log(smax^2+1)) / (eps - 1), beta_min = log(smax^2+1) - beta_d/2.
+    beta_d = 2 * (math.log1p(sigma_min**2) / eps_s - math.log1p(sigma_max**2)) / (eps_s - 1)
+    beta_min = math.log1p(sigma_max**2) - 0.5 * beta_d
+    ramp = _ramp(n, append_zero)
+    t = 1 + ramp * (eps_s - 1)
+    return _finish(vp_sigma(t, beta_d, beta_min), append_zero)
+
+
+def edm_ve(n: int, sigma_min: float = 0.02, sigma_max: float = 100.0, append_zero: bool = True) -> torch.Tensor:
+    """EDM ablation 've' discretisation: sigma_i^2 = sigma_max^2 (sigma_min^2/sigma_max^2)^(i/(N-1))."""
+    _check(n, sigma_min, sigma_max)
+    ramp = _ramp(n, append_zero)
+    return _finish(torch.sqrt(sigma_max**2 * (sigma_min**2 / sigma_max**2) ** ramp), append_zero)
+
+
+def iddpm_levels(M: int = 1000, C1: float = 0.001, C2: float = 0.008) -> torch.Tensor:
+    """The M+1 noise levels u_0 > ... > u_M = 0 of an iDDPM cosine model (EDM ``iDDPMPrecond``)."""
+    def alpha_bar(j):
+        return math.sin(0.5 * math.pi * j / M / (C2 + 1)) ** 2
+
+    u = [0.0] * (M + 1)
+    for j in range(M, 0, -1):
+        u[j - 1] = math.sqrt((u[j] ** 2 + 1) / max(alpha_bar(j - 1) / alpha_bar(j), C1) - 1)
+    return torch.tensor(u, dtype=torch.float64)
+
+
+def edm_iddpm(
+    n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, M: int = 1000, C1: float = 0.001, C2: float = 0.008,
+    append_zero: bool = True,
+) -> torch.Tensor:
+    """EDM ablation 'iddpm' discretisation: n evenly spaced picks among the iDDPM levels in range."""
+    _check(n, sigma_min, sigma_max)
+    u = iddpm_levels(M, C1, C2)
+    u = u[(u >= sigma_min) & (u <= sigma_max)]
+    count = n if append_zero else n + 1
+    if count > u.numel():
+        raise ValueError(f"only {u.numel()} iDDPM levels lie in [{sigma_min}, {sigma_max}]; ask for fewer steps")
+    if count == 1:
+        idx = torch.zeros(1, dtype=torch.long)
+    else:
+        idx = torch.floor((u.numel() - 1) / (count - 1) * torch.arange(count, dtype=torch.float64) + 0.5).long()
+    return _finish(u[idx], append_zero)
+
+
+def from_list(values: Sequence[float]) -> torch.Tensor:
+    """A user-given grid, validated: positive, strictly decreasing, only the last value may be 0."""
+    t = torch.as_tensor(list(values), dtype=torch.float64)
+    if t.ndim != 1 or t.numel() < 2:
+        raise ValueError("a user-given schedule needs at least 2 noise levels")
+    if not torch.isfinite(t).all():
+        raise ValueError("a user-given schedule contains NaN or Inf")
+    if (t[:-1] <= 0).any() or t[-1] < 0:
+        raise ValueError("a user-given schedule must be positive (only the last value may be 0)")
+    if not (t[1:] < t[:-1]).all():
+        raise ValueError("a user-given schedule must be strictly decreasing")
+    return t
+
+
+#: Builders by name, for specs and the command line. Each takes (n, sigma_min, sigma_max, **params).
+BUILDERS = {
+    "karras": karras,
+    "log_snr_uniform": log_snr_uniform,
+    "polyexponential": polyexponential,
+    "vp_time_uniform": vp_time_uniform,
+    "vp_time_quadratic": vp_time_quadratic,
+    "edm_vp": edm_vp,
+    "edm_ve": edm_ve,
+    "edm_iddpm": edm_iddpm,
+}
+
+
+def available() -> list[str]:
+    """Names of the schedule builders (plus 'list' for a user-given grid)."""
+    return sorted(BUILDERS) + ["list"]
+
+
+def build(name: str, n: int, sigma_min: float, sigma_max: float, append_zero: bool = True, **params) -> torch.Tensor:
+    """Build schedule ``name`` with ``n`` steps; ValueError naming the closest schedule otherwise."""
+    from .registry import closest
+
+    if name not in BUILDERS:
+        raise ValueError(f"unknown schedule {name!r}{closest(name, list(BUILDERS))}; available: {', '.join(available())}")
+    try:
+        return BUILDERS[name](n, sigma_min, sigma_max, append_zero=append_zero, **params)
+    except TypeError as e:
+        raise ValueError(f"schedule {name!r}: {e}") from None
