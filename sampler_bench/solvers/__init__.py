@@ -10,8 +10,17 @@ from .driver import CountingDenoiser, NonFiniteSampleError, run_solver, sample
 from .registry import Option, SolverInfo, SolverOptionError, available, info, register
 
 # Solver families: importing a module registers its solvers.
-from . import first_order  # noqa: E402,F401
-from . import reference  # noqa: E402,F401
+from . import first_order  # noqa: E402,F401  euler, heun
+from . import dpm_solver  # noqa: E402,F401  dpm_2, dpm_solver_1/2/3 (singlestep, noise prediction)
+from . import dpmpp  # noqa: E402,F401  dpmpp_2s, dpmpp_3s, dpmpp_2m, dpmpp_3m
+from . import adams  # noqa: E402,F401  lms, deis (tAB), deis_rho, ipndm
+from . import unipc  # noqa: E402,F401  unipc
+from . import reference  # noqa: E402,F401  adaptive DOP853 yardstick
+from . import ancestral  # noqa: E402,F401  ddim(eta), euler_ancestral, dpmpp_2s_ancestral
+from . import sde_dpmpp  # noqa: E402,F401  dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde
+from . import er_sde  # noqa: E402,F401  er_sde_1/2/3
+from . import euler_maruyama  # noqa: E402,F401  euler_maruyama
+from . import edm_stochastic  # noqa: E402,F401  edm_stochastic
 
 __all__ = [
     "available", "info", "sample", "plan", "steps_for_budget", "run_solver", "schedules",
