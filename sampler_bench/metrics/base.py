@@ -1,0 +1,194 @@
+"""The streaming-accumulator contract every metric follows (DESIGN.md "Streaming").
+
+An :class:`Accumulator` takes batches of samples and keeps float64 tensors in ``self._state``:
+
+* a key without a prefix is a **sum**: disjoint shards of the sample set reduce by adding them;
+* a key starting with ``"cat:"`` is a **set of rows** (features KID / precision-recall / SWD need):
+  shards reduce by concatenation along dim 0, and only the first ``max_samples`` rows are kept.
+
+So a run split over ranks (contiguous index ranges, concatenated in rank order) reduces with
+:func:`reduce_states` to the state of one run over the union, and ``compute()`` turns the state into
+``{key: float}``. Sum keys make memory independent of the sample count; ``"cat:"`` keys are the one
+documented exception, bounded by ``max_samples``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+CAT = "cat:"
+
+
+class Accumulator:
+    """Base class: batches in, float64 sums (and capped row sets) out.
+
+    Subclasses add their keys to ``self._state`` (float64 tensors: sums, and ``"cat:"`` row sets of
+    fixed width) in :meth:`_setup` and implement :meth:`_update` (a checked float64 batch, plus the
+    reference endpoints when given) and :meth:`_compute`. The ``"count"`` key (samples seen) is kept
+    here. ``self._provenance`` holds what produced the number; :attr:`provenance` adds the counts.
+    """
+
+    name: str = ""
+    #: the most rows a "cat:" key keeps (first-N, in update order); None when there is none
+    max_samples: int | None = None
+    #: True for metrics that work in a feature space against reference statistics
+    uses_features: bool = False
+
+    def __init__(self, model, *, device: str | torch.device = "cpu", seed: int = 0, **params):
+        self.model = model
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.params = dict(params)
+        self.shape = tuple(getattr(model, "shape", ()) or ())
+        self._state: dict[str, torch.Tensor] = {"count": self._zeros(())}
+        # feature_extractor / reference_hash are '' for metrics without them (store columns)
+        self._provenance: dict[str, Any] = {"metric": self.name, "params": dict(params), "seed": self.seed,
+                                            "model": getattr(model, "name", type(model).__name__),
+                                            "feature_extractor": "", "reference_hash": ""}
+        self._setup()
+
+    def _setup(self) -> None:
+        """Add the metric's own state keys (called at the end of ``__init__``)."""
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    def _zeros(self, shape) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float64, device=self.device)
+
+    def _append_rows(self, key: str, rows: torch.Tensor) -> None:
+        """Append rows to a "cat:" key, keeping the first ``max_samples`` (deterministic first-N)."""
+        kept = self._state[key]
+        room = (self.max_samples - kept.shape[0]) if self.max_samples is not None else rows.shape[0]
+        if room > 0:
+            self._state[key] = torch.cat([kept, rows[:room].to(device=self.device, dtype=torch.float64)])
+
+    def _check_samples(self, samples: torch.Tensor, what: str = "samples") -> torch.Tensor:
+        if not isinstance(samples, torch.Tensor):
+            raise ValueError(f"metric {self.name!r}: {what} must be a torch.Tensor, got {type(samples).__name__}")
+        if self.shape and tuple(samples.shape[1:]) != self.shape:
+            raise ValueError(
+                f"metric {self.name!r}: {what} have shape {tuple(samples.shape)}, expected [batch, "
+                f"{', '.join(map(str, self.shape))}] (model {getattr(self.model, 'name', '?')!r})"
+            )
+        if not torch.isfinite(samples).all():
+            bad = int((~torch.isfinite(samples)).flatten(1).any(1).sum())
+            raise ValueError(
+                f"metric {self.name!r}: {bad} of {samples.shape[0]} {what} contain NaN or inf; "
+                "a metric of non-finite samples would be a wrong number (check the sampler's output)"
+            )
+        return samples.to(device=self.device, dtype=torch.float64)
+
+    # -- the public contract ----------------------------------------------------------------
+    def update(self, samples: torch.Tensor, reference: torch.Tensor | None = None) -> None:
+        """Add a batch ``[B, *model.shape]``; ``reference`` is only for endpoint error."""
+        x = self._check_samples(samples)
+        if x.shape[0] == 0:
+            return
+        ref = None
+        if reference is not None:
+            ref = self._check_samples(reference, "reference endpoints")
+            if ref.shape != x.shape:
+                raise ValueError(
+                    f"metric {self.name!r}: reference endpoints {tuple(reference.shape)} do not match samples "
+                    f"{tuple(samples.shape)}; pass the reference solution of the same seeds"
+                )
+        self._update(x, ref)
+        self._state["count"] += x.shape[0]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """A copy of the float64 state (sum keys add across shards, "cat:" keys concatenate)."""
+        return {k: v.clone() for k, v in self._state.items()}
+
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Replace the state (e.g. with :func:`reduce_states` of all ranks' states)."""
+        if set(state) != set(self._state):
+            raise ValueError(
+                f"metric {self.name!r}: state keys {sorted(state)} do not match this accumulator's "
+                f"{sorted(self._state)}; load a state produced by the same metric"
+            )
+        new = {}
+        for k, mine in self._state.items():
+            v = torch.as_tensor(state[k]).to(device=self.device, dtype=torch.float64)
+            ok = v.shape[1:] == mine.shape[1:] if k.startswith(CAT) else v.shape == mine.shape
+            if not ok:
+                raise ValueError(f"metric {self.name!r}: state {k!r} has shape {tuple(v.shape)}, expected {tuple(mine.shape)}")
+            if k.startswith(CAT) and self.max_samples is not None:
+                v = v[: self.max_samples]
+            new[k] = v.clone()
+        self._state = new
+
+    def compute(self) -> dict[str, float]:
+        """The metric values of everything seen so far."""
+        if self.count == 0:
+            raise ValueError(f"metric {self.name!r}: no samples were given; call update() with at least one batch")
+        return {k: float(v) for k, v in self._compute().items()}
+
+    @property
+    def count(self) -> int:
+        return int(self._state["count"].item())
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What produced the number: extractor and weights hash, reference hash, counts, params."""
+        out = dict(self._provenance)
+        out["n_samples"] = self.count
+        cats = [k for k in self._state if k.startswith(CAT)]
+        if cats:
+            out["n_samples_used"] = int(self._state[cats[0]].shape[0])
+            out["max_samples"] = self.max_samples
+        return out
+
+    # -- to implement -----------------------------------------------------------------------
+    def _update(self, x: torch.Tensor, reference: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+    def _compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} n={self.count}>"
+
+
+class FeatureMetric(Accumulator):
+    """A metric in a feature space, against reference statistics (see :mod:`.refstats`).
+
+    ``reference_kind`` says what the reference is: ``"moments"`` (mean, covariance) or ``"features"``
+    (rows). Samples are mapped with :meth:`features` (the extractor, on this device, float64).
+    """
+
+    uses_features = True
+    reference_kind = "moments"
+
+    def __init__(self, model, *, extractor, reference, device="cpu", seed: int = 0, **params):
+        self.extractor = extractor
+        self.reference = reference
+        super().__init__(model, device=device, seed=seed, **params)
+        self._provenance.update(extractor.provenance())
+        self._provenance["reference_hash"] = reference.hash
+        self._provenance["reference"] = dict(reference.provenance)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x).to(device=self.device, dtype=torch.float64)
+
+
+def reduce_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Reduce per-shard states: sum keys add, "cat:" keys concatenate in the given (rank) order.
+
+    Gives the state of one accumulator over the union of the shards when the shards are disjoint and,
+    for "cat:" keys with a cap, contiguous in sample order (rank r holds indices [a_r, a_{r+1})).
+    """
+    states = list(states)
+    if not states:
+        raise ValueError("reduce_states needs at least one state")
+    keys = set(states[0])
+    for i, s in enumerate(states[1:], 1):
+        if set(s) != keys:
+            raise ValueError(f"reduce_states: state {i} has keys {sorted(s)}, state 0 has {sorted(keys)}; "
+                             "reduce states of the same metric only")
+    out = {}
+    for k in states[0]:
+        first = states[0][k]
+        parts = [torch.as_tensor(s[k]).to(device=first.device, dtype=torch.float64) for s in states]
+        out[k] = torch.cat(parts, 0) if k.startswith(CAT) else torch.stack(parts).sum(0)
+    return out

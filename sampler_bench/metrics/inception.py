@@ -1,0 +1,114 @@
+"""FID features: torch-fidelity's ``inception-v3-compat`` extractor behind the FeatureExtractor contract.
+
+The network, its TF-1.x-compatible bilinear resize to 299x299 and its weights are torch-fidelity's
+(the TF Inception of Heusel et al. 2017, arXiv:1706.08500, ported and tested against TF by
+torch-fidelity). What this module adds is the conversion a sampler's output needs and the provenance:
+
+* samples in [-1, 1] become uint8 with ``floor(127.5 x + 128)`` clamped to [0, 255], i.e.
+  ``round(255 (x + 1) / 2)`` -- the conversion of EDM's ``generate.py`` (the ``127.5 x + 128`` variant;
+  ``(x + 1)/2 * 255`` truncated would darken every pixel by half a level);
+* one-channel images are replicated to three channels; the resize is done by the extractor;
+* ``weights_path`` loads local weights (offline clusters); without it torch-fidelity downloads its
+  release weights once into torch's hub cache. A local file must load with
+  ``torch.load(weights_only=True)`` before torch-fidelity (which unpickles freely) is given it.
+* the weights' sha256 goes into the fingerprint, so reference statistics are keyed by the exact weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from ..compat import import_torch_fidelity
+from .features import FeatureExtractor, image_shape_problem
+
+LAYERS = ("64", "192", "768", "2048", "logits_unbiased", "logits")
+_FILE_HASHES: dict[tuple[str, float, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (first 16 hex digits), memoised by (path, mtime, size)."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_mtime, st.st_size)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _FILE_HASHES[key] = h.hexdigest()[:16]
+    return _FILE_HASHES[key]
+
+
+def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] floats in [-1, 1] (C = 1 or 3) -> [B, 3, H, W] uint8 as torch-fidelity expects."""
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"inception-v3-compat needs images [B, 1 or 3, H, W] in [-1, 1], got shape {tuple(x.shape)}")
+    u8 = (x.to(torch.float64) * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # to(uint8) truncates: floor
+    return u8.expand(-1, 3, -1, -1).contiguous() if u8.shape[1] == 1 else u8
+
+
+class InceptionV3Compat(FeatureExtractor):
+    """torch-fidelity's ``inception-v3-compat`` (default layer ``"2048"``: the FID pool features)."""
+
+    name = "inception-v3-compat"
+    description = "torch-fidelity's TF-compatible InceptionV3 (FID features; images in [-1, 1], 1 or 3 channels)"
+
+    def __init__(self, weights_path: str | os.PathLike | None = None, feature_layer: str = "2048",
+                 batch_size: int = 64, device: str | torch.device = "cpu"):
+        super().__init__(device)
+        if feature_layer not in LAYERS:
+            raise ValueError(f"inception-v3-compat: feature_layer {feature_layer!r} is not one of {', '.join(LAYERS)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"inception-v3-compat: batch_size must be a positive integer, got {batch_size!r}")
+        tf = import_torch_fidelity()
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+
+        if weights_path is not None:
+            weights_path = Path(weights_path).expanduser()
+            if not weights_path.is_file():
+                raise ValueError(f"inception-v3-compat: weights_path {str(weights_path)!r} is not a file; "
+                                 "give the torch-fidelity InceptionV3 .pth (weights-inception-2015-12-05-6726825d.pth)")
+            try:  # refuse pickled code: a file that loads as plain tensors is safe to hand to torch-fidelity
+                torch.load(weights_path, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise ValueError(f"inception-v3-compat: {weights_path} does not load with "
+                                 f"torch.load(weights_only=True) ({type(err).__name__}); give a plain state-dict file") from None
+        try:
+            net = FeatureExtractorInceptionV3(self.name, [feature_layer], feature_extractor_weights_path=
+                                              None if weights_path is None else str(weights_path), verbose=False)
+        except RuntimeError as err:  # wrong keys / shapes in a local file
+            raise ValueError(f"inception-v3-compat: weights do not fit torch-fidelity's InceptionV3: {str(err)[:300]}") from None
+        except OSError as err:  # no network and nothing in the hub cache
+            raise ValueError(f"inception-v3-compat: could not download the InceptionV3 weights ({err}); "
+                             f"on an offline machine fetch {URL_INCEPTION_V3} elsewhere and pass weights_path=") from None
+        if weights_path is None:
+            weights_path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(URL_INCEPTION_V3)
+        self.weights_path = str(weights_path)
+        self.weights_sha256 = file_sha256(weights_path)
+        self.feature_layer = feature_layer
+        self.batch_size = batch_size
+        self.torch_fidelity_version = tf.__version__
+        self.net = net.to(self.device)
+
+    def extract(self, x: torch.Tensor) -> torch.Tensor:
+        u8 = to_uint8_rgb(x)
+        out = [self.net(chunk)[0].to(torch.float64) for chunk in u8.split(self.batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
+
+    def check_input(self, shape) -> str | None:
+        return image_shape_problem(shape)
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.name}:{self.feature_layer}:{self.weights_sha256}"
+
+    def provenance(self) -> dict:
+        return {"feature_extractor": self.name, "extractor_fingerprint": self.fingerprint,
+                "feature_layer": self.feature_layer, "weights_sha256": self.weights_sha256,
+                "weights_file": os.path.basename(self.weights_path), "torch_fidelity": self.torch_fidelity_version,
+                "uint8_conversion": "floor(127.5*x + 128) clamped to [0, 255]; 1 channel replicated to 3",
+                # cuDNN's TF32 convolutions (torch's default) move features by ~1e-4 relative vs float32
+                **({"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32} if self.device.type == "cuda" else {})}
