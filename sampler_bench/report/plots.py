@@ -1,0 +1,245 @@
+"""Report figures: metric vs NFE (log-log), quality vs wall time with its Pareto front, sample pictures.
+
+Figures are built on ``matplotlib.figure.Figure`` directly and written with the Agg canvas, so
+rendering a report never switches the backend, imports pyplot or touches ``rcParams`` of a user
+who imported sampler-bench in a notebook.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 96
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+
+def to_png(fig: Figure) -> bytes:
+    """PNG bytes of a figure (no timestamp in the metadata, so equal figures give equal bytes)."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def palette(labels: Sequence[str]) -> dict[str, tuple]:
+    """A (colour, marker) per label, stable for a given label list so every plot of a model agrees."""
+    # tab20 holds pairs of a dark and a light shade: all dark shades first keeps neighbours distinct.
+    tab20 = list(colormaps["tab20"].colors)
+    colours = tab20[0::2] + tab20[1::2] + list(colormaps["tab20b"].colors)
+    return {label: (colours[i % len(colours)], MARKERS[(i // 2) % len(MARKERS)]) for i, label in enumerate(labels)}
+
+
+def _log_if_positive(ax, values) -> None:
+    """Log y when every value is positive and they span at least a decade; linear y reads better otherwise."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) and (v > 0).all() and v.max() >= 10 * v.min():
+        ax.set_yscale("log")
+
+
+def _legend(fig: Figure, entries: int) -> None:
+    """Legend outside the axes on the right; a second column once one would run off the figure."""
+    fig.legend(loc="outside right upper", fontsize=7, frameon=False, ncols=1 if entries <= 30 else 2)
+
+
+def _nfe_ticks(ax, nfe: Sequence[float], most: int = 12) -> None:
+    """Label the NFE axis with the NFE budgets themselves (plain integers, not powers of ten)."""
+    ticks = sorted({int(n) for n in nfe if n > 0})
+    if not ticks:
+        return
+    while len(ticks) > most:  # thin out, keeping the smallest and the largest
+        ticks = ticks[::2] + ([ticks[-1]] if len(ticks) % 2 == 0 else [])
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xticks([], minor=True)
+
+
+def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: Mapping[str, tuple],
+                  budgets: Sequence[int] = ()) -> Figure:
+    """One line per sampler: metric value against counted NFE on log-log axes.
+
+    The y axis is linear when a value is <= 0 or all lie within a decade. ``series`` items:
+    ``label`` (legend text), ``row`` (palette key), ``nfe``, ``value``, ``stochastic`` (dashed
+    line); ``budgets`` label the x axis (default: the NFE values plotted).
+    """
+    fig = Figure(figsize=(9.5, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    everything = []
+    for s in series:
+        nfe = np.asarray(s["nfe"], dtype=np.float64)
+        val = np.asarray(s["value"], dtype=np.float64)
+        order = np.argsort(nfe, kind="stable")
+        colour, marker = style[s["row"]]
+        ax.plot(nfe[order], val[order], marker=marker, markersize=4, linewidth=1.3, color=colour,
+                linestyle="--" if s.get("stochastic") else "-", label=s["label"])
+        everything.extend(val.tolist())
+    ax.set_xscale("log")
+    _nfe_ticks(ax, list(budgets) or [n for s in series for n in np.asarray(s["nfe"]).tolist()])
+    _log_if_positive(ax, everything)
+    ax.set_xlabel("NFE (counted)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    if series:
+        _legend(fig, len(series))
+    return fig
+
+
+def pareto_plot(points, *, title: str, ylabel: str, style: Mapping[str, tuple]) -> Figure:
+    """Quality against wall time per sample; the Pareto front drawn as a step line, numbered by cost.
+
+    ``points``: DataFrame with ``row``, ``cost`` (seconds per sample), ``value``, ``nfe_budget``
+    and ``front`` (bool).
+    """
+    fig = Figure(figsize=(9.5, 5.2), layout="constrained")
+    ax = fig.add_subplot()
+    for row in [r for r in style if r in set(points["row"])]:
+        sub = points[points["row"] == row]
+        colour, marker = style[row]
+        ax.scatter(sub["cost"], sub["value"], s=22, color=colour, marker=marker, label=row, alpha=0.85, linewidths=0)
+    front = points[points["front"]].sort_values("cost", kind="stable")
+    if len(front):
+        ax.step(front["cost"], front["value"], where="post", color="black", linewidth=1.0, alpha=0.7,
+                label="Pareto front")
+        ax.scatter(front["cost"], front["value"], s=60, facecolors="none", edgecolors="black", linewidths=1.2)
+        # Numbers, not names: names of neighbouring front points overlap; the caption lists them.
+        for k, p in enumerate(front.itertuples(index=False), 1):
+            ax.annotate(str(k), (p.cost, p.value), fontsize=7, xytext=(3, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    _log_if_positive(ax, points["value"])
+    ax.set_xlabel("wall time per sample (s)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    if len(points):
+        _legend(fig, points["row"].nunique() + 1)
+    return fig
+
+
+def principal_coordinates(arrays: Sequence[np.ndarray], fit_on: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Project [N, D] arrays on the first two principal axes of ``fit_on`` pooled (default: ``arrays``).
+
+    One basis for every panel, so the panels of a model can be compared with each other; fit it on
+    the best-converged samples (the largest budget) so a diverged cell does not choose the axes.
+    """
+    source = [a for a in (fit_on if fit_on is not None else arrays) if a is not None and len(a)]
+    pooled = np.concatenate(source, axis=0) if source else np.empty((0, arrays[0].shape[1]))
+    finite = pooled[np.isfinite(pooled).all(axis=1)]
+    if len(finite) < 2:  # nothing to fit a basis on (all samples diverged): the first two coordinates
+        return [None if a is None else a[:, :2] for a in arrays]
+    mean = finite.mean(axis=0)
+    _, _, vt = np.linalg.svd(finite - mean, full_matrices=False)
+    basis = vt[:2].T.copy()
+    # SVD's signs are arbitrary: make each axis's largest loading positive so reruns agree.
+    for k in range(basis.shape[1]):
+        if basis[np.abs(basis[:, k]).argmax(), k] < 0:
+            basis[:, k] *= -1.0
+    return [None if a is None else (a - mean) @ basis for a in arrays]
+
+
+def view_limits(arrays: Sequence[np.ndarray]) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Axis limits covering the central 99% of the pooled 2-D points, padded by a quarter of the range."""
+    pooled = [a[np.isfinite(a).all(axis=1)] for a in arrays if a is not None and len(a)]
+    p = np.concatenate(pooled, axis=0) if pooled else np.empty((0, 2))
+    if not len(p):
+        return None
+    lo, hi = np.percentile(p, 0.5, axis=0), np.percentile(p, 99.5, axis=0)
+    pad = 0.25 * np.maximum(hi - lo, 1e-9)
+    return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
+
+
+def _outside(data: np.ndarray, limits) -> float:
+    (x0, x1), (y0, y1) = limits
+    inside = (data[:, 0] >= x0) & (data[:, 0] <= x1) & (data[:, 1] >= y0) & (data[:, 1] <= y1)
+    return 1.0 - inside.mean()
+
+
+def _empty_panel(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=7, color="0.4", transform=ax.transAxes, wrap=True)
+
+
+def scatter_grid(rows: Sequence[str], budgets: Sequence[int], panels: Mapping[tuple[str, int], np.ndarray | str],
+                 *, title: str, axis_labels: tuple[str, str] = ("x1", "x2")) -> Figure:
+    """Samples as scatter plots (or histograms for 1-D data): one row per sampler, one column per budget.
+
+    A panel is an [N, 2] (or [N, 1]) array, or a short text saying why there is none. Every panel
+    shares the axis limits, fitted to the samples of the largest budget (the best converged), so a
+    sampler that spreads its mass wider shows it, and a panel says which fraction of its points
+    falls outside the view (a diverged cell); tick labels sit on the outer panels only.
+    """
+    arrays = [a for a in panels.values() if isinstance(a, np.ndarray)]
+    one_d = {a.shape[1] for a in arrays} == {1}
+    last = [a for (_, b), a in panels.items() if b == budgets[-1] and isinstance(a, np.ndarray)]
+    limits = None if one_d else view_limits(last or arrays)
+    fig = Figure(figsize=(1.0 + 2.1 * len(budgets), 0.6 + 2.0 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), len(budgets), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, budget in enumerate(budgets):
+            ax = axes[i][j]
+            data = panels.get((row, budget), "not run")
+            if not isinstance(data, np.ndarray) or not len(data):
+                _empty_panel(ax, data if isinstance(data, str) else "no samples stored")
+            elif one_d:
+                ax.hist(data[:, 0][np.isfinite(data[:, 0])], bins=30, color="tab:blue", alpha=0.8)
+            else:
+                ax.scatter(data[:, 0], data[:, 1], s=2, alpha=0.6, color="tab:blue", linewidths=0, rasterized=True)
+                away = _outside(data, limits) if limits is not None else 0.0
+                if away > 0.005:
+                    ax.text(0.03, 0.97, f"{100 * away:.0f}% outside view", transform=ax.transAxes, fontsize=6,
+                            va="top", color="tab:red", bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+            if limits is not None:
+                ax.set_xlim(*limits[0])
+                ax.set_ylim(*limits[1])
+                ax.set_aspect("equal", adjustable="box")
+                # Shared limits: ticks on the outer panels say it all (and inner ticks cost half the render).
+                if i != len(rows) - 1:
+                    ax.set_xticks([])
+                if j != 0:
+                    ax.set_yticks([])
+            ax.tick_params(labelsize=6)
+            if i == 0:
+                ax.set_title(f"NFE {budget}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(row, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    if not one_d:
+        fig.supxlabel(f"{axis_labels[0]} (x), {axis_labels[1]} (y)", fontsize=7)
+    return fig
+
+
+def tile_images(images: np.ndarray, max_images: int = 16, gap: int = 1) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> one [rows, cols] mosaic in [0, 1] (RGB, white ``gap`` pixels between tiles)."""
+    x = images[:max_images]
+    n, c, h, w = x.shape
+    if c == 1:
+        x = np.repeat(x, 3, axis=1)
+    x = np.clip((np.nan_to_num(x, nan=0.0) + 1.0) / 2.0, 0.0, 1.0)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.ones((rows * cols, 3, h + gap, w + gap))
+    canvas[:n, :, :h, :w] = x
+    mosaic = canvas.reshape(rows, cols, 3, h + gap, w + gap).transpose(0, 3, 1, 4, 2)
+    return mosaic.reshape(rows * (h + gap), cols * (w + gap), 3)[: rows * (h + gap) - gap, : cols * (w + gap) - gap]
+
+
+def image_grid(label: str, budgets: Sequence[int], panels: Mapping[int, np.ndarray | str], *, title: str) -> Figure:
+    """The image samples of one sampler: a tiled grid per budget (or a text saying why there is none)."""
+    fig = Figure(figsize=(0.6 + 2.6 * len(budgets), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(budgets), squeeze=False)[0]
+    for ax, budget in zip(axes, budgets):
+        data = panels.get(budget, "not run")
+        if isinstance(data, np.ndarray) and len(data):
+            ax.imshow(tile_images(data), interpolation="nearest")
+        else:
+            _empty_panel(ax, data if isinstance(data, str) else "no samples stored")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"NFE {budget}", fontsize=8)
+    fig.suptitle(f"{title}: {label}", fontsize=10)
+    return fig

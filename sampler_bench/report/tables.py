@@ -1,0 +1,391 @@
+"""Tables from stored results: row labels, sampler x NFE metric tables, fitted orders, Pareto fronts.
+
+Everything here is a pure function of the results-store DataFrames (``ResultsStore.cells()`` and
+``ResultsStore.metrics()``, columns documented in sampler_bench/bench/store.py), so it is tested
+without a store, a model or a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .document import Table, TableCell
+
+#: Columns the report cannot do without; the other contract columns only feed provenance.
+REQUIRED_CELL_COLUMNS = (
+    "cell_id", "model", "solver", "options", "stochastic", "declared_order",
+    "nfe_budget", "nfe_counted", "status", "reason",
+)
+REQUIRED_METRIC_COLUMNS = ("cell_id", "metric", "key", "value", "lower_is_better")
+
+#: Cell columns that, when they differ between cells of one model, become part of the row label.
+VARIANT_COLUMNS = (
+    "model_hash", "schedule", "schedule_params", "sigma_min", "sigma_max", "ends_at_zero",
+    "n_samples", "seed", "precision", "device",
+)
+
+#: The key used for empirical orders: RMSE of the endpoint against the reference ODE solution.
+ORDER_KEY = "endpoint_rmse"
+
+#: Headline metrics for the Pareto plot, most preferred first, when several cover as many cells.
+HEADLINE_PREFERENCE = ("fid", "fd", "fd_dinov2", "kid_mean", "sliced_wasserstein", "swd", "gmm_nll")
+
+DASH = "\u2013"  # en dash: a cell without a value
+
+
+def check_columns(frame: pd.DataFrame, required: tuple[str, ...], what: str) -> None:
+    """ValueError naming the missing columns of a results-store DataFrame."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"the {what} table lacks column(s) {', '.join(missing)}; the report reads the results-store "
+            f"contract of sampler_bench/bench/store.py (was the store written by an older sampler-bench?)"
+        )
+
+
+def format_value(value: float) -> str:
+    """Three significant digits, the precision at which sampler comparisons are quoted."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "nan"
+    return f"{float(value):.3g}"
+
+
+def number(value: Any) -> str:
+    """A setting such as sigma_max in the shortest form (``80``, ``0.002``); text as it is, '?' if missing."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "?"
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def parse_json(text: Any) -> dict:
+    """A JSON-object column value (options, schedule_params, provenance) as a dict; {} when empty."""
+    if isinstance(text, Mapping):
+        return dict(text)
+    if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == "":
+        return {}
+    try:
+        out = json.loads(text)
+    except (TypeError, ValueError):
+        return {"raw": str(text)}
+    return out if isinstance(out, dict) else {"value": out}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so a registry default compares equal to its JSON round trip."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _format_option(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return name if value else f"no {name}"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return f"{name} " + ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in value)
+    if isinstance(value, (int, float)):
+        return f"{name} {value:g}"
+    return f"{name} {value}"
+
+
+def plan_added_options(solver: str, options: Mapping[str, Any], budget: int, ends_at_zero: bool) -> set[str]:
+    """Names of the options the NFE budget plan chose (e.g. DPM-Solver-fast's per-step ``orders``).
+
+    They change from budget to budget, so they must not split a sampler into one row per budget.
+    """
+    meta = _solver_info(solver)
+    if meta is None or meta.steps_for_nfe is None:
+        return set()
+    try:
+        _, updates = meta.steps_for_nfe(int(budget), bool(ends_at_zero), meta.validate(dict(options)))
+    except Exception:  # a solver changed since the sweep: label with every option
+        return set()
+    return set(updates)
+
+
+def _solver_info(solver: str):
+    from ..solvers.registry import info
+
+    try:
+        return info(solver)
+    except ValueError:
+        return None
+
+
+def options_label(solver: str, options: Mapping[str, Any], budget: int = 0, ends_at_zero: bool = True) -> str:
+    """Short text for the options that differ from the solver's defaults, e.g. ``'order 2, bh2'``.
+
+    Options the budget plan added are left out; for a solver the registry no longer knows every
+    option is shown.
+    """
+    meta = _solver_info(solver)
+    skip = plan_added_options(solver, options, budget, ends_at_zero)
+    parts = []
+    for name in sorted(options):
+        if name in skip:
+            continue
+        value = options[name]
+        if meta is not None and name in meta.options and _plain(value) == _plain(meta.options[name].default):
+            continue
+        parts.append(_format_option(name, value))
+    return ", ".join(parts)
+
+
+def _variant_part(column: str, cell: pd.Series) -> str:
+    value = cell[column]
+    if column == "model_hash":
+        return f"model {str(value)[:8]}"
+    if column == "schedule_params":
+        params = parse_json(value)
+        return " ".join(f"{k}={v}" for k, v in sorted(params.items())) or "default schedule params"
+    if column in ("sigma_min", "sigma_max"):
+        return f"sigma {number(cell.get('sigma_min'))}..{number(cell.get('sigma_max'))}"
+    if column == "ends_at_zero":
+        return "to sigma=0" if bool(value) else "stops at sigma_min"
+    if column == "n_samples":
+        return f"n={int(value)}"
+    if column == "seed":
+        return f"seed {value}"
+    return str(value)
+
+
+def prepare_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells with typed columns and the display columns ``row`` (sampler label) and ``opts``.
+
+    The row label is the solver, its non-default options in parentheses, and in brackets any cell
+    setting (schedule, sample count, seed, model hash, ...) that differs between cells of the same
+    model, so two differently configured runs of one sampler never share a row.
+    """
+    check_columns(cells, REQUIRED_CELL_COLUMNS, "cells")
+    out = cells.copy()
+    for col in ("stochastic", "ends_at_zero"):
+        if col in out.columns:
+            out[col] = out[col].fillna(False).astype(bool)
+    if "ends_at_zero" not in out.columns:
+        out["ends_at_zero"] = True
+    for col in ("nfe_budget", "nfe_counted", "declared_order"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(int)
+    out["status"] = out["status"].fillna("failed").astype(str)
+    out["reason"] = out["reason"].fillna("").astype(str)
+    out["opts"] = [parse_json(o) for o in out["options"]]
+    labels = []
+    for _, cell in out.iterrows():
+        text = options_label(cell["solver"], cell["opts"], cell["nfe_budget"], cell["ends_at_zero"])
+        labels.append(cell["solver"] + (f" ({text})" if text else ""))
+    out["row"] = labels
+    for model, idx in out.groupby("model", sort=False).groups.items():
+        sub = out.loc[idx]
+        varying = []
+        for col in VARIANT_COLUMNS:
+            if col in sub.columns and sub[col].astype(str).nunique(dropna=False) > 1:
+                if col == "sigma_max" and "sigma_min" in varying:
+                    continue
+                varying.append("sigma_min" if col == "sigma_max" else col)
+        if varying:
+            extra = [", ".join(_variant_part(c, cell) for c in varying) for _, cell in sub.iterrows()]
+            out.loc[idx, "row"] = [f"{r} [{e}]" for r, e in zip(sub["row"], extra)]
+    return out
+
+
+def deduplicate(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept, superseded): one cell per (model, row, budget); an ok cell beats a failed one, then the newest wins."""
+    order = cells.assign(
+        _ok=(cells["status"] == "ok").astype(int),
+        _t=cells["created_at"].astype(str) if "created_at" in cells.columns else "",
+    ).sort_values(["_ok", "_t", "cell_id"], ascending=[False, False, True], kind="stable")
+    dup = order.duplicated(["model", "row", "nfe_budget"], keep="first")
+    kept = order[~dup].drop(columns=["_ok", "_t"])
+    return kept.sort_index(), order[dup].drop(columns=["_ok", "_t"])
+
+
+def row_order(cells: pd.DataFrame) -> list[str]:
+    """ODE samplers first, then SDE samplers, each alphabetical by solver and label."""
+    first = cells.drop_duplicates("row")
+    keyed = sorted(zip(first["stochastic"], first["solver"], first["row"]))
+    return [r for _, _, r in keyed]
+
+
+def kind_label(stochastic: bool, order: int) -> str:
+    return f"{'SDE' if stochastic else 'ODE'}, p={order}" if order > 0 else ("SDE" if stochastic else "ODE")
+
+
+def metric_table(cells: pd.DataFrame, values: pd.DataFrame, lower_is_better: bool) -> Table:
+    """Sampler x NFE table of one metric key for one model.
+
+    ``cells``: the model's (deduplicated) prepared cells; ``values``: the metric rows of this key
+    joined with ``row`` and ``nfe_budget``. Rows are the samplers with at least one value; columns
+    every budget of the model. The best finite value of each column is marked; a cell whose
+    counted NFE differs from the budget shows the count in parentheses; a skipped, failed or
+    unmeasured cell shows a dash with a footnote saying why.
+    """
+    budgets = sorted(int(b) for b in cells["nfe_budget"].unique())
+    rows = [r for r in row_order(cells) if r in set(values["row"])]
+    by_cell = {(c.row, int(c.nfe_budget)): c for c in cells.itertuples(index=False)}
+    by_value = {(v.row, int(v.nfe_budget)): float(v.value) for v in values.itertuples(index=False)}
+    best = {}
+    for b in budgets:
+        finite = [by_value[(r, b)] for r in rows if (r, b) in by_value and math.isfinite(by_value[(r, b)])]
+        if finite:
+            best[b] = min(finite) if lower_is_better else max(finite)
+    notes: list[str] = []
+
+    def note_for(text: str) -> int:
+        if text not in notes:
+            notes.append(text)
+        return notes.index(text) + 1
+
+    out_rows = []
+    for r in rows:
+        some = next(c for (rr, _), c in by_cell.items() if rr == r)
+        line = [TableCell(r), TableCell(kind_label(bool(some.stochastic), int(some.declared_order)))]
+        for b in budgets:
+            cell = by_cell.get((r, b))
+            if (r, b) in by_value:
+                v = by_value[(r, b)]
+                text = format_value(v)
+                if cell is not None and int(cell.nfe_counted) != b:
+                    text += f" ({int(cell.nfe_counted)})"
+                line.append(TableCell(text, best=math.isfinite(v) and v == best.get(b)))
+            elif cell is None:
+                line.append(TableCell(""))
+            elif cell.status != "ok":
+                reason = cell.reason.strip() or "no reason recorded"
+                line.append(TableCell(DASH, note=note_for(f"{cell.status}: {reason}")))
+            else:
+                line.append(TableCell(DASH, note=note_for("the cell ran but recorded no value for this metric")))
+        out_rows.append(tuple(line))
+    columns = ("sampler", "kind", *[str(b) for b in budgets])
+    direction = "lower" if lower_is_better else "higher"
+    caption = (
+        f"Columns: NFE budget. Best value per column marked ({direction} is better). "
+        "A number in parentheses is the NFE actually counted where it differs from the budget. "
+        "Kind: ODE or SDE sampler and its declared order p (weak order for SDE samplers)."
+    )
+    return Table(columns, tuple(out_rows), tuple(notes), caption, label_columns=2)
+
+
+def fit_order(nfe, error, *, upper_half: bool = False) -> float:
+    """Empirical convergence order: minus the least-squares slope of log(error) against log(NFE).
+
+    ``upper_half`` fits only the larger half of the budgets (at least two points, used only when
+    there are at least four), where the error is closest to its asymptotic regime.
+    Non-positive or non-finite errors are dropped; fewer than two points left gives NaN.
+    """
+    n = np.asarray(nfe, dtype=np.float64)
+    e = np.asarray(error, dtype=np.float64)
+    keep = np.isfinite(e) & (e > 0) & (n > 0)
+    n, e = n[keep], e[keep]
+    order = np.argsort(n, kind="stable")
+    n, e = n[order], e[order]
+    if upper_half:
+        if len(n) < 4:
+            return float("nan")
+        half = max(2, math.ceil(len(n) / 2))
+        n, e = n[-half:], e[-half:]
+    if len(np.unique(n)) < 2:
+        return float("nan")
+    slope = np.polyfit(np.log(n), np.log(e), 1)[0]
+    return float(-slope)
+
+
+def fitted_orders(cells: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
+    """Per deterministic sampler row: declared order and fitted orders over all / the upper half of budgets.
+
+    ``values``: the endpoint-error rows of one model joined with ``row``, ``nfe_counted``,
+    ``nfe_budget`` and ``stochastic``. Stochastic samplers have no endpoint error and are left out.
+    """
+    records = []
+    det = values[~values["stochastic"].astype(bool) & (values["nfe_counted"] > 0)]
+    declared = cells.drop_duplicates("row").set_index("row")["declared_order"]
+    for r in [r for r in row_order(cells) if r in set(det["row"])]:
+        sub = det[det["row"] == r].sort_values("nfe_counted")
+        usable = sub[np.isfinite(sub["value"]) & (sub["value"] > 0)]
+        records.append({
+            "row": r,
+            "declared_order": int(declared.get(r, 0)),
+            "order_all": fit_order(sub["nfe_counted"], sub["value"]),
+            "order_upper": fit_order(sub["nfe_counted"], sub["value"], upper_half=True),
+            "nfe_min": int(usable["nfe_counted"].min()) if len(usable) else 0,
+            "nfe_max": int(usable["nfe_counted"].max()) if len(usable) else 0,
+            "points": int(len(usable)),
+        })
+    return pd.DataFrame.from_records(
+        records, columns=["row", "declared_order", "order_all", "order_upper", "nfe_min", "nfe_max", "points"]
+    )
+
+
+def order_table(orders: pd.DataFrame, key: str = ORDER_KEY) -> Table:
+    def f(v: float) -> str:
+        return DASH if not math.isfinite(v) else f"{v:.2f}"
+
+    rows = tuple(
+        (TableCell(o.row), TableCell(str(o.declared_order)), TableCell(f(o.order_all)), TableCell(f(o.order_upper)),
+         TableCell(f"{o.nfe_min}..{o.nfe_max}" if o.points else DASH), TableCell(str(o.points)))
+        for o in orders.itertuples(index=False)
+    )
+    caption = (
+        f"Fitted order = minus the least-squares slope of log({key}) against log(counted NFE); "
+        "'upper half' fits only the larger half of the budgets (needs at least 4). A fit far below the "
+        "declared order usually means the error is not yet asymptotic or has reached the reference's "
+        "accuracy floor."
+    )
+    return Table(("sampler", "declared order", "fitted order (all)", "fitted order (upper half)", "NFE range", "points"),
+                 rows, (), caption)
+
+
+def seconds_per_sample(cells: pd.DataFrame) -> pd.Series:
+    """Wall time per sample: 1/samples_per_s when recorded, else wall_time_s / n_samples (NaN if neither)."""
+    nan = pd.Series(np.nan, index=cells.index)
+    rate = pd.to_numeric(cells["samples_per_s"], errors="coerce") if "samples_per_s" in cells.columns else nan
+    wall = pd.to_numeric(cells["wall_time_s"], errors="coerce") if "wall_time_s" in cells.columns else nan
+    n = pd.to_numeric(cells["n_samples"], errors="coerce") if "n_samples" in cells.columns else nan
+    out = (1.0 / rate).where(rate > 0, wall / n.where(n > 0))
+    return out.where(np.isfinite(out) & (out > 0))
+
+
+def pareto_front(cost, quality, lower_is_better: bool) -> np.ndarray:
+    """Mask of the points no other point beats on both cost (lower is better) and quality.
+
+    A point is on the front when every cheaper-or-equal point has strictly worse quality; among
+    exact duplicates the first is kept. Non-finite points are never on the front.
+    """
+    c = np.asarray(cost, dtype=np.float64)
+    q = np.asarray(quality, dtype=np.float64)
+    q = q if lower_is_better else -q
+    ok = np.isfinite(c) & np.isfinite(q)
+    mask = np.zeros(len(c), dtype=bool)
+    best = math.inf
+    # Sort by cost, then quality, so the first point of a cost tie is its best one.
+    for i in np.lexsort((q, c)):
+        if ok[i] and q[i] < best:
+            mask[i] = True
+            best = q[i]
+    return mask
+
+
+def headline_key(values: pd.DataFrame) -> tuple[str, str] | None:
+    """The (metric, key) with finite values in the most cells: the quality axis of the Pareto plot.
+
+    Distribution metrics cover ODE and SDE samplers alike, so they beat the endpoint error, which
+    only ODE samplers have; ties go to HEADLINE_PREFERENCE, then to the name.
+    """
+    finite = values[np.isfinite(values["value"].astype(float))]
+    if finite.empty:
+        return None
+    counts = finite.groupby(["metric", "key"])["cell_id"].nunique()
+
+    def rank(mk):
+        metric, key = mk
+        pref = HEADLINE_PREFERENCE.index(key) if key in HEADLINE_PREFERENCE else len(HEADLINE_PREFERENCE)
+        return (-int(counts[mk]), key == ORDER_KEY, pref, key, metric)
+
+    return min(counts.index, key=rank)
