@@ -1,1 +1,119 @@
-"""(being written)"""
+"""Ancestral samplers: DDIM(eta) = k-diffusion's euler_ancestral, and DPM-Solver++(2S) ancestral.
+
+An ancestral step splits sigma_i -> sigma_{i+1} into a deterministic step down to ``sigma_down``
+and fresh noise of std ``sigma_up``, with sigma_down^2 + sigma_up^2 = sigma_{i+1}^2 (k-diffusion's
+``get_ancestral_step``). Formulas: reference/solvers.md §2.2, §2.6 and §11 pitfalls 8 and 14.
+
+``ddim`` and ``euler_ancestral`` are one step function under two names. Both default to eta = 1
+(DDPM's ancestral sampler, k-diffusion's default): this registry entry is the *stochastic* DDIM
+family; deterministic DDIM (eta = 0) is ``euler``, which ``ddim(eta=0)`` reproduces bit for bit.
+Declared weak orders: 1 for both samplers (dpmpp_2s_ancestral measures 2 on a Gaussian, no theorem).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .noise import stochastic_options
+from .registry import Option, register
+
+
+def ancestral_split(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+    """``(sigma_down, sigma_up)`` of an ancestral step from ``sigma`` to ``sigma_next`` (float64).
+
+    sigma_up = min(sigma_next, eta * sigma_next * sqrt(1 - sigma_next^2/sigma^2)); eta = 1 is the
+    DDPM posterior (DDIM's eta = 1), eta = 0 no noise (sigma_down = sigma_next exactly).
+    """
+    if eta == 0 or sigma_next == 0:
+        return sigma_next, 0.0
+    sigma_up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    return math.sqrt(sigma_next**2 - sigma_up**2), sigma_up
+
+
+def _eta(high: float | None, default: float = 1.0) -> Option:
+    return Option(default, float, "noise amount: 0 = deterministic, 1 = DDPM's ancestral variance", low=0.0, high=high)
+
+
+_S_NOISE = Option(1.0, float, "multiplier on the injected noise (k-diffusion's s_noise)", low=0.0)
+_ANCESTRAL_PAPERS = (
+    "Song, Meng, Ermon, 'Denoising Diffusion Implicit Models' (arXiv 2010.02502) eq. 12/16; "
+    "Ho, Jain, Abbeel, 'Denoising Diffusion Probabilistic Models' (arXiv 2006.11239); "
+    "k-diffusion sample_euler_ancestral (Crowson)"
+)
+
+
+def euler_ancestral(ctx, x, i):
+    """DDIM(eta) in the unscaled state: Euler down to sigma_down, then sigma_up * s_noise * z.
+
+    In (x, sigma) DDIM's posterior std c1/alpha_next equals sigma_up of ``ancestral_split`` (solvers.md
+    §2.2 [derived], pitfall 14), so DDIM(eta) is exactly k-diffusion's euler_ancestral(eta). The
+    deterministic part is written like ``euler`` so that eta = 0 reproduces it bit for bit; the
+    step onto sigma = 0 returns D and adds no noise.
+    """
+    s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    sigma_down, sigma_up = ancestral_split(s, s_next, ctx.options["eta"])
+    ratio = sigma_down / s
+    x = ratio * x + (1.0 - ratio) * denoised
+    if sigma_up > 0:  # eta = 0 or the final step: no noise drawn at all (pitfall 8)
+        x = x + ctx.noise(x, i) * (ctx.options["s_noise"] * sigma_up)
+    return x
+
+
+_ANCESTRAL_OPTIONS = stochastic_options(eta=_eta(None), s_noise=_S_NOISE)
+
+register(
+    "euler_ancestral",
+    order=1,
+    stochastic=True,
+    paper=_ANCESTRAL_PAPERS,
+    description="Ancestral Euler (k-diffusion's name); identical to ddim. eta=1: DDPM ancestral sampling; eta=0: euler.",
+    options=_ANCESTRAL_OPTIONS,
+)(euler_ancestral)
+
+
+def ddim(ctx, x, i):
+    """DDIM with eta (Song et al. 2020, arXiv 2010.02502): the same step as ``euler_ancestral``."""
+    return euler_ancestral(ctx, x, i)
+
+
+register(
+    "ddim",
+    order=1,
+    stochastic=True,
+    paper=_ANCESTRAL_PAPERS,
+    description="DDIM(eta) in (x, sigma) = euler_ancestral(eta). Default eta=1 (DDPM posterior); "
+    "deterministic DDIM (eta=0) is `euler`.",
+    options=_ANCESTRAL_OPTIONS,
+)(ddim)
+
+
+@register(
+    "dpmpp_2s_ancestral",
+    order=1,
+    nfe_per_step=2,
+    stochastic=True,
+    paper="Lu et al., 'DPM-Solver++' (arXiv 2211.01095) 2S with r=1/2, made ancestral as in "
+    "k-diffusion sample_dpmpp_2s_ancestral (Crowson)",
+    description="DPM-Solver++(2S) down to sigma_down, then ancestral noise. eta=0: dpmpp_2s. "
+    "2 NFE per step; the step onto sigma=0 is one Euler step (2N-1 NFE).",
+    # eta <= 1 keeps sigma_down > 0 whenever sigma_next > 0, so every step but the last costs
+    # exactly 2 NFE (k-diffusion falls back to a 1-NFE Euler step when sigma_down = 0).
+    options=stochastic_options(eta=_eta(1.0), s_noise=_S_NOISE),
+    order_of=lambda o: 2 if o["eta"] == 0 else 1,
+)
+def dpmpp_2s_ancestral(ctx, x, i):
+    """Midpoint in lambda = -log sigma between sigma_i and sigma_down (data prediction), then noise."""
+    s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    sigma_down, sigma_up = ancestral_split(s, s_next, ctx.options["eta"])
+    if sigma_down == 0:  # only the step onto sigma = 0: Euler, i.e. the denoised value
+        return denoised
+    h = math.log(s / sigma_down)
+    sigma_mid = math.exp(math.log(s) - 0.5 * h)
+    x_mid = (sigma_mid / s) * x - math.expm1(-0.5 * h) * denoised
+    denoised_mid = ctx.model(x_mid, sigma_mid)
+    x = (sigma_down / s) * x - math.expm1(-h) * denoised_mid
+    if sigma_up > 0:
+        x = x + ctx.noise(x, i) * (ctx.options["s_noise"] * sigma_up)
+    return x
