@@ -93,7 +93,12 @@ class Context:
 
 def as_sigma_grid(sigmas) -> torch.Tensor:
     """Validate a noise-level grid: 1-D, >= 2 values, finite, strictly decreasing, >= 0."""
-    t = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
+    if isinstance(sigmas, (str, bytes)):
+        raise ValueError(f"sigmas must be a 1-D sequence of noise levels, got the string {sigmas!r}")
+    try:
+        t = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"sigmas must be a 1-D sequence of noise levels, got {type(sigmas).__name__}") from None
     if t.ndim != 1 or t.numel() < 2:
         raise ValueError(f"sigmas must be a 1-D sequence of at least 2 noise levels, got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():
@@ -141,6 +146,9 @@ def run_solver(
         )
     _noise.check_generator(generator, x.shape[0])
     ctx = Context(name=name, model=model, sigmas=grid.tolist(), options=opts, generator=generator)
+    # Stochastic solvers declare a shared `noise` option (noise.stochastic_options); 'brownian' swaps
+    # the per-step generator draws for increments of a Brownian path per sample.
+    ctx.noise_source = _noise.noise_source(opts.get("noise"), x, ctx.sigmas, generator)
     if meta.init is not None:
         meta.init(ctx, x)
     if meta.run is not None:

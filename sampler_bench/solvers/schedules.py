@@ -71,9 +71,10 @@ def log_snr_uniform(n: int, sigma_min: float, sigma_max: float, append_zero: boo
 def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0, append_zero: bool = True) -> torch.Tensor:
     """k-diffusion's polyexponential schedule: log sigma interpolated along ramp^rho."""
     _check(n, sigma_min, sigma_max)
-    if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not (rho > 0):
+    if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not (rho > 0) or not math.isfinite(rho):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
-    ramp = torch.flip(_ramp(n, append_zero), [0]) ** rho
+    # k-diffusion's ramp linspace(1, 0, count): a single positive level is sigma_max, as in karras.
+    ramp = torch.linspace(1, 0, n if append_zero else n + 1, dtype=torch.float64) ** rho
     return _finish(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)), append_zero)
 
 
@@ -91,6 +92,10 @@ def vp_time(sigma, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN):
 
 def _vp_power_t(n, sigma_min, sigma_max, power, beta_d, beta_min, append_zero):
     _check(n, sigma_min, sigma_max)
+    for name, v, low in (("beta_d", beta_d, "> 0"), ("beta_min", beta_min, ">= 0")):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or (v <= 0 if name == "beta_d" else v < 0):
+            raise ValueError(f"{name} must be a finite number {low}, got {v!r}")
     t_hi, t_lo = float(vp_time(sigma_max, beta_d, beta_min)), float(vp_time(sigma_min, beta_d, beta_min))
     ramp = _ramp(n, append_zero)
     t = (t_hi ** (1 / power) + ramp * (t_lo ** (1 / power) - t_hi ** (1 / power))) ** power
@@ -164,7 +169,9 @@ def edm_iddpm(
     if count == 1:
         idx = torch.zeros(1, dtype=torch.long)
     else:
-        idx = torch.floor((u.numel() - 1) / (count - 1) * torch.arange(count, dtype=torch.float64) + 0.5).long()
+        # torch.round rounds halves to even, as EDM's ``.round()`` does; floor(x + 0.5) would pick the
+        # next level whenever (len - 1)/(N - 1) * i ends in .5 (e.g. 991 levels and N = 5).
+        idx = torch.round((u.numel() - 1) / (count - 1) * torch.arange(count, dtype=torch.float64)).long()
     return _finish(u[idx], append_zero)
 
 
