@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from .noise import stochastic_options
+from .updates import first_order_update
 from .registry import Option, register
 
 
@@ -53,8 +54,7 @@ def euler_ancestral(ctx, x, i):
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
     sigma_down, sigma_up = ancestral_split(s, s_next, ctx.options["eta"])
-    ratio = sigma_down / s
-    x = ratio * x + (1.0 - ratio) * denoised
+    x = first_order_update(x, denoised, s, sigma_down)
     if sigma_up > 0:  # eta = 0 or the final step: no noise drawn at all (pitfall 8)
         x = x + ctx.noise(x, i) * (ctx.options["s_noise"] * sigma_up)
     return x

@@ -7,8 +7,11 @@ sampler ends with its reference code's denoise to 0, a positive last value means
 
 from __future__ import annotations
 
+import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -61,6 +64,39 @@ class CountingDenoiser:
         return out
 
 
+#: How many per-grid coefficient sets :meth:`Context.cached` keeps (least recently used dropped first).
+#: A sweep needs a handful at a time (one per solver x budget it is running); each is a few KB.
+COEFFICIENT_CACHE_SIZE = 256
+_COEFFICIENTS: OrderedDict[tuple, Any] = OrderedDict()
+_COEFFICIENTS_LOCK = threading.Lock()
+_COEFFICIENT_STATS = {"hits": 0, "misses": 0}
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable, value-equal form of an option value or cache key (dicts sorted, sequences as tuples)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return ("tensor", str(value.dtype), tuple(value.shape), tuple(value.detach().cpu().flatten().tolist()))
+    hash(value)  # TypeError for anything else unhashable: a key must say what the coefficients depend on
+    return value
+
+
+def clear_coefficient_cache() -> None:
+    """Forget every cached coefficient set (tests; or after changing a solver's code in a session)."""
+    with _COEFFICIENTS_LOCK:
+        _COEFFICIENTS.clear()
+        _COEFFICIENT_STATS.update(hits=0, misses=0)
+
+
+def coefficient_cache_info() -> dict[str, int]:
+    """``{"hits", "misses", "size", "max_size"}`` of the per-grid coefficient cache."""
+    with _COEFFICIENTS_LOCK:
+        return {**_COEFFICIENT_STATS, "size": len(_COEFFICIENTS), "max_size": COEFFICIENT_CACHE_SIZE}
+
+
 @dataclass
 class Context:
     """Everything a step function needs; ``state`` is the solver's own scratch (history etc.)."""
@@ -76,6 +112,31 @@ class Context:
     @property
     def steps(self) -> int:
         return len(self.sigmas) - 1
+
+    def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()``, run once per (solver, grid, options, ``key``) and shared by every later run.
+
+        For per-grid coefficients (DEIS/UniPC/ER-SDE integrals, Lagrange integrals, phi-functions):
+        a sweep runs the same solver on the same grid batch after batch, so they are computed once
+        per (schedule, solver), never per batch or per sample. ``compute`` may depend only on the
+        solver, ``self.sigmas``, ``self.options`` and whatever ``key`` names (e.g. a process's
+        parameters); it must not depend on the state (return Python floats or CPU float64 tensors,
+        and move them to the state's device in the step). The value is shared: treat it as read-only.
+        """
+        full = (self.name, tuple(self.sigmas), _frozen(self.options), _frozen(key))
+        with _COEFFICIENTS_LOCK:
+            if full in _COEFFICIENTS:
+                _COEFFICIENTS.move_to_end(full)
+                _COEFFICIENT_STATS["hits"] += 1
+                return _COEFFICIENTS[full]
+        value = compute()  # outside the lock: a compute() may itself use the cache
+        with _COEFFICIENTS_LOCK:
+            _COEFFICIENT_STATS["misses"] += 1
+            _COEFFICIENTS[full] = value
+            _COEFFICIENTS.move_to_end(full)
+            while len(_COEFFICIENTS) > COEFFICIENT_CACHE_SIZE:
+                _COEFFICIENTS.popitem(last=False)
+        return value
 
     def noise(self, x: torch.Tensor, i: int, sigma: float | None = None, sigma_next: float | None = None):
         """Standard normal noise for the interval (sigma, sigma_next) of step ``i``.
@@ -110,11 +171,23 @@ def as_sigma_grid(sigmas) -> torch.Tensor:
     return t
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """True when ``x`` has no NaN/Inf.
+
+    A NaN or Inf anywhere makes the sum non-finite, and one reduction plus one scalar read is
+    several times cheaper per step than ``isfinite(x).all()``; only when the sum is not finite
+    (which an overflowing sum of huge finite values can also cause) is the exact check run.
+    """
+    if math.isfinite(x.sum().item()):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
 def integrate(ctx: Context, x: torch.Tensor, step: Callable, check_finite: bool = True) -> torch.Tensor:
     """Advance ``x`` through every interval of ``ctx.sigmas`` with ``step(ctx, x, i)``."""
     for i in range(ctx.steps):
         x = step(ctx, x, i)
-        if check_finite and not torch.isfinite(x).all():
+        if check_finite and not all_finite(x):
             raise NonFiniteSampleError(ctx.name, i, ctx.steps, ctx.model.nfe, ctx.sigmas[i + 1])
     return x
 
@@ -129,7 +202,16 @@ def run_solver(
     check_finite: bool = True,
     options: dict[str, Any] | None = None,
 ) -> torch.Tensor:
-    """Validate everything, then run solver ``name`` with an already-wrapped denoiser."""
+    """Validate everything, then run solver ``name`` with an already-wrapped denoiser.
+
+    Runs under ``torch.no_grad()`` (as k-diffusion's samplers do), so a raw ``nn.Module`` passed as
+    the denoiser does not build an autograd graph across every step.
+    """
+    with torch.no_grad():
+        return _run_solver(name, model, x, sigmas, generator=generator, check_finite=check_finite, options=options)
+
+
+def _run_solver(name, model, x, sigmas, *, generator, check_finite, options) -> torch.Tensor:
     meta = solver_info(name)
     opts = meta.validate(options or {})
     grid = as_sigma_grid(sigmas)
@@ -153,7 +235,7 @@ def run_solver(
         meta.init(ctx, x)
     if meta.run is not None:
         out = meta.run(ctx, x)
-        if check_finite and not torch.isfinite(out).all():
+        if check_finite and not all_finite(out):
             raise NonFiniteSampleError(name, steps - 1, steps, model.nfe, ctx.sigmas[-1])
         return out
     return integrate(ctx, x, meta.step, check_finite=check_finite)

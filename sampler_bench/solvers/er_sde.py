@@ -33,6 +33,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 from .noise import stochastic_options
 from .registry import Option, SolverOptionError, register
@@ -123,7 +124,7 @@ def _step(ctx, x, i, order: int):
         x = denoised
     else:
         r = coef["r"]
-        x = r * x + (1.0 - r) * denoised
+        x = torch.lerp(denoised.to(x.dtype), x, r)  # r x + (1 - r) D, as euler computes it
         if order >= 2 and old is not None:
             d1 = (denoised - old) / (s - ctx.sigmas[i - 1])
             if order >= 3 and old_d1 is not None:

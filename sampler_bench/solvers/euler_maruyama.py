@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 from .noise import stochastic_options
+from .updates import first_order_update
 from .registry import Option, register
 
 
@@ -37,10 +38,10 @@ def euler_maruyama(ctx, x, i):
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     kappa = ctx.options["kappa"]
     denoised = ctx.model(x, s)
+    out = first_order_update(x, denoised, s, s_next)
     if s_next == 0:
-        return denoised
+        return out
     ratio = s_next / s
-    out = ratio * x + (1.0 - ratio) * denoised
     if kappa > 0:
         # (1 + kappa)(s' - s) eps = -(1 - ratio)(x - D) - kappa (1 - ratio)(x - D)
         out = out - (kappa * (1.0 - ratio)) * (x - denoised)

@@ -6,6 +6,7 @@ Formulas: reference/solvers.md §2.1 and §2.4.
 from __future__ import annotations
 
 from .registry import register
+from .updates import first_order_update
 
 
 @register(
@@ -17,10 +18,8 @@ from .registry import register
 )
 def euler(ctx, x, i):
     """xh_{i+1} = (s_{i+1}/s_i) xh_i + (1 - s_{i+1}/s_i) D_i; to sigma = 0 this returns D_i."""
-    s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-    denoised = ctx.model(x, s)
-    ratio = s_next / s
-    return ratio * x + (1.0 - ratio) * denoised
+    s = ctx.sigmas[i]
+    return first_order_update(x, ctx.model(x, s), s, ctx.sigmas[i + 1])
 
 
 @register(
