@@ -1,0 +1,280 @@
+"""The regression check: compare a results store with a baseline file, metric by metric.
+
+Baseline format (JSON, written by ``sampler-bench check DB --write-baseline FILE``, editable by hand)::
+
+    {
+      "format": "sampler-bench-baseline", "version": 1,
+      "tolerances": {
+        "default":       {"rel": 0.05, "abs": 0.0, "direction": "worse"},
+        "endpoint_rmse": {"rel": 0.02, "abs": 1e-6},
+        "gmm_tv":        {"abs": 0.01, "direction": "both"}
+      },
+      "cells": [
+        {"model": "gmm2d", "solver": "heun", "options": {}, "schedule": "karras", "schedule_params": {},
+         "sigma_min": 0.002, "sigma_max": 80.0, "ends_at_zero": true, "nfe_budget": 9,
+         "n_samples": 1000, "seed": 0, "precision": "float64", "model_hash": "…",
+         "values": [{"metric": "endpoint_error", "key": "endpoint_rmse", "value": 0.0123,
+                     "lower_is_better": true}]}
+      ]
+    }
+
+Tolerances are looked up by value key (``endpoint_rmse``), then by metric name (``endpoint_error``),
+then ``default``; each field missing from a specific entry falls back to ``default``. A value may move
+by ``allowed = max(abs, rel * |baseline|)``. With ``direction = "worse"`` only a move in the bad
+direction (up when lower is better) beyond ``allowed`` is a regression; with ``"both"`` any move
+beyond ``allowed`` is. A baseline cell that is missing from the store, or not 'ok' in it, or a value
+that is missing or not finite, is a failure.
+
+Cells are matched by what defines them for a user (model name, sampler, options, schedule and its
+parameters, sigma range, ending, budget, sample count, seed, precision), not by ``cell_id``, so a
+baseline survives adding a metric to the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from .store import ResultsStore
+
+BASELINE_FORMAT = "sampler-bench-baseline"
+BASELINE_VERSION = 1
+MATCH_FIELDS = (
+    "model", "solver", "options", "schedule", "schedule_params", "sigma_min", "sigma_max", "ends_at_zero",
+    "nfe_budget", "n_samples", "seed", "precision",
+)
+TOLERANCE_FIELDS = ("rel", "abs", "direction")
+DIRECTIONS = ("worse", "both")
+DEFAULT_TOLERANCE = {"rel": 0.05, "abs": 0.0, "direction": "worse"}
+
+
+class BaselineError(ValueError):
+    """A baseline file that cannot be read; the message says what to fix."""
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, str):
+        value = json.loads(value) if value else {}
+    return json.dumps(value, sort_keys=True)
+
+
+def match_key(row: Mapping[str, Any]) -> tuple:
+    """The identity of a cell for the check (JSON fields canonicalised, numbers normalised)."""
+    out = []
+    for f in MATCH_FIELDS:
+        v = row[f]
+        if f in ("options", "schedule_params"):
+            v = _canonical(v)
+        elif f in ("sigma_min", "sigma_max"):
+            v = float(v)
+        elif f == "ends_at_zero":
+            v = bool(v)
+        elif f in ("nfe_budget", "n_samples", "seed"):
+            v = int(v)
+        out.append(v)
+    return tuple(out)
+
+
+def describe(row: Mapping[str, Any]) -> str:
+    """A short human label of a cell: 'gmm2d heun {opts} karras NFE 10'."""
+    opts = _canonical(row["options"])
+    opts = "" if opts == "{}" else " " + opts
+    return f"{row['model']} {row['solver']}{opts} {row['schedule']} NFE {int(row['nfe_budget'])}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_tolerance(name: str, t: Any) -> dict:
+    if not isinstance(t, Mapping):
+        raise BaselineError(f"tolerance {name!r} must be an object like {{\"rel\": 0.05, \"abs\": 0.001}}")
+    for k, v in t.items():
+        if k not in TOLERANCE_FIELDS:
+            from ..solvers.registry import closest
+
+            raise BaselineError(f"tolerance {name!r}: unknown field {k!r}{closest(k, TOLERANCE_FIELDS)}; "
+                                f"fields: {', '.join(TOLERANCE_FIELDS)}")
+        if k == "direction":
+            if v not in DIRECTIONS:
+                raise BaselineError(f"tolerance {name!r}: direction must be one of {', '.join(DIRECTIONS)}, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise BaselineError(f"tolerance {name!r}: {k} must be a number >= 0, got {v!r}")
+    return dict(t)
+
+
+def load_baseline(path: str | Path) -> dict:
+    """Read and validate a baseline file."""
+    p = Path(path)
+    if not p.is_file():
+        raise BaselineError(f"baseline {str(p)!r} does not exist (create one with --write-baseline)")
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise BaselineError(f"baseline {str(p)!r} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT:
+        raise BaselineError(f"{str(p)!r} is not a sampler-bench baseline (\"format\": \"{BASELINE_FORMAT}\" is missing)")
+    if doc.get("version") != BASELINE_VERSION:
+        raise BaselineError(f"baseline {str(p)!r} has version {doc.get('version')!r}; this sampler-bench reads {BASELINE_VERSION}")
+    tol = doc.get("tolerances", {})
+    if not isinstance(tol, Mapping):
+        raise BaselineError("\"tolerances\" must be an object of {name: {rel, abs, direction}}")
+    doc["tolerances"] = {name: _check_tolerance(name, t) for name, t in tol.items()}
+    cells = doc.get("cells")
+    if not isinstance(cells, list):
+        raise BaselineError("\"cells\" must be a list")
+    for i, c in enumerate(cells):
+        missing = [f for f in MATCH_FIELDS + ("values",) if f not in c]
+        if missing:
+            raise BaselineError(f"baseline cell #{i + 1} lacks {', '.join(missing)}")
+        for v in c["values"]:
+            if not {"metric", "key", "value"} <= set(v):
+                raise BaselineError(f"baseline cell #{i + 1} ({describe(c)}): each value needs metric, key and value")
+    return doc
+
+
+def make_baseline(store: ResultsStore, *, rel: float = DEFAULT_TOLERANCE["rel"], abs: float = DEFAULT_TOLERANCE["abs"],
+                  tolerances: Mapping[str, Mapping] | None = None, sweep_id: str | None = None) -> dict:
+    """A baseline holding every finite metric value of every 'ok' cell of ``store``."""
+    joined = store.joined(sweep_id)
+    joined = joined[joined["status"] == "ok"]
+    cells = []
+    for _, group in joined.groupby("cell_id", sort=False):
+        first = group.iloc[0]
+        entry = {f: first[f] for f in MATCH_FIELDS}
+        entry["options"] = json.loads(first["options"])
+        entry["schedule_params"] = json.loads(first["schedule_params"])
+        for f in ("nfe_budget", "n_samples", "seed"):
+            entry[f] = int(entry[f])
+        entry["ends_at_zero"] = bool(entry["ends_at_zero"])
+        entry["sigma_min"], entry["sigma_max"] = float(entry["sigma_min"]), float(entry["sigma_max"])
+        entry["model_hash"] = first["model_hash"]
+        entry["nfe_counted"] = int(first["nfe_counted"])
+        entry["values"] = [
+            {"metric": r.metric, "key": r.key, "value": float(r.value), "lower_is_better": bool(r.lower_is_better)}
+            for r in group.itertuples() if math.isfinite(r.value)
+        ]
+        cells.append(entry)
+    tol = {"default": {**DEFAULT_TOLERANCE, "rel": float(rel), "abs": float(abs)}}
+    for name, t in (tolerances or {}).items():
+        tol[name] = _check_tolerance(name, t)
+    return {"format": BASELINE_FORMAT, "version": BASELINE_VERSION, "tolerances": tol, "cells": cells}
+
+
+def write_baseline(store: ResultsStore, path: str | Path, **kwargs) -> dict:
+    doc = make_baseline(store, **kwargs)
+    Path(path).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    cell: str
+    metric: str
+    key: str
+    baseline: float | None
+    current: float | None
+    allowed: float
+    verdict: str  # 'ok' | 'regressed' | 'improved' | 'changed' | 'missing'
+    note: str = ""
+
+    @property
+    def change(self) -> float | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+    @property
+    def relative(self) -> float | None:
+        c = self.change
+        if c is None or self.baseline == 0:
+            return None
+        return c / abs(self.baseline)
+
+
+@dataclass
+class CheckResult:
+    comparisons: list[Comparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.verdict in ("regressed", "missing", "changed")]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def tolerance_for(tolerances: Mapping[str, Mapping], metric: str, key: str) -> dict:
+    base = {**DEFAULT_TOLERANCE, **tolerances.get("default", {})}
+    specific = tolerances.get(key, tolerances.get(metric, {}))
+    return {**base, **specific}
+
+
+def judge(baseline: float, current: float, lower_is_better: bool, tol: Mapping) -> tuple[str, float]:
+    """(verdict, allowed move) of one value against its baseline."""
+    allowed = max(float(tol["abs"]), float(tol["rel"]) * abs(baseline))
+    if not math.isfinite(current):
+        return "regressed", allowed
+    delta = current - baseline
+    worse = delta > allowed if lower_is_better else -delta > allowed
+    better = -delta > allowed if lower_is_better else delta > allowed
+    if worse:
+        return "regressed", allowed
+    if better:
+        return ("changed" if tol["direction"] == "both" else "improved"), allowed
+    return "ok", allowed
+
+
+def check(store: ResultsStore, baseline: Mapping) -> CheckResult:
+    """Compare every baseline value with the store; see the module docstring for the rules."""
+    cells = store.cells()
+    metrics = store.metrics()
+    latest: dict[tuple, Any] = {}
+    for _, row in cells.iterrows():  # later rows win: the most recent computation of a cell
+        latest[match_key(row)] = row
+    values = {(r.cell_id, r.metric, r.key): r.value for r in metrics.itertuples()}
+    result = CheckResult()
+    tol = baseline.get("tolerances", {})
+    for entry in baseline["cells"]:
+        label = describe(entry)
+        row = latest.get(match_key(entry))
+        if row is None:
+            for v in entry["values"]:
+                result.comparisons.append(Comparison(label, v["metric"], v["key"], v["value"], None, 0.0, "missing",
+                                                     "cell not in the results store"))
+            continue
+        if row["status"] != "ok":
+            for v in entry["values"]:
+                result.comparisons.append(Comparison(label, v["metric"], v["key"], v["value"], None, 0.0, "missing",
+                                                     f"cell is {row['status']}: {row['reason']}"))
+            continue
+        if entry.get("model_hash") and entry["model_hash"] != row["model_hash"]:
+            result.notes.append(f"{label}: model hash {row['model_hash']} differs from the baseline's {entry['model_hash']}")
+        for v in entry["values"]:
+            t = tolerance_for(tol, v["metric"], v["key"])
+            current = values.get((row["cell_id"], v["metric"], v["key"]))
+            if current is None:
+                result.comparisons.append(Comparison(label, v["metric"], v["key"], v["value"], None, 0.0, "missing",
+                                                     "metric value not in the results store"))
+                continue
+            verdict, allowed = judge(float(v["value"]), float(current), bool(v.get("lower_is_better", True)), t)
+            result.comparisons.append(Comparison(label, v["metric"], v["key"], float(v["value"]), float(current),
+                                                 allowed, verdict))
+    return result
+
+
+def comparisons_frame(result: CheckResult) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"cell": c.cell, "metric": c.metric, "key": c.key, "baseline": c.baseline, "current": c.current,
+         "change": c.change, "relative": c.relative, "allowed": c.allowed, "verdict": c.verdict, "note": c.note}
+        for c in result.comparisons
+    ])

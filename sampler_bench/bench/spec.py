@@ -1,0 +1,474 @@
+"""Sweep specs: a TOML file that says which samplers to benchmark, on what, at which NFE budgets.
+
+Every key is documented in ``benchmarks/example_sweep.toml``. Parsing validates the whole spec
+before any work starts: an unknown key, model, sampler, sampler option, schedule, schedule parameter
+or metric stops with one :class:`SpecError` that names the place, the closest valid name and what
+is allowed; a malformed TOML file reports the line and column.
+
+A spec is expanded into *cells* by :mod:`sampler_bench.bench.runner`: one cell per
+(model, sampler + options, schedule, NFE budget), each run on the same seeds with the same metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..solvers import schedules as _schedules
+from ..solvers.registry import SolverOptionError, closest
+from ..solvers.registry import available as solver_names
+from ..solvers.registry import info as solver_info
+
+#: Largest number of samples per cell kept in the store for the report's pictures.
+MAX_KEEP_SAMPLES = 256
+PRECISIONS = ("float64", "float32")
+
+TOP_KEYS = (
+    "name", "description", "nfe", "n_samples", "seed", "batch_size", "device", "precision", "keep_samples",
+    "all_samplers", "exclude_samplers", "reference", "model", "sampler", "schedule", "metric",
+)
+REFERENCE_KEYS = ("rtol", "atol")
+MODEL_KEYS = ("builtin", "checkpoint", "name")
+SAMPLER_KEYS = ("name", "options")
+SCHEDULE_KEYS = ("name", "params", "sigma_min", "sigma_max", "ends_at_zero")
+METRIC_KEYS = ("name", "feature_extractor", "params")
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot run; the message says where and what to change."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built-in analytic model (``builtin``) or a trained checkpoint (``checkpoint`` path)."""
+
+    builtin: str | None = None
+    checkpoint: str | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return self.builtin if self.builtin else Path(self.checkpoint).stem
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler with its options (validated; solver defaults filled in).
+
+    ``from_all``: added by ``all_samplers = true`` rather than named; such a sampler is left out
+    (with a note) for models whose process it does not apply to, while a named one makes 'skipped' cells.
+    """
+
+    name: str
+    options: dict = field(default_factory=dict)
+    from_all: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A schedule builder with its parameters; ``sigma_min``/``sigma_max`` default to the model's range."""
+
+    name: str = "karras"
+    params: dict = field(default_factory=dict)
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    ends_at_zero: bool = True
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A registered metric, its feature extractor (or None for the metric's default) and parameters."""
+
+    name: str
+    feature_extractor: str | None = None
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class Spec:
+    """A validated sweep spec. ``source`` is the TOML text (stored with every sweep for provenance)."""
+
+    name: str
+    nfe: list[int]
+    models: list[ModelSpec]
+    samplers: list[SamplerSpec]
+    schedules: list[ScheduleSpec]
+    metrics: list[MetricSpec]
+    description: str = ""
+    n_samples: int = 1000
+    seed: int = 0
+    batch_size: int = 1000
+    device: str = "cpu"
+    precision: str = "float64"
+    keep_samples: int = MAX_KEEP_SAMPLES
+    #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see the runner)
+    reference: dict = field(default_factory=dict)
+    source: str = ""
+    path: str | None = None
+
+    @property
+    def source_hash(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small validators. ``where`` is a human label of the place in the file, e.g. "[[sampler]] #2".
+
+
+def _line_of(text: str, key: str) -> str:
+    """' (line N)' of the first line that assigns or opens ``key``, best effort for messages."""
+    pattern = re.compile(rf"^\s*(\[\[?\s*{re.escape(key)}\s*\]\]?|\"?{re.escape(key)}\"?\s*=)", re.M)
+    m = pattern.search(text)
+    return f" (line {text.count(chr(10), 0, m.start()) + 1})" if m else ""
+
+
+def _line_of_value(text: str, value: str) -> str:
+    """' (line N)' of the first line holding the string ``value``, best effort for messages."""
+    m = re.search(rf"[\"']{re.escape(value)}[\"']", text)
+    return f" (line {text.count(chr(10), 0, m.start()) + 1})" if m else ""
+
+
+def _check_keys(table: Mapping, allowed: tuple[str, ...], where: str, text: str) -> None:
+    for key in table:
+        if key not in allowed:
+            hint = ""
+            if where != "spec" and (key in TOP_KEYS or closest(key, TOP_KEYS)):
+                # TOML puts every key after a [[table]] header into that table.
+                hint = "; top-level keys must come before the first [[...]] table"
+            raise SpecError(
+                f"{where}: unknown key {key!r}{_line_of(text, key)}{closest(key, allowed)}; "
+                f"allowed keys: {', '.join(allowed)}{hint}"
+            )
+
+
+def _int(value: Any, where: str, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise SpecError(f"{where} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise SpecError(f"{where} must be <= {high}, got {value}")
+    return value
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SpecError(f"{where} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{where} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _table(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise SpecError(f"{where} must be a table (e.g. {{ key = value }}), got {value!r}")
+    return dict(value)
+
+
+def _array_of_tables(doc: Mapping, key: str, text: str) -> list[dict]:
+    value = doc.get(key, [])
+    if isinstance(value, dict):  # [model] instead of [[model]]: accept a single table
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise SpecError(f"{key!r}{_line_of(text, key)} must be written as [[{key}]] tables")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]:
+    from ..models.builtin import available as builtin_names
+
+    tables = _array_of_tables(doc, "model", text)
+    if not tables:
+        raise SpecError(
+            "the spec names no model; add e.g.\n  [[model]]\n  builtin = \"gmm2d\"\n"
+            f"(built-in models: {', '.join(builtin_names())}) or checkpoint = \"path/to/checkpoint\""
+        )
+    out = []
+    for k, t in enumerate(tables, 1):
+        where = f"[[model]] #{k}"
+        _check_keys(t, MODEL_KEYS, where, text)
+        has_b, has_c = "builtin" in t, "checkpoint" in t
+        if has_b == has_c:
+            raise SpecError(f"{where}: give exactly one of builtin = \"name\" or checkpoint = \"path\"")
+        name = _str(t["name"], f"{where} name") if "name" in t else None
+        if has_b:
+            b = _str(t["builtin"], f"{where} builtin")
+            if b not in builtin_names():
+                raise SpecError(
+                    f"{where}: unknown built-in model {b!r}{_line_of_value(text, b)}{closest(b, builtin_names())}; "
+                    f"built-in models: {', '.join(builtin_names())}"
+                )
+            out.append(ModelSpec(builtin=b, name=name))
+        else:
+            c = Path(_str(t["checkpoint"], f"{where} checkpoint")).expanduser()
+            if not c.is_absolute() and base is not None:
+                c = base / c  # relative to the spec file, so specs can travel with their checkpoints
+            # a checkpoint is a NAME.safetensors + NAME.json pair; any of NAME, either file or a directory names it
+            if not any(Path(str(c) + ext).exists() for ext in ("", ".safetensors", ".json")):
+                raise SpecError(f"{where}: checkpoint {str(c)!r} does not exist")
+            out.append(ModelSpec(checkpoint=str(c), name=name))
+    labels = [m.label for m in out]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise SpecError(f"two [[model]] entries are both called {sorted(dup)[0]!r}; give them distinct name = \"...\"")
+    return out
+
+
+def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
+    names = solver_names()
+    sweepable = [n for n in names if not solver_info(n).adaptive]
+    out: list[SamplerSpec] = []
+    all_samplers = doc.get("all_samplers", False)
+    if not isinstance(all_samplers, bool):
+        raise SpecError(f"all_samplers must be true or false, got {all_samplers!r}")
+    exclude = doc.get("exclude_samplers", [])
+    if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
+        raise SpecError("exclude_samplers must be a list of sampler names")
+    for e in exclude:
+        if e not in names:
+            raise SpecError(f"exclude_samplers: unknown sampler {e!r}{closest(e, names)}")
+    if all_samplers:
+        out += [SamplerSpec(n, solver_info(n).validate({}), from_all=True) for n in sweepable if n not in exclude]
+    for k, t in enumerate(_array_of_tables(doc, "sampler", text), 1):
+        where = f"[[sampler]] #{k}"
+        _check_keys(t, SAMPLER_KEYS, where, text)
+        if "name" not in t:
+            raise SpecError(f"{where}: missing name = \"...\" (run `sampler-bench list` for the samplers)")
+        n = _str(t["name"], f"{where} name")
+        if n not in names:
+            raise SpecError(
+                f"{where}: unknown sampler {n!r}{_line_of_value(text, n)}{closest(n, names)}; "
+                "run `sampler-bench list` to see the registered samplers"
+            )
+        meta = solver_info(n)
+        if meta.adaptive:
+            raise SpecError(
+                f"{where}: {n!r} is adaptive (its NFE is set by tolerances, not a budget) and cannot be swept; "
+                "it is the yardstick the endpoint error is measured against"
+            )
+        try:
+            opts = meta.validate(_table(t.get("options", {}), f"{where} options"))
+        except SolverOptionError as e:
+            raise SpecError(f"{where}: {e}") from None
+        out.append(SamplerSpec(n, opts))
+    if not out:
+        raise SpecError(
+            "the spec names no sampler; set all_samplers = true or add [[sampler]] tables "
+            "(run `sampler-bench list` to see the registered samplers)"
+        )
+    unique: list[SamplerSpec] = []
+    for s in out:  # the same sampler with the same options is one cell, however it was asked for
+        if s in unique:
+            if not s.from_all:  # named explicitly: it keeps its 'skipped' cells where it does not apply
+                unique[unique.index(s)] = s
+        else:
+            unique.append(s)
+    return unique
+
+
+def _schedule_param_names(name: str) -> list[str]:
+    sig = inspect.signature(_schedules.BUILDERS[name])
+    return [p for p in sig.parameters if p not in ("n", "sigma_min", "sigma_max", "append_zero")]
+
+
+def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
+    builders = sorted(_schedules.BUILDERS)
+    tables = _array_of_tables(doc, "schedule", text)
+    if not tables:
+        return [ScheduleSpec()]
+    out = []
+    for k, t in enumerate(tables, 1):
+        where = f"[[schedule]] #{k}"
+        _check_keys(t, SCHEDULE_KEYS, where, text)
+        name = _str(t.get("name", "karras"), f"{where} name")
+        if name not in builders:
+            extra = " ('list' grids are fixed, so they cannot follow an NFE budget)" if name == "list" else ""
+            raise SpecError(
+                f"{where}: unknown schedule {name!r}{_line_of_value(text, name)}{closest(name, builders)}{extra}; "
+                f"available: {', '.join(builders)}"
+            )
+        params = _table(t.get("params", {}), f"{where} params")
+        allowed = _schedule_param_names(name)
+        for p in params:
+            if p not in allowed:
+                raise SpecError(
+                    f"{where}: schedule {name!r} has no parameter {p!r}{closest(p, allowed)}; "
+                    f"its parameters: {', '.join(allowed) or 'none'}"
+                )
+        smin = _float(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
+        smax = _float(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
+        if smin is not None and smax is not None and smin >= smax:
+            raise SpecError(f"{where}: sigma_min ({smin}) must be smaller than sigma_max ({smax})")
+        ends = t.get("ends_at_zero", True)
+        if not isinstance(ends, bool):
+            raise SpecError(f"{where} ends_at_zero must be true or false, got {ends!r}")
+        # The parameter values themselves: build a small grid now rather than fail mid-sweep. A range
+        # end left to the model is unknown here; the model's range is checked when the models load.
+        lo = smin if smin is not None else (smax / 1000 if smax is not None else 0.002)
+        hi = smax if smax is not None else (smin * 1000 if smin is not None else 80.0)
+        try:
+            _schedules.build(name, 3, lo, hi, append_zero=ends, **params)
+        except ValueError as e:
+            raise SpecError(f"{where}: {e}") from None
+        out.append(ScheduleSpec(name, params, smin, smax, ends))
+    return out
+
+
+def _parse_metrics(doc: Mapping, text: str) -> list[MetricSpec]:
+    tables = _array_of_tables(doc, "metric", text)
+    if not tables:
+        return []
+    try:
+        import sampler_bench.metrics as M
+    except ImportError as e:
+        raise SpecError(f"the spec asks for metrics but sampler_bench.metrics cannot be imported ({e})") from None
+    names = list(M.available())
+    extractors = None
+    features = getattr(M, "features", None)
+    if features is not None and hasattr(features, "available"):
+        extractors = list(features.available())
+    out = []
+    for k, t in enumerate(tables, 1):
+        where = f"[[metric]] #{k}"
+        _check_keys(t, METRIC_KEYS, where, text)
+        if "name" not in t:
+            raise SpecError(f"{where}: missing name = \"...\"; metrics: {', '.join(names)}")
+        n = _str(t["name"], f"{where} name")
+        if n not in names:
+            raise SpecError(
+                f"{where}: unknown metric {n!r}{_line_of_value(text, n)}{closest(n, names)}; metrics: {', '.join(names)}"
+            )
+        fx = t.get("feature_extractor")
+        if fx is not None:
+            fx = _str(fx, f"{where} feature_extractor")
+            if extractors is not None and fx not in extractors:
+                raise SpecError(
+                    f"{where}: unknown feature extractor {fx!r}{closest(fx, extractors)}; "
+                    f"available: {', '.join(extractors)}"
+                )
+        m = MetricSpec(n, fx, _table(t.get("params", {}), f"{where} params"))
+        if m in out:
+            raise SpecError(f"{where}: metric {n!r} is listed twice with the same settings")
+        out.append(m)
+    return out
+
+
+def _parse_reference(doc: Mapping, text: str) -> dict:
+    ref = _table(doc.get("reference", {}), "reference")
+    _check_keys(ref, REFERENCE_KEYS, "[reference]", text)
+    out = {}
+    for k, v in ref.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < 1):
+            raise SpecError(f"[reference] {k} must be a number in (0, 1), e.g. 1e-8, got {v!r}")
+        out[k] = float(v)
+    return out
+
+
+def _parse_device(value: Any) -> str:
+    import torch
+
+    d = _str(value, "device")
+    try:
+        torch.device(d)
+    except (RuntimeError, ValueError):
+        raise SpecError(f"device {d!r} is not a torch device; use e.g. \"cpu\", \"cuda\" or \"cuda:1\"") from None
+    return d
+
+
+def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = None) -> Spec:
+    """Parse and validate the TOML ``text`` of a sweep spec; :class:`SpecError` on any problem."""
+    where_file = f"{path}: " if path else ""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{where_file}malformed TOML: {e}") from None
+    base = Path(path).resolve().parent if path else None
+    try:
+        _check_keys(doc, TOP_KEYS, "spec", text)
+        if "nfe" not in doc:
+            raise SpecError("the spec needs NFE budgets, e.g. nfe = [4, 8, 16, 32]")
+        nfe = doc["nfe"]
+        if not isinstance(nfe, list) or not nfe:
+            raise SpecError(f"nfe must be a non-empty list of budgets, e.g. nfe = [4, 8, 16], got {nfe!r}")
+        nfe = sorted({_int(b, "every NFE budget", low=1) for b in nfe})
+        n_samples = _int(doc.get("n_samples", 1000), "n_samples", low=1)
+        precision = doc.get("precision", "float64")
+        if precision not in PRECISIONS:
+            raise SpecError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}{closest(str(precision), PRECISIONS)}")
+        spec = Spec(
+            name=_str(doc.get("name", name or (Path(path).stem if path else "sweep")), "name"),
+            description=str(doc.get("description", "")),
+            nfe=nfe,
+            models=_parse_models(doc, text, base),
+            samplers=_parse_samplers(doc, text),
+            schedules=_parse_schedules(doc, text),
+            metrics=_parse_metrics(doc, text),
+            n_samples=n_samples,
+            seed=_int(doc.get("seed", 0), "seed", low=0),
+            batch_size=_int(doc.get("batch_size", min(n_samples, 1000)), "batch_size", low=1),
+            device=_parse_device(doc.get("device", "cpu")),
+            precision=precision,
+            keep_samples=_int(doc.get("keep_samples", MAX_KEEP_SAMPLES), "keep_samples", low=0, high=MAX_KEEP_SAMPLES),
+            reference=_parse_reference(doc, text),
+            source=text,
+            path=str(path) if path else None,
+        )
+    except SpecError as e:
+        raise SpecError(f"{where_file}{e}") from None
+    return spec
+
+
+def with_overrides(spec: Spec, *, device: str | None = None, batch_size: int | None = None) -> Spec:
+    """A copy of ``spec`` run on another device or batch size (command-line overrides), validated."""
+    out = dataclasses.replace(spec)
+    try:
+        if device is not None:
+            out.device = _parse_device(device)
+        if batch_size is not None:
+            out.batch_size = _int(batch_size, "batch_size", low=1)
+    except SpecError as e:
+        raise SpecError(f"command-line override: {e}") from None
+    return out
+
+
+def builtin_specs() -> list[str]:
+    """Names of the specs shipped with the package (``sampler_bench/specs/*.toml``)."""
+    root = resources.files("sampler_bench") / "specs"
+    try:
+        return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def load_spec(ref: str | Path) -> Spec:
+    """Load a spec from a file path, or a built-in spec by name (e.g. ``"quickstart"``)."""
+    p = Path(ref).expanduser()
+    if p.is_file():
+        return parse_spec(p.read_text(), path=p)
+    name = str(ref)
+    if name in builtin_specs():
+        text = (resources.files("sampler_bench") / "specs" / f"{name}.toml").read_text()
+        return parse_spec(text, name=name)
+    if p.suffix == ".toml" or "/" in name:
+        raise SpecError(f"spec file {name!r} does not exist")
+    raise SpecError(
+        f"{name!r} is neither a spec file nor a built-in spec{closest(name, builtin_specs())}; "
+        f"built-in specs: {', '.join(builtin_specs()) or 'none'}"
+    )

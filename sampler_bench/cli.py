@@ -1,0 +1,512 @@
+"""The ``sampler-bench`` command line (click + rich).
+
+    sampler-bench sweep [SPEC] [--out DIR]     run a sweep (default: the built-in quickstart spec); resumes
+    sampler-bench report DB [--out DIR]        Markdown + HTML report of a results store
+    sampler-bench check DB --baseline FILE     exit 1 if any metric regressed beyond its tolerance
+    sampler-bench list [WHAT]                  samplers, schedules, metrics, feature extractors, models, specs
+    sampler-bench show DB [--csv F]            the stored results as a table (or CSV / Parquet)
+
+Everything a user can get wrong ends in one readable message (click's ``Error: ...``), never a
+traceback. Exit status: 0 success, 1 a regression found by ``check``, 2 bad input (spec, store,
+baseline, options).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from . import __version__
+
+console = Console(highlight=False)
+
+#: Subcommands provided by other modules, imported only when used (a missing one never breaks the CLI).
+LAZY_COMMANDS = {"train": "sampler_bench.train.cli:train"}
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx):
+        lazy = [n for n, target in LAZY_COMMANDS.items() if self._findable(target)]
+        return sorted(set(super().list_commands(ctx)) | set(lazy))
+
+    @staticmethod
+    def _findable(target: str) -> bool:
+        try:
+            return importlib.util.find_spec(target.split(":")[0]) is not None
+        except ImportError:
+            return False
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None or name not in LAZY_COMMANDS:
+            return cmd
+        module, attr = LAZY_COMMANDS[name].split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise click.ClickException(f"the {name!r} command is not available in this installation ({e})") from None
+
+
+class InputError(click.ClickException):
+    """Bad input (spec, store, baseline): exit status 2, so `check` keeps 1 for "a value regressed"."""
+
+    exit_code = 2
+
+
+def friendly(fn):
+    """Turn the package's input errors (ValueError subclasses with readable messages) into click errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .bench.check import BaselineError
+        from .bench.spec import SpecError
+        from .bench.store import StoreError
+
+        try:
+            return fn(*args, **kwargs)
+        except (SpecError, StoreError, BaselineError) as e:
+            raise InputError(str(e)) from None
+
+    return wrapper
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sampler-bench")
+def main():
+    """Benchmark diffusion samplers over NFE budgets: counted NFE, exact references, provenance."""
+    global console
+    console = Console(highlight=False)  # per invocation: the terminal width of *this* run
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+
+
+def _progress_handler(progress, task_ids):
+    def on_event(kind, data):
+        if kind == "start":
+            if data["todo"]:
+                task_ids["cells"] = progress.add_task("cells", total=data["todo"])
+            if data["reused"]:
+                console.print(f"[dim]{data['reused']} of {data['total']} cells already stored: resuming[/dim]")
+        elif kind == "cell_start":
+            progress.update(task_ids["cells"], description=data["cell"].label)
+        elif kind == "cell_done":
+            row = data["row"]
+            if row["status"] == "failed":
+                progress.console.print(f"[red]failed[/red] {escape(data['cell'].label)}: {escape(row['reason'])}")
+            progress.advance(task_ids["cells"])
+        elif kind == "reference" and "cells" in task_ids:
+            progress.update(task_ids["cells"], description=(
+                f"{data['model']} · reference ODE endpoints (DOP853), samples {data['start']}..{data['stop'] - 1}"))
+
+    return on_event
+
+
+def _write_report(store_path: Path, out_dir: Path) -> dict | None:
+    try:
+        from .report import write_report
+    except ImportError as e:
+        console.print(f"[yellow]report unavailable[/yellow] (sampler_bench.report cannot be imported: {e}); "
+                      f"the results are in {store_path}")
+        return None
+    with console.status("writing the report"):
+        return write_report(store_path, out_dir)
+
+
+def _print_report_paths(paths) -> None:
+    if not paths:
+        return
+    for kind in ("markdown", "html"):
+        if kind in paths:
+            console.print(f"{kind:>8}: {paths[kind]}")
+
+
+@main.command()
+@click.argument("spec", required=False, default="quickstart", metavar="[SPEC]")
+@click.option("--out", "-o", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory for results.sqlite and the report [default: results/<spec name>].")
+@click.option("--force", is_flag=True, help="Recompute cells that are already in the store.")
+@click.option("--retry-failed", is_flag=True, help="Recompute only the stored cells that failed.")
+@click.option("--no-report", is_flag=True, help="Do not write the report after the sweep.")
+@click.option("--device", default=None, help="Override the spec's device (e.g. cuda:0).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Override the spec's batch size; results do not depend on it (per-sample seeds).")
+@friendly
+def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
+    """Run SPEC (a TOML file or a built-in spec name; default: quickstart) and store every cell.
+
+    Re-running the same command resumes: cells already in DIR/results.sqlite are not recomputed.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .bench.runner import Sweep
+    from .bench.spec import load_spec, with_overrides
+
+    s = with_overrides(load_spec(spec), device=device, batch_size=batch_size)
+    out = out or Path("results") / s.name
+    command = " ".join(
+        ["sampler-bench sweep", shlex.quote(str(spec)), "--out", shlex.quote(str(out))]
+        + ["--force"] * force + ["--retry-failed"] * retry_failed
+        + ([f"--device {device}"] if device else []) + ([f"--batch-size {batch_size}"] if batch_size else [])
+    )
+    with console.status(f"preparing {s.name!r}: models, metrics and cells"):
+        runner = Sweep(s, out, force=force, retry_failed=retry_failed, command=command)
+    console.print(
+        f"sweep [bold]{escape(s.name)}[/bold]: {len(runner.cells)} cells ({len(s.models)} model(s), "
+        f"{len(s.samplers)} sampler configuration(s), {len(s.schedules)} schedule(s), NFE {', '.join(map(str, s.nfe))}), "
+        f"{s.n_samples} samples each (seeds {s.seed}..{s.seed + s.n_samples - 1}), "
+        f"metrics: {', '.join(m.name for m in s.metrics) or 'none'}"
+    )
+    for note in {n for pm in runner.models for n in pm.notes}:
+        console.print(f"[yellow]note[/yellow]: {escape(note)}")
+    tasks: dict = {}
+    with Progress(SpinnerColumn(), TextColumn("{task.description}", style="cyan"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        runner.on_event = _progress_handler(progress, tasks)
+        summary = runner.run()
+    console.print(
+        f"[bold]{summary.total}[/bold] cells in {summary.wall_s:.1f} s: {summary.computed} computed, "
+        f"{summary.reused} reused; [green]{summary.ok} ok[/green], [yellow]{summary.skipped} skipped[/yellow], "
+        f"[red]{summary.failed} failed[/red]"
+    )
+    _print_problems(summary.problems)
+    console.print(f"results: {summary.store_path}")
+    if not no_report:
+        try:
+            paths = _write_report(summary.store_path, out)
+        except Exception as e:  # the sweep's numbers are safe in the store; say so rather than dump a trace
+            raise click.ClickException(
+                f"the results are stored in {summary.store_path}, but writing the report failed "
+                f"({type(e).__name__}: {e}); retry with `sampler-bench report {summary.store_path}`"
+            ) from None
+        _print_report_paths(paths)
+
+
+def _print_problems(problems, limit: int = 12) -> None:
+    for p in problems[:limit]:
+        console.print(f"  [dim]-[/dim] {escape(p)}")
+    if len(problems) > limit:
+        console.print(f"  [dim]... and {len(problems) - limit} more (sampler-bench show DB --long)[/dim]")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+@main.command()
+@click.argument("db", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for report.md, report.html and figures [default: the store's directory].")
+@friendly
+def report(db, out):
+    """Write a Markdown and a self-contained HTML report of the results store DB."""
+    from .bench.store import ResultsStore
+
+    with ResultsStore(db, create=False) as store:
+        path = store.path
+    try:
+        from .report import write_report
+    except ImportError as e:
+        raise click.ClickException(f"the report module is not available in this installation ({e})") from None
+    with console.status("writing the report"):
+        paths = write_report(path, out or path.parent)
+    _print_report_paths(paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.4g}"
+
+
+@main.command()
+@click.argument("db", type=click.Path(path_type=Path))
+@click.option("--baseline", "-b", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Baseline JSON file to compare against.")
+@click.option("--write-baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a baseline from DB to this file instead of checking.")
+@click.option("--rel", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="Default relative tolerance written with --write-baseline.")
+@click.option("--abs", "abs_", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Default absolute tolerance written with --write-baseline.")
+@click.option("--all", "show_all", is_flag=True, help="List every compared value, not only the ones that moved.")
+@friendly
+def check(db, baseline, write_baseline, rel, abs_, show_all):
+    """Compare DB with a baseline: exit 0 when every value is within tolerance, 1 on any regression."""
+    from .bench import check as C
+    from .bench.store import ResultsStore
+
+    if (baseline is None) == (write_baseline is None):
+        raise click.UsageError("give exactly one of --baseline FILE (check) or --write-baseline FILE (create)")
+    with ResultsStore(db, create=False) as store:
+        if write_baseline is not None:
+            doc = C.write_baseline(store, write_baseline, rel=rel, abs=abs_)
+            n = sum(len(c["values"]) for c in doc["cells"])
+            console.print(f"wrote {write_baseline}: {len(doc['cells'])} cells, {n} values, "
+                          f"default tolerance rel {rel:g}, abs {abs_:g} (edit \"tolerances\" per metric)")
+            return
+        result = C.check(store, C.load_baseline(baseline))
+    moved = [c for c in result.comparisons if show_all or c.verdict != "ok" or (c.change or 0) != 0]
+    order = {"missing": 0, "regressed": 1, "changed": 2, "improved": 3, "ok": 4}
+    moved.sort(key=lambda c: (order[c.verdict], c.cell, c.key))
+    table = Table(title=f"{len(result.comparisons)} values checked against {baseline.name}", show_lines=False)
+    for col in ("cell", "value", "baseline", "current", "change", "change %", "allowed", "verdict"):
+        table.add_column(col, justify="right" if col not in ("cell", "value", "verdict") else "left")
+    style = {"missing": "red", "regressed": "red", "changed": "red", "improved": "green", "ok": ""}
+    for c in moved:
+        rel_s = "–" if c.relative is None else f"{100 * c.relative:+.2f}%"
+        table.add_row(escape(c.cell), c.key, _fmt(c.baseline), _fmt(c.current),
+                      "–" if c.change is None else f"{c.change:+.3g}", rel_s, _fmt(c.allowed),
+                      f"[{style[c.verdict]}]{c.verdict}[/]" if style[c.verdict] else c.verdict)
+    if moved:
+        console.print(table)
+    for n in result.notes:
+        console.print(f"[yellow]note[/yellow]: {escape(n)}")
+    for c in result.failures:
+        if c.verdict == "missing":
+            console.print(f"[red]missing[/red]: {escape(c.cell)} {c.metric}/{c.key}: {escape(c.note)}")
+    if result.passed:
+        console.print(f"[green]ok[/green]: all {len(result.comparisons)} values within tolerance")
+        return
+    console.print(f"[red]FAILED[/red]: {len(result.failures)} of {len(result.comparisons)} values regressed or are missing")
+    sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# list
+
+LIST_SECTIONS = ("samplers", "schedules", "metrics", "features", "models", "specs")
+
+
+def _options_text(meta) -> str:
+    if not meta.options:
+        return "–"
+    return ", ".join(f"{k}={v.default!r}" for k, v in meta.options.items())
+
+
+def _add_row(table: Table, *cells) -> None:
+    table.add_row(*[escape(str(c)) for c in cells])
+
+
+@main.command(name="list")
+@click.argument("what", required=False, type=click.Choice(LIST_SECTIONS))
+def list_(what):
+    """What is available: samplers, schedules, metrics, feature extractors, built-in models and specs."""
+    import sampler_bench as sb
+
+    from .bench.spec import builtin_specs
+    from .models.builtin import BUILTIN
+    from .solvers import schedules
+
+    show = (what,) if what else LIST_SECTIONS
+    if "samplers" in show:
+        t = Table(title="samplers")
+        for col in ("name", "order", "NFE/step", "stochastic", "processes"):
+            t.add_column(col, no_wrap=True)  # names are never cut
+        t.add_column("options (defaults)", overflow="fold")
+        t.caption = "order: theoretical global order of the default options (weak order if stochastic); * adaptive"
+        for name in sb.solvers.available():
+            meta = sb.solvers.info(name)
+            order = f"{meta.order}*" if meta.adaptive else str(meta.order)
+            _add_row(t, name, order, str(meta.nfe_per_step), "yes" if meta.stochastic else "no",
+                      ", ".join(meta.processes), _options_text(meta))
+        console.print(t)
+    if "schedules" in show:
+        from .bench.spec import _schedule_param_names
+
+        t = Table(title="schedules")
+        t.add_column("name")
+        t.add_column("parameters")
+        for name in sorted(schedules.BUILDERS):
+            _add_row(t, name, ", ".join(_schedule_param_names(name)) or "–")
+        console.print(t)
+    if "metrics" in show or "features" in show:
+        try:
+            import sampler_bench.metrics as M
+        except ImportError as e:
+            console.print(f"[yellow]metrics unavailable[/yellow] ({e})")
+        else:
+            if "metrics" in show:
+                t = Table(title="metrics")
+                for col in ("name", "values", "lower is better", "needs reference endpoints", "description"):
+                    t.add_column(col)
+                for name in M.available():
+                    info = M.info(name)
+                    lib = getattr(info, "lower_is_better", True)
+                    _add_row(t, name, ", ".join(getattr(info, "keys", ()) or ()),
+                              json.dumps(lib) if isinstance(lib, dict) else ("yes" if lib else "no"),
+                              "yes" if getattr(info, "needs_reference_endpoints", False) else "no",
+                              getattr(info, "description", ""))
+                console.print(t)
+            if "features" in show:
+                t = Table(title="feature extractors")
+                t.add_column("name")
+                features = getattr(M, "features", None)
+                for name in (features.available() if features is not None else []):
+                    _add_row(t, name)
+                console.print(t)
+    if "models" in show:
+        t = Table(title="built-in models")
+        for col in ("name", "shape", "process", "sigma range", "description"):
+            t.add_column(col)
+        for name in sorted(BUILTIN):
+            m = BUILTIN[name]()
+            _add_row(t, name, "×".join(map(str, m.shape)), m.process, f"[{m.sigma_min:g}, {m.sigma_max:g}]",
+                      getattr(m, "description", ""))
+        console.print(t)
+    if "specs" in show:
+        t = Table(title="built-in specs (sampler-bench sweep NAME)")
+        t.add_column("name")
+        t.add_column("description")
+        from .bench.spec import load_spec
+
+        for name in builtin_specs():
+            _add_row(t, name, load_spec(name).description)
+        console.print(t)
+
+
+# ---------------------------------------------------------------------------------------------
+# show
+
+
+def _short_options(options_json: str, solver: str) -> str:
+    """Options that differ from the solver's defaults, for a row label."""
+    import sampler_bench as sb
+
+    try:
+        opts = json.loads(options_json)
+        defaults = sb.solvers.info(solver).validate({})
+    except (ValueError, TypeError):
+        return ""
+    diff = {k: v for k, v in opts.items() if k in defaults and json.dumps(defaults[k], default=list) != json.dumps(v)}
+    return ", ".join(f"{k}={v}" for k, v in sorted(diff.items()))
+
+
+@main.command()
+@click.argument("db", type=click.Path(path_type=Path))
+@click.option("--metric", "-m", "key", default=None, help="Value to tabulate (e.g. endpoint_rmse, fd) [default: the first stored].")
+@click.option("--model", default=None, help="Only this model.")
+@click.option("--long", "long_", is_flag=True, help="One row per cell with its status, NFE and timings.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Export every cell and value (long format) to CSV.")
+@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Export every cell and value (long format) to Parquet (needs pyarrow).")
+@friendly
+def show(db, key, model, long_, csv_path, parquet_path):
+    """The results in DB as a table: sampler × NFE for one metric value (or --long), or exported."""
+    from .bench.store import ResultsStore
+
+    with ResultsStore(db, create=False) as store:
+        cells = store.cells()
+        metrics = store.metrics()
+    long_frame = cells.merge(metrics, on="cell_id", how="left")
+    if csv_path is not None or parquet_path is not None:
+        if csv_path is not None:
+            long_frame.to_csv(csv_path, index=False)
+            console.print(f"wrote {len(long_frame)} rows to {csv_path}")
+        if parquet_path is not None:
+            try:
+                long_frame.to_parquet(parquet_path, index=False)
+            except ImportError:
+                raise click.ClickException(
+                    "writing Parquet needs pyarrow: pip install 'sampler-bench[parquet]'"
+                ) from None
+            console.print(f"wrote {len(long_frame)} rows to {parquet_path}")
+        return
+    if cells.empty:
+        console.print("the store holds no cells yet")
+        return
+    if model is not None:
+        models = sorted(cells["model"].unique())
+        if model not in models:
+            from .solvers.registry import closest
+
+            raise click.UsageError(f"no model {model!r} in the store{closest(model, models)}; models: {', '.join(models)}")
+        cells = cells[cells["model"] == model]
+        metrics = metrics[metrics["cell_id"].isin(cells["cell_id"])]
+    if long_:
+        t = Table(title=f"{len(cells)} cells")
+        cols = ("model", "solver", "schedule", "nfe_budget", "nfe_counted", "status", "wall_time_s", "denoiser_fraction", "reason")
+        for c in cols:
+            t.add_column(c, overflow="fold")
+        for _, r in cells.iterrows():
+            t.add_row(*[escape(_cell_text(r[c])) for c in cols])
+        console.print(t)
+        return
+    keys = list(dict.fromkeys(metrics["key"]))
+    if not keys:
+        console.print("no metric values stored; use --long for the cells")
+        return
+    if key is None:
+        key = "endpoint_rmse" if "endpoint_rmse" in keys else keys[0]
+    elif key not in keys:
+        from .solvers.registry import closest
+
+        raise click.UsageError(f"no value {key!r} in the store{closest(key, keys)}; values: {', '.join(keys)}")
+    vals = metrics[metrics["key"] == key].set_index("cell_id")["value"]
+    for mdl, group in cells.groupby("model", sort=False):
+        budgets = sorted(group["nfe_budget"].dropna().unique())
+        t = Table(title=f"{mdl}: {key} (sampler × NFE budget; counted NFE in brackets when it differs)")
+        t.add_column("sampler")
+        for b in budgets:
+            t.add_column(str(b), justify="right")
+        group = group.assign(label=[
+            s + (f" ({o})" if o else "") + (f" · {sch}" if group["schedule"].nunique() > 1 else "")
+            for s, o, sch in zip(group["solver"],
+                                 [_short_options(o, s) for o, s in zip(group["requested_options"], group["solver"])],
+                                 group["schedule"])
+        ])
+        for label, rows in group.groupby("label", sort=False):
+            out = []
+            for b in budgets:
+                r = rows[rows["nfe_budget"] == b]
+                if r.empty:
+                    out.append("")
+                    continue
+                r = r.iloc[-1]
+                if r["status"] != "ok" or r["cell_id"] not in vals.index:
+                    out.append(f"[dim]{r['status'] if r['status'] != 'ok' else '–'}[/dim]")
+                    continue
+                text = f"{vals[r['cell_id']]:.3g}"
+                if not _na(r["nfe_counted"]) and int(r["nfe_counted"]) != int(b):
+                    text += f" ({int(r['nfe_counted'])})"
+                out.append(text)
+            t.add_row(escape(label), *out)
+        console.print(t)
+
+
+def _na(v) -> bool:
+    try:
+        import pandas as pd
+
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _cell_text(v) -> str:
+    if _na(v):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
