@@ -13,5 +13,6 @@ __version__ = "0.1.0"
 from . import solvers
 from .solvers import schedules
 from .solvers.driver import sample
+from .models.checkpoint import load_model
 
-__all__ = ["solvers", "schedules", "sample", "__version__"]
+__all__ = ["solvers", "schedules", "sample", "load_model", "__version__"]

@@ -2,5 +2,10 @@
 
 from .base import AnalyticModel, Model, tensor_hash
 from .builtin import builtin_model
+from .checkpoint import CheckpointError, TrainedModel, load_model, save_checkpoint
+from .networks import MLP, UNet, build_network
+from .precond import EDMPrecond, VEPrecond, VPPrecond
 
-__all__ = ["AnalyticModel", "Model", "tensor_hash", "builtin_model"]
+__all__ = ["AnalyticModel", "Model", "tensor_hash", "builtin_model",
+           "CheckpointError", "TrainedModel", "load_model", "save_checkpoint", "MLP", "UNet", "build_network",
+           "EDMPrecond", "VEPrecond", "VPPrecond"]

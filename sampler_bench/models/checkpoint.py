@@ -1,0 +1,256 @@
+"""Checkpoint I/O: a safetensors file of weights plus a JSON config, and ``load_model``.
+
+A checkpoint ``NAME`` is the pair ``NAME.safetensors`` + ``NAME.json``. The JSON says everything
+needed to rebuild and trust the model::
+
+    {
+      "format": "sampler-bench-checkpoint", "format_version": 1,
+      "process": {"name": "pfgmpp", "D": 128, "sigma_min": 0.002, "sigma_max": 80.0, ...},
+      "network": {"type": "unet", "channels": 32, ...},
+      "precond": {"type": "edm", "sigma_data": 0.57},
+      "dataset": {"name": "digits"},  "shape": [1, 8, 8],  "sigma_data": 0.57,
+      "training": {"steps": 20000, "batch": 256, "ema": {...}, "seconds": 812.4, "spec": {...}, ...},
+      "weights_sha256": "<sha256 over the tensors, in key order>"
+    }
+
+Loading refuses anything that is not such a pair (no pickle is ever opened: the principle "no pickles
+from outside" of DESIGN.md), and a config that does not match its weights (wrong hash, missing or
+unexpected tensors, wrong shapes), each with one message that says what is wrong.
+
+``load_model(path)`` returns a :class:`TrainedModel` that satisfies the
+:class:`~sampler_bench.models.base.Model` contract: a denoiser ``model(x, sigma)``, its data
+``shape``, ``sigma_min``/``sigma_max``, ``process`` ('gaussian' or 'pfgmpp'), ``prior(n, generator)``
+and ``sample_data(n, generator)`` (the dataset's held-out split, for reference statistics).
+A diffusers ``UNet2DModel`` folder is loaded through :mod:`sampler_bench.models.adapters`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import data as _data  # checkpoints name their dataset; importing it also registers "digits-classifier"
+from ..processes.base import Process, process_from_config
+from .base import tensor_hash
+from .networks import build_network
+from .precond import build_precond
+
+FORMAT = "sampler-bench-checkpoint"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says why and what to do."""
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over key names, dtypes, shapes and bytes of every tensor, in sorted key order."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().contiguous().cpu()
+        h.update(f"{key}|{t.dtype}|{list(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, config) paths of a checkpoint given as ``NAME``, ``NAME.safetensors`` or ``NAME.json``."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{p}: sampler-bench loads no pickled checkpoints ({', '.join(PICKLE_SUFFIXES)}); "
+                              "a checkpoint is a NAME.safetensors + NAME.json pair (see checkpoints/README.md)")
+    if p.suffix in (".safetensors", ".json"):
+        stem = p.with_suffix("")
+    else:
+        stem = p
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module | dict[str, torch.Tensor], config: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``model``'s state dict (or a state dict) and ``config`` (plus format and hash) as a pair."""
+    from safetensors.torch import save_file
+
+    weights_path, config_path = checkpoint_paths(path)
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **config, "weights_sha256": weights_sha256(tensors)}
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_w, tmp_c = weights_path.with_suffix(".safetensors.tmp"), config_path.with_suffix(".json.tmp")
+    save_file(tensors, str(tmp_w), metadata={"format": FORMAT, "weights_sha256": full["weights_sha256"]})
+    tmp_c.write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
+    tmp_w.replace(weights_path)  # the pair appears only complete (a crash mid-write leaves the old pair)
+    tmp_c.replace(config_path)
+    return weights_path, config_path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, config) of a checkpoint pair, with format and hash checked."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights_path, config_path = checkpoint_paths(path)
+    for p, what in ((weights_path, "weights"), (config_path, "config")):
+        if not p.exists():
+            raise CheckpointError(f"checkpoint {what} file {p} not found; a checkpoint is a NAME.safetensors + NAME.json pair")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config_path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path} is not a sampler-bench checkpoint config (its 'format' is not {FORMAT!r})")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{config_path} has format_version {config['format_version']}; this sampler-bench reads "
+                              f"up to {FORMAT_VERSION}: upgrade sampler-bench")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
+    digest = weights_sha256(tensors)
+    if config.get("weights_sha256") != digest:
+        raise CheckpointError(f"{weights_path} does not match its config {config_path.name}: the weights hash is {digest[:16]}..., "
+                              f"the config expects {str(config.get('weights_sha256'))[:16]}...; the pair was mixed up or modified")
+    return tensors, config
+
+
+def build_denoiser(config: dict[str, Any]) -> nn.Module:
+    """The preconditioned network a config describes (weights not loaded)."""
+    shape = tuple(config["shape"])
+    net = build_network(config["network"], shape)
+    return build_precond(config.get("precond", {"type": "edm", "sigma_data": config.get("sigma_data", 0.5)}), net)
+
+
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Load ``tensors`` into ``module`` or raise one CheckpointError listing what does not match."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if tuple(own[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: config {list(own[k].shape)}, file {list(tensors[k].shape)})")
+        raise CheckpointError(f"{where}: the weights do not fit the network its config describes: " + "; ".join(parts))
+    module.load_state_dict(tensors)
+
+
+class TrainedModel:
+    """A trained denoiser with its process, noise range, data shape and held-out data (Model contract)."""
+
+    def __init__(self, denoiser: nn.Module, process: Process, shape, config: dict[str, Any], name: str = "model",
+                 fingerprint: str | None = None):
+        self.denoiser = denoiser.eval()
+        self.process_def = process
+        self.process = process.kind
+        self.shape = tuple(int(s) for s in shape)
+        self.sigma_min = process.sigma_min
+        self.sigma_max = process.sigma_max
+        self.config = config
+        self.name = name
+        self._fingerprint = fingerprint
+        self._dataset = None
+        self.description = config.get("description", "")
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.denoiser.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def to(self, device) -> "TrainedModel":
+        self.denoiser.to(device)
+        return self
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            dev = self.device
+            out = self.denoiser(x.to(dev), torch.as_tensor(sigma).to(dev))
+        return out.to(device=x.device, dtype=x.dtype)
+
+    def prior(self, n: int, generator=None, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+        """n starting states at sigma_max drawn from the process's prior (per-sample generators allowed)."""
+        return self.process_def.prior(n, self.shape, generator, dtype=dtype, device=device)
+
+    @property
+    def dataset(self):
+        if self._dataset is None and self.config.get("dataset"):
+            self._dataset = _data.load_dataset(dict(self.config["dataset"]))
+        return self._dataset
+
+    @property
+    def distribution(self):
+        """The analytic data law when the training set has one (toy mixtures), else None."""
+        ds = self.dataset if self.config.get("dataset", {}).get("name") in ("ring", "gmm") else None
+        return getattr(ds, "distribution", None)
+
+    def sample_data(self, n: int, generator=None) -> torch.Tensor | None:
+        """n rows of the dataset's reference split (None when the model has no dataset attached).
+
+        The split is the held-out one unless the config says ``"reference_split": "train"`` (the
+        convention of CIFAR-10 FID, whose reference statistics are those of the 50k training images).
+        """
+        ds = self.dataset
+        if ds is None:
+            return None
+        split = self.config.get("reference_split", "test")
+        return ds.sample_rows(n, generator, split).to(torch.float64).reshape(n, *self.shape)
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = tensor_hash(extra={"weights_sha256": self.config.get("weights_sha256"),
+                                                   "process": self.process_def.config()})
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"<TrainedModel {self.name!r} {self.process_def} shape={list(self.shape)}>"
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """Load a checkpoint pair (``NAME``, ``NAME.safetensors`` or ``NAME.json``) as a model.
+
+    A directory holding a diffusers ``UNet2DModel`` (``config.json`` + ``scheduler/``) is loaded with
+    :func:`sampler_bench.models.adapters.load_diffusers`.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        from .adapters import is_diffusers_dir, load_diffusers
+
+        if is_diffusers_dir(p):
+            return load_diffusers(p, device=device)
+        raise CheckpointError(f"{p} is a directory; give the checkpoint's NAME.safetensors (or NAME.json) inside it, "
+                              "or a diffusers UNet2DModel folder")
+    tensors, config = read_checkpoint(p)
+    weights_path, _ = checkpoint_paths(p)
+    try:
+        process = process_from_config(config["process"])
+        denoiser = build_denoiser(config)
+    except KeyError as e:
+        raise CheckpointError(f"{weights_path.with_suffix('.json')}: the config has no {e.args[0]!r} entry") from None
+    except ValueError as e:
+        raise CheckpointError(f"{weights_path.with_suffix('.json')}: {e}") from None
+    load_weights(denoiser, tensors, str(weights_path))
+    name = config.get("name") or weights_path.stem
+    model = TrainedModel(denoiser, process, config["shape"], config, name=name,
+                         fingerprint=tensor_hash(extra={"weights_sha256": config["weights_sha256"], "process": process.config()}))
+    return model.to(device)
+
+
+def model_config(*, process: Process, network: dict, precond: dict, dataset: dict, shape, sigma_data: float,
+                 training: dict | None = None, name: str | None = None, description: str = "") -> dict[str, Any]:
+    """The JSON config of a checkpoint (without format and hash, which ``save_checkpoint`` adds)."""
+    if not math.isfinite(sigma_data) or sigma_data <= 0:
+        raise ValueError(f"sigma_data must be positive, got {sigma_data}")
+    cfg = {"name": name, "description": description, "process": process.config(), "kind": process.kind,
+           "network": network, "precond": precond, "dataset": dataset, "shape": list(shape), "sigma_data": sigma_data,
+           "training": training or {}}
+    return {k: v for k, v in cfg.items() if v is not None}

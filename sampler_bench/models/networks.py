@@ -1,0 +1,225 @@
+"""The raw networks F(c_in x, c_noise) that preconditioning turns into a denoiser.
+
+* :class:`MLP` -- residual MLP for vector data (2-D toys, Gaussian mixtures, flattened digits);
+* :class:`UNet` -- a small UNet for images (digits 8x8, LFW 24x24, CIFAR-10 32x32);
+
+both conditioned on the noise level through random Fourier features of c_noise (Tancik et al.,
+arXiv 2006.10739; EDM's ``FourierEmbedding``, Karras et al., arXiv 2206.00364) followed by a small
+MLP, injected as a per-channel scale and shift (FiLM). Output layers start at zero, so an untrained
+network under EDM preconditioning is the denoiser c_skip x (EDM's zero-init ``Conv2d``/``Linear``).
+
+A network is built from a JSON-able config (``build_network``), which is what a checkpoint stores.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class FourierEmbedding(nn.Module):
+    """[cos(2 pi f c), sin(2 pi f c)] for fixed random frequencies f ~ N(0, scale^2)."""
+
+    def __init__(self, channels: int, scale: float = 16.0, seed: int = 0):
+        super().__init__()
+        if channels % 2:
+            raise ValueError(f"the Fourier embedding needs an even number of channels, got {channels}")
+        g = torch.Generator().manual_seed(seed)  # frequencies are part of the weights; fixed for reproducibility
+        self.register_buffer("freqs", torch.randn(channels // 2, generator=g) * scale)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        arg = (2 * math.pi) * c.to(self.freqs.dtype)[:, None] * self.freqs[None, :]
+        return torch.cat([arg.cos(), arg.sin()], dim=1)
+
+
+class NoiseEmbedding(nn.Module):
+    """c_noise [B] -> an embedding vector [B, emb] (Fourier features + 2-layer MLP)."""
+
+    def __init__(self, fourier_channels: int, emb_channels: int, scale: float = 16.0):
+        super().__init__()
+        self.fourier = FourierEmbedding(fourier_channels, scale)
+        self.mlp = nn.Sequential(nn.Linear(fourier_channels, emb_channels), nn.SiLU(), nn.Linear(emb_channels, emb_channels), nn.SiLU())
+
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.fourier(c_noise))
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class _MLPBlock(nn.Module):
+    def __init__(self, hidden: int, emb: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.film = nn.Linear(emb, 2 * hidden)
+        self.fc1 = nn.Linear(hidden, 2 * hidden)
+        self.fc2 = _zero(nn.Linear(2 * hidden, hidden))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h, emb):
+        scale, shift = self.film(emb).chunk(2, dim=1)
+        a = self.norm(h) * (1 + scale) + shift
+        return h + self.fc2(self.dropout(F.silu(self.fc1(a))))
+
+
+class MLP(nn.Module):
+    """Residual MLP on flattened vectors with FiLM noise conditioning."""
+
+    def __init__(self, shape: Sequence[int], hidden: int = 256, depth: int = 4, emb_channels: int = 128,
+                 fourier_channels: int = 64, fourier_scale: float = 16.0, dropout: float = 0.0):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        dim = math.prod(self.shape)
+        self.emb = NoiseEmbedding(fourier_channels, emb_channels, fourier_scale)
+        self.inp = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList([_MLPBlock(hidden, emb_channels, dropout) for _ in range(depth)])
+        self.out_norm = nn.LayerNorm(hidden)
+        self.out = _zero(nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        emb = self.emb(c_noise)
+        h = self.inp(x.reshape(x.shape[0], -1))
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(F.silu(self.out_norm(h))).reshape(x.shape)
+
+
+def _groups(channels: int) -> int:
+    for g in (32, 16, 8, 4, 2, 1):
+        if channels % g == 0 and channels // g >= 2:
+            return g
+    return 1
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.film = nn.Linear(emb, 2 * cout)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(self.norm2(h) * (1 + scale) + shift)
+        return self.skip(x) + self.conv2(self.dropout(h))
+
+
+class _Attention(nn.Module):
+    """Single-head self-attention over pixels (for the lowest resolutions only)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).unbind(1)
+        h = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return x + self.proj(h.transpose(1, 2).reshape(B, C, H, W))
+
+
+class UNet(nn.Module):
+    """A small DDPM-style UNet (Ho et al., arXiv 2006.11239) for [B, C, H, W] images.
+
+    ``channel_mult`` sets the channels at each resolution (halved between levels), ``num_blocks`` the
+    residual blocks per level, ``attn_resolutions`` the spatial sizes that get self-attention.
+    Spatial sizes must be divisible by 2^(levels - 1).
+    """
+
+    def __init__(self, shape: Sequence[int], channels: int = 32, channel_mult: Sequence[int] = (1, 2, 2),
+                 num_blocks: int = 1, attn_resolutions: Sequence[int] = (), emb_channels: int = 128,
+                 fourier_channels: int = 64, fourier_scale: float = 16.0, dropout: float = 0.0):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 3:
+            raise ValueError(f"the UNet needs image data of shape [C, H, W], got {list(self.shape)}; use the MLP for vectors")
+        cin, H, W = self.shape
+        levels = len(channel_mult)
+        if H % 2 ** (levels - 1) or W % 2 ** (levels - 1):
+            raise ValueError(f"image size {H}x{W} is not divisible by 2^{levels - 1} for channel_mult {list(channel_mult)}; "
+                             "use fewer levels or crop the images")
+        self.emb = NoiseEmbedding(fourier_channels, emb_channels, fourier_scale)
+        self.inp = nn.Conv2d(cin, channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        skips = [channels]
+        c, res = channels, H
+        for lvl, mult in enumerate(channel_mult):
+            for _ in range(num_blocks):
+                block = nn.ModuleList([_ResBlock(c, channels * mult, emb_channels, dropout)])
+                c = channels * mult
+                if res in attn_resolutions:
+                    block.append(_Attention(c))
+                self.down.append(block)
+                skips.append(c)
+            if lvl < levels - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(c, c, 3, stride=2, padding=1)]))
+                skips.append(c)
+                res //= 2
+        self.mid = nn.ModuleList([_ResBlock(c, c, emb_channels, dropout), _Attention(c) if res in attn_resolutions else nn.Identity(),
+                                  _ResBlock(c, c, emb_channels, dropout)])
+        self.up = nn.ModuleList()
+        for lvl, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(num_blocks + 1):
+                block = nn.ModuleList([_ResBlock(c + skips.pop(), channels * mult, emb_channels, dropout)])
+                c = channels * mult
+                if res in attn_resolutions:
+                    block.append(_Attention(c))
+                self.up.append(block)
+            if lvl > 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c, 3, padding=1)]))
+                res *= 2
+        self.out_norm = nn.GroupNorm(_groups(c), c)
+        self.out = _zero(nn.Conv2d(c, cin, 3, padding=1))
+
+    @staticmethod
+    def _run_block(block, h, emb):
+        for layer in block:
+            h = layer(h, emb) if isinstance(layer, _ResBlock) else layer(h)
+        return h
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        emb = self.emb(c_noise)
+        h = self.inp(x)
+        hs = [h]
+        for block in self.down:
+            h = self._run_block(block, h, emb)
+            hs.append(h)
+        h = self._run_block(self.mid, h, emb)
+        for block in self.up:
+            if isinstance(block[0], _ResBlock):
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = self._run_block(block, h, emb)
+        return self.out(F.silu(self.out_norm(h)))
+
+
+NETWORKS = {"mlp": MLP, "unet": UNet}
+
+
+def build_network(config: dict[str, Any], shape: Sequence[int]) -> nn.Module:
+    """A network from ``{"type": "mlp" | "unet", ...its keyword arguments}`` for data of ``shape``."""
+    from ..solvers.registry import closest
+
+    if not isinstance(config, dict) or "type" not in config:
+        raise ValueError(f"a network config needs a 'type' (one of {', '.join(NETWORKS)}), got {config!r}")
+    kind = config["type"]
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown network type {kind!r}{closest(str(kind), list(NETWORKS))}; available: {', '.join(NETWORKS)}")
+    params = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k != "type"}
+    try:
+        return NETWORKS[kind](shape, **params)
+    except TypeError as e:
+        raise ValueError(f"network {kind!r}: {e}") from None

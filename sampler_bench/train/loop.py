@@ -1,0 +1,370 @@
+"""The training loop: EDM-style denoiser training for every process, resumable, DDP-ready.
+
+One step (Karras et al., arXiv 2206.00364, ``training/loss.py``; PFGM++ arXiv 2302.04265 swaps the
+noise draw only)::
+
+    y ~ data;  sigma ~ process.sample_sigma;  x ~ process.perturb(y, sigma)
+    loss = mean_batch( lambda(sigma) * mean_dims |D(x, sigma) - y|^2 )
+
+with AdamW, linear warm-up (then cosine or constant), gradient clipping, an EMA of the weights
+(:mod:`.ema`) and bfloat16 autocast on CUDA.
+
+Determinism and resumption: the data order (one permutation per epoch) and the noise of step k on
+rank r are functions of (seed, k, r) alone, so a run resumed from its last checkpoint continues
+exactly as if it had never stopped; the state file holds the raw weights, the EMA and the optimizer.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes its slice of each global batch, DDP averages
+the gradients, and only rank 0 writes files.
+
+Output folder::
+
+    NAME.safetensors + NAME.json       the EMA model: a checkpoint for sb.load_model
+    train_state.safetensors + .json    raw weights, EMA, optimizer, step: what --resume reads
+    log.jsonl                          one line per log interval (step, loss, lr, samples/s)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..data import load_dataset
+from ..models.checkpoint import load_weights, model_config, save_checkpoint
+from ..models.networks import build_network
+from ..models.precond import build_precond, precond_config
+from ..processes.base import process_from_config
+from .ema import EMA
+from .spec import TrainSpec
+
+STATE = "train_state"
+
+
+def derived_seed(*parts) -> int:
+    """A 63-bit seed from any parts (seed, purpose, step, rank): independent streams, no shared state."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a torchrun job (world 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """torch.distributed from torchrun's environment when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("[train].device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+        return torch.device("cuda", d.local_rank)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"[train].device {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+
+class BatchOrder:
+    """Indices of the global batch of step k: consecutive slices of one permutation per epoch."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        self.n, self.batch, self.seed = n, batch, seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.pop(min(self._perms))
+            g = torch.Generator().manual_seed(derived_seed(self.seed, "epoch", epoch))
+            self._perms[epoch] = torch.randperm(self.n, generator=g)
+        return self._perms[epoch]
+
+    def global_batch(self, step: int) -> torch.Tensor:
+        pos = torch.arange(step * self.batch, (step + 1) * self.batch)
+        epochs = pos // self.n
+        out = torch.empty_like(pos)
+        for e in epochs.unique().tolist():
+            m = epochs == e
+            out[m] = self._perm(e)[pos[m] % self.n]
+        return out
+
+    def rank_batch(self, step: int, d: Dist) -> torch.Tensor:
+        per = self.batch // d.world
+        return self.global_batch(step)[d.rank * per:(d.rank + 1) * per]
+
+
+def learning_rate(step: int, cfg: dict) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant or cosine down to ``lr_min``."""
+    lr, warm = cfg["lr"], cfg["warmup_steps"]
+    if warm and step < warm:
+        return lr * (step + 1) / warm
+    if cfg["lr_decay"] == "cosine":
+        span = max(cfg["steps"] - warm, 1)
+        frac = min(max(step - warm, 0) / span, 1.0)
+        return cfg["lr_min"] + 0.5 * (lr - cfg["lr_min"]) * (1 + math.cos(math.pi * frac))
+    return lr
+
+
+# --- state files (safetensors + JSON, no pickle) ------------------------------------------------
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"opt.{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value
+    for name, value in meta.get("scalars", {}).items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_state(out: Path, *, net: nn.Module, ema: EMA, opt: torch.optim.Optimizer, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"net.{k}": v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    tensors.update({f"ema.{k}": v.contiguous().cpu() for k, v in ema.state_dict().items()})
+    opt_tensors, opt_meta = _optimizer_tensors(opt)
+    tensors.update(opt_tensors)
+    tmp = out / f"{STATE}.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp_json = out / f"{STATE}.json.tmp"
+    tmp_json.write_text(json.dumps({**info, "optimizer": opt_meta}, indent=2) + "\n")
+    tmp.replace(out / f"{STATE}.safetensors")
+    tmp_json.replace(out / f"{STATE}.json")
+
+
+def load_state(out: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    from safetensors.torch import load_file
+
+    w, j = out / f"{STATE}.safetensors", out / f"{STATE}.json"
+    if not (w.exists() and j.exists()):
+        return None
+    return load_file(str(w)), json.loads(j.read_text())
+
+
+def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores usable, {torch.get_num_threads()} torch threads"
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    checkpoint: Path
+    step: int
+    seconds: float
+    last_loss: float
+    resumed_from: int
+    main: bool = True
+
+
+def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
+          stop_after: int | None = None, console=None) -> TrainResult:
+    """Train ``spec`` into ``out_dir`` (resuming from its state file when there is one).
+
+    ``stop_after`` ends the process's work after that many steps *of this call* without a final save,
+    exactly like a job killed between checkpoints (used by the resume tests).
+    """
+    cfg = spec.train
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    device_kind = "cuda" if (cfg["device"] in ("auto", "cuda") and torch.cuda.is_available()) or str(cfg["device"]).startswith("cuda") else "cpu"
+    d = init_distributed(device_kind)
+    device = pick_device(cfg["device"], d)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg["batch"] % d.world:
+        raise ValueError(f"[train].batch = {cfg['batch']} is not divisible by the {d.world} ranks; pick a multiple")
+    out = Path(out_dir)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    data = load_dataset(dict(spec.data))
+    process = process_from_config(dict(spec.process))
+    sigma_data = data.sigma_data
+    precond_cfg = {"type": "edm", **spec.precond}
+    if precond_cfg["type"] == "edm":
+        precond_cfg.setdefault("sigma_data", sigma_data)
+    torch.manual_seed(derived_seed(cfg["seed"], "init"))  # the same initial weights on every rank
+    net = build_network(dict(spec.network), data.shape)
+    model = build_precond(precond_cfg, net).to(device)
+    precond_cfg = precond_config(model)
+    ema = EMA(model, cfg["ema_halflife_samples"], cfg["ema_rampup_ratio"] or None)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
+
+    step, seconds, seen, resumed_from = 0, 0.0, 0, 0
+    saved = load_state(out) if resume else None
+    if saved is not None:
+        tensors, info = saved
+        if info.get("run_hash") != spec.run_hash():
+            raise ValueError(f"{out} holds the state of another run (spec {info.get('spec_name')!r}, hash {info.get('run_hash')}); "
+                             "use another --out folder, or --no-resume to start over there")
+        load_weights(model, _split(tensors, "net."), str(out / f"{STATE}.safetensors"))
+        ema.load_state_dict(_split(tensors, "ema."))
+        opt.load_state_dict(_optimizer_state(tensors, info["optimizer"]))
+        step, seconds, seen = info["step"], info["seconds"], info["seen_samples"]
+        resumed_from = step
+    ema.to(device)
+
+    ddp_model = model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    amp = cfg["amp"] and device.type == "cuda"
+    order = BatchOrder(len(data), cfg["batch"], cfg["seed"])
+    total = cfg["steps"]
+    log_path = out / "log.jsonl"
+
+    def checkpoint_config() -> dict:
+        return model_config(
+            process=process, network=dict(spec.network), precond=precond_cfg, dataset=dict(data.config), shape=data.shape,
+            sigma_data=sigma_data, name=spec.name, description=spec.description,
+            training={"steps": step, "seen_samples": seen, "batch": cfg["batch"], "ema": ema.config(), "seconds": round(seconds, 1),
+                      "hardware": _hardware(device), "world_size": d.world, "torch": torch.__version__,
+                      "sampler_bench": __version__, "last_loss": last_loss, "spec": spec.to_dict()})
+
+    def write(final: bool = False) -> None:
+        if not d.main:
+            return
+        save_state(out, net=model, ema=ema, opt=opt,
+                   info={"step": step, "seconds": seconds, "seen_samples": seen, "run_hash": spec.run_hash(),
+                         "spec_name": spec.name, "spec": spec.to_dict()})
+        save_checkpoint(out / spec.name, ema.state_dict(), checkpoint_config())
+
+    def barrier() -> None:
+        if d.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    console = console or _console()
+    bar = _progress(console, spec.name, total, step) if (progress and d.main) else None
+    last_loss, window_loss, window_n, t_window, done_here = float("nan"), 0.0, 0, time.perf_counter(), 0
+    model.train()
+    try:
+        with bar if bar is not None else contextlib.nullcontext():
+            while step < total:
+                if stop_after is not None and done_here >= stop_after:
+                    return TrainResult(out, out / f"{spec.name}.safetensors", step, seconds, last_loss, resumed_from, d.main)
+                t0 = time.perf_counter()
+                idx = order.rank_batch(step, d)
+                y = data.train(idx)
+                g = torch.Generator().manual_seed(derived_seed(cfg["seed"], "noise", step, d.rank))
+                sigma = process.sample_sigma(y.shape[0], g)
+                x = (y.to(torch.float64) + process.noise(y.shape, sigma, g)).to(torch.float32)
+                weight = process.loss_weight(sigma, sigma_data).to(device)
+                y, x, sigma_dev = y.to(device), x.to(device), sigma.to(device)
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(step, cfg)
+                with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                    denoised = ddp_model(x, sigma_dev)
+                per_sample = ((denoised.to(torch.float64) - y.to(torch.float64)) ** 2).flatten(1).mean(1)
+                loss = (weight * per_sample).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg["grad_clip"]:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                opt.step()
+                step += 1
+                seen += cfg["batch"]
+                done_here += 1
+                ema.update(model, seen, cfg["batch"])
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"training {spec.name!r}: the loss became {loss.item()} at step {step}; "
+                                             "lower [train].lr or enable grad_clip")
+                seconds += time.perf_counter() - t0
+                window_loss += loss.item()
+                window_n += 1
+                if step % cfg["log_every"] == 0 or step == total:
+                    last_loss = window_loss / window_n
+                    rate = window_n * cfg["batch"] / max(time.perf_counter() - t_window, 1e-9)
+                    if d.main:
+                        with open(log_path, "a") as f:
+                            f.write(json.dumps({"step": step, "loss": last_loss, "lr": learning_rate(step - 1, cfg),
+                                                "samples_per_s": round(rate, 1), "seconds": round(seconds, 1)}) + "\n")
+                        if bar is not None:
+                            bar.update(bar.task_ids[0], completed=step, loss=last_loss, rate=rate)
+                        elif progress:
+                            console.print(f"{spec.name}: step {step}/{total}  loss {last_loss:.4f}  {rate:.0f} samples/s")
+                    window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
+                if step % cfg["checkpoint_every"] == 0 or step == total:
+                    write()
+                    barrier()
+    except KeyboardInterrupt:
+        write()  # an interrupted run keeps everything it has done
+        if d.main:
+            console.print(f"[yellow]interrupted at step {step}; resume with the same command[/yellow]")
+        raise
+    return TrainResult(out, out / f"{spec.name}.safetensors", step, seconds, last_loss, resumed_from, d.main)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _progress(console, name: str, total: int, start: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.0f} samples/s"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    bar.add_task(name, total=total, completed=start, loss=float("nan"), rate=0.0)
+    return bar
