@@ -169,6 +169,15 @@ class World:
             raise
         return result
 
+    def main_first(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()`` on rank 0, then on the other ranks (rank 0 fills shared caches the others read).
+
+        Each phase runs under :meth:`run`, so an exception on any rank stops every rank.
+        """
+        first = self.run(lambda: fn() if self.is_main else None, what)
+        later = self.run(lambda: None if self.is_main else fn(), what)
+        return first if self.is_main else later
+
     def reduce_state(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The float64 accumulator state over every rank's samples, on every rank.
 

@@ -78,9 +78,17 @@ def lagrange_integrals(nodes, a: float, b: float) -> list[float]:
 def adams_bashforth_sigma_step(ctx, x, i: int, order: int):
     """One variable-step Adams–Bashforth step in sigma on dx/dsigma = eps, ``min(i + 1, order)`` points."""
     history = _eps_history(ctx, x, i, order)
-    current = min(i + 1, order)
-    nodes = [ctx.sigmas[i - k] for k in range(current)]  # sigma_i, sigma_{i-1}, ...
-    return _combine(x, lagrange_integrals(nodes, ctx.sigmas[i], ctx.sigmas[i + 1]), history)
+    return _combine(x, ctx.cached(("adams_bashforth_sigma", order), lambda: _ab_sigma_coefficients(ctx.sigmas, order))[i],
+                    history)
+
+
+def _ab_sigma_coefficients(sigmas, order: int) -> list[list[float]]:
+    """Every step's Adams–Bashforth weights on the grid (computed once per grid: ``ctx.cached``)."""
+    out = []
+    for i in range(len(sigmas) - 1):
+        nodes = [sigmas[i - k] for k in range(min(i + 1, order))]  # sigma_i, sigma_{i-1}, ...
+        out.append(lagrange_integrals(nodes, sigmas[i], sigmas[i + 1]))
+    return out
 
 
 @register(
@@ -174,7 +182,11 @@ def tab_deis_coefficients(t_nodes, t_from: float, t_to: float, dsigma: float, be
 
 
 def _deis_init(ctx, x):
-    """Precompute every step's coefficients once per grid (as DEIS does), in float64."""
+    """Every step's coefficients, computed once per grid and options (as DEIS does), in float64."""
+    ctx.state["deis_coeffs"] = ctx.cached("deis", lambda: _deis_coefficients(ctx))
+
+
+def _deis_coefficients(ctx) -> list[list[float]]:
     r, beta_d, beta_min = ctx.options["order"], ctx.options["beta_d"], ctx.options["beta_min"]
     t = [float(v) for v in schedules.vp_time(ctx.sigmas, beta_d, beta_min)]
     coeffs = []
@@ -182,7 +194,7 @@ def _deis_init(ctx, x):
         degree = min(i, r)
         nodes = [t[i - k] for k in range(degree + 1)]
         coeffs.append(tab_deis_coefficients(nodes, t[i], t[i + 1], ctx.sigmas[i + 1] - ctx.sigmas[i], beta_d, beta_min))
-    ctx.state["deis_coeffs"] = coeffs
+    return coeffs
 
 
 @register(

@@ -181,7 +181,8 @@ def singlestep_init(order: int):
 
     def init(ctx, x) -> None:
         check_fractions(ctx.name, ctx.options)
-        ctx.state["orders"] = step_orders(ctx.name, order, ctx.options, ctx.steps, ctx.sigmas[-1] == 0.0)
+        ctx.state["orders"] = ctx.cached(
+            ("orders", order), lambda: step_orders(ctx.name, order, ctx.options, ctx.steps, ctx.sigmas[-1] == 0.0))
 
     return init
 

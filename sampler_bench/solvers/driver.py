@@ -108,6 +108,8 @@ class Context:
     generator: Any = None
     noise_source: Any = None
     state: dict[str, Any] = field(default_factory=dict)
+    #: this run's view of the coefficient cache (``key`` -> value), so step-time lookups skip the grid hash
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @property
     def steps(self) -> int:
@@ -123,7 +125,20 @@ class Context:
         parameters); it must not depend on the state (return Python floats or CPU float64 tensors,
         and move them to the state's device in the step). The value is shared: treat it as read-only.
         """
+        try:
+            return self.memo[key]
+        except (KeyError, TypeError):  # TypeError: an unhashable key; _frozen below makes it hashable
+            pass
         full = (self.name, tuple(self.sigmas), _frozen(self.options), _frozen(key))
+        value = self._shared(full, compute)
+        try:
+            self.memo[key] = value
+        except TypeError:
+            pass
+        return value
+
+    @staticmethod
+    def _shared(full: tuple, compute: Callable[[], Any]) -> Any:
         with _COEFFICIENTS_LOCK:
             if full in _COEFFICIENTS:
                 _COEFFICIENTS.move_to_end(full)

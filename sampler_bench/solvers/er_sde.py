@@ -80,7 +80,13 @@ def step_integrals(phi, s: float, s_next: float, rule: str = "gauss_legendre") -
 
 
 def _plan(ctx, x) -> None:
-    """Per-step coefficients of the grid, and the sigma phi'/phi >= 1 check (before any evaluation)."""
+    """Per-step coefficients of the grid, and the sigma phi'/phi >= 1 check (before any evaluation).
+
+    Computed once per (grid, options) and shared by every batch (``ctx.cached``)."""
+    ctx.state["coeffs"] = ctx.cached("er_sde_plan", lambda: _coefficients(ctx))
+
+
+def _coefficients(ctx) -> list[dict | None]:
     kind = int(ctx.options["noise_scale"])
     label, phi = NOISE_SCALES[kind]
     steps = []
@@ -110,7 +116,7 @@ def _plan(ctx, x) -> None:
             "c1": delta + p_next * S,
             "c2": 0.5 * delta**2 + p_next * S_prime,
         })
-    ctx.state["coeffs"] = steps
+    return steps
 
 
 def _step(ctx, x, i, order: int):

@@ -76,9 +76,28 @@ def _step_order(ctx, i: int) -> int:
     return p
 
 
+def _grid_coefficients(ctx) -> list:
+    """``(p, r_k, B, rho_P, rho_C)`` of every step onto sigma > 0, once per grid and options (``ctx.cached``).
+
+    They depend on the grid only (lambda_k = -log(sigma_k)), not on the state, so a sweep solves the
+    small linear systems once per (schedule, solver) instead of once per batch.
+    """
+    out = []
+    for i in range(ctx.steps):
+        s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+        if s_next == 0:
+            out.append(None)  # the final denoise needs no coefficients
+            continue
+        p = _step_order(ctx, i)
+        lam = -math.log(s)
+        h = math.log(s / s_next)
+        rks = [(-math.log(ctx.sigmas[i - k]) - lam) / h for k in range(1, p)]
+        out.append((p, rks, *unipc_coefficients(rks, h, ctx.options["variant"], p)))
+    return out
+
+
 def _unipc_init(ctx, x):
     ctx.state["models"] = []  # denoiser outputs, newest first
-    ctx.state["lambdas"] = []  # their -log(sigma)
     ctx.state["cached"] = None  # the corrector's D at the current sigma, if any
 
 
@@ -125,23 +144,19 @@ def unipc(ctx, x, i):
       is ``lower_order_final=False``, order 4).
     """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-    models, lambdas = ctx.state["models"], ctx.state["lambdas"]
+    models = ctx.state["models"]
     m0 = ctx.state["cached"]
     if m0 is None:
         m0 = ctx.model(x, s)
     ctx.state["cached"] = None
-    lam = -math.log(s)
     models.insert(0, m0)
-    lambdas.insert(0, lam)
-    del models[ctx.options["order"]:], lambdas[ctx.options["order"]:]
+    del models[ctx.options["order"]:]
     if s_next == 0:
         return m0
 
-    p = _step_order(ctx, i)
-    h = math.log(s / s_next)
-    rks = [(lambdas[k] - lam) / h for k in range(1, p)]
+    p, rks, B, rho_p, rho_c = ctx.cached("unipc", lambda: _grid_coefficients(ctx))[i]
     d1s = [(models[k] - m0) / rk for k, rk in zip(range(1, p), rks)]
-    B, rho_p, rho_c = unipc_coefficients(rks, h, ctx.options["variant"], p)
+    h = math.log(s / s_next)
 
     x_base = (s_next / s) * x + (-math.expm1(-h)) * m0  # the DDIM (first-order) part
     x_pred = x_base
