@@ -265,8 +265,12 @@ def dpm_solver_3_update(ctx, x, denoised, s: float, t: float, r1: float, r2: flo
     return lincomb([(1.0, x), (-(t * phi_1 - b1 - b2) / s, e_s), (-b1 / s1, e_1), (-b2 / s2, e_2)])
 
 
-def _dpm_solver_step(ctx, x, i, r_order2: float):
-    """One singlestep DPM-Solver step of the order ``ctx.state['orders'][i]``; order-2 steps use ``r_order2``."""
+def singlestep_step(ctx, x, i, r_order2: float, update_2, update_3):
+    """One singlestep step of order ``ctx.state['orders'][i]`` with the family's 2nd/3rd-order updates.
+
+    Shared by DPM-Solver (noise prediction) and DPM-Solver++ (data prediction): order 1 and the step
+    onto sigma = 0 (h = infinity) are the first-order update; order-2 steps use ``r_order2``.
+    """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     order = ctx.state["orders"][i]
     denoised = ctx.model(x, s)
@@ -274,8 +278,12 @@ def _dpm_solver_step(ctx, x, i, r_order2: float):
         return first_order_update(x, denoised, s, t)
     opts = ctx.options
     if order == 2:
-        return dpm_solver_2_update(ctx, x, denoised, s, t, r_order2, opts["solver_type"])
-    return dpm_solver_3_update(ctx, x, denoised, s, t, opts["r1"], opts["r2"], opts["solver_type"])
+        return update_2(ctx, x, denoised, s, t, r_order2, opts["solver_type"])
+    return update_3(ctx, x, denoised, s, t, opts["r1"], opts["r2"], opts["solver_type"])
+
+
+def _dpm_solver_step(ctx, x, i, r_order2: float):
+    return singlestep_step(ctx, x, i, r_order2, dpm_solver_2_update, dpm_solver_3_update)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from .dpm_solver import register_singlestep
+from .dpm_solver import register_singlestep, singlestep_step
 from .updates import first_order_update, lincomb
 from .registry import Option, register
 
@@ -84,16 +84,7 @@ def dpmpp_3s_update(ctx, x, denoised, s: float, t: float, r1: float, r2: float, 
 
 
 def _dpmpp_singlestep(ctx, x, i, r_order2: float):
-    """One singlestep DPM-Solver++ step of the order ``ctx.state['orders'][i]``."""
-    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
-    order = ctx.state["orders"][i]
-    denoised = ctx.model(x, s)
-    if order == 1 or t == 0.0:
-        return first_order_update(x, denoised, s, t)
-    opts = ctx.options
-    if order == 2:
-        return dpmpp_2s_update(ctx, x, denoised, s, t, r_order2, opts["solver_type"])
-    return dpmpp_3s_update(ctx, x, denoised, s, t, opts["r1"], opts["r2"], opts["solver_type"])
+    return singlestep_step(ctx, x, i, r_order2, dpmpp_2s_update, dpmpp_3s_update)
 
 
 @register_singlestep(
