@@ -148,21 +148,47 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
     """Run SPEC (a TOML file or a built-in spec name; default: quickstart) and store every cell.
 
     Re-running the same command resumes: cells already in DIR/results.sqlite are not recomputed.
+    Under `torchrun --nproc_per_node=N -m sampler_bench sweep SPEC` the samples of every cell are
+    split over the N processes (one GPU each on CUDA); rank 0 writes the store and the report.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from .bench.runner import Sweep
+    from .bench.distributed import DistributedError, init_from_env, shutdown
     from .bench.spec import load_spec, with_overrides
 
     s = with_overrides(load_spec(spec), device=device, batch_size=batch_size)
     out = out or Path("results") / s.name
+    try:
+        world = init_from_env(s.device)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if world.distributed and s.device.startswith("cuda"):
+        s = with_overrides(s, device=world.device)  # torchrun: one GPU per process, cuda:LOCAL_RANK
+    try:
+        _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, world)
+    except DistributedError as e:
+        raise click.ClickException(
+            f"{e}. Every rank stopped; the cells finished before are stored in {out / 'results.sqlite'}: "
+            "rerun the same command to resume") from None
+    finally:
+        shutdown(world)
+
+
+def _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, world):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .bench.runner import Sweep
+
     command = " ".join(
         ["sampler-bench sweep", shlex.quote(str(spec)), "--out", shlex.quote(str(out))]
         + ["--force"] * force + ["--retry-failed"] * retry_failed
         + ([f"--device {device}"] if device else []) + ([f"--batch-size {batch_size}"] if batch_size else [])
     )
+    if not world.is_main:  # the other ranks compute their shares silently; rank 0 reports and writes
+        Sweep(s, out, force=force, retry_failed=retry_failed, command=command, world=world).run()
+        return
     with console.status(f"preparing {s.name!r}: models, metrics and cells"):
-        runner = Sweep(s, out, force=force, retry_failed=retry_failed, command=command)
+        runner = Sweep(s, out, force=force, retry_failed=retry_failed, command=command, world=world)
+    if world.distributed:
+        console.print(f"torchrun: {world.size} processes ({world.backend}); each computes its share of every cell's samples")
     console.print(
         f"sweep [bold]{escape(s.name)}[/bold]: {len(runner.cells)} cells ({len(s.models)} model(s), "
         f"{len(s.samplers)} sampler configuration(s), {len(s.schedules)} schedule(s), NFE {', '.join(map(str, s.nfe))}), "

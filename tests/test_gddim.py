@@ -1,8 +1,8 @@
 """gDDIM and the other CLD samplers: exactness, convergence orders, the R_t vs L_t effect, NFE, options.
 
 Reference: Zhang, Tao, Chen, arXiv 2206.05564 (solvers.md §7, pitfall 13). The yardstick is scipy's
-DOP853 on the CLD probability-flow ODE du/dt = F u + 1/2 G G^T R_t^{-T} eps(u, t) in float64, with the
-exact eps of a Gaussian mixture under the CLD kernel, ending at t > 0 (solvers.md §9).
+DOP853 on the CLD probability-flow ODE du/dt = F u + 1/2 G G^T R_t^{-T} eps(u, t) in float64 (the registered
+``cld_reference``), with the exact eps of a Gaussian mixture under the CLD kernel, ending at t > 0 (solvers.md §9).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.integrate import solve_ivp
 
 import sampler_bench as sb
 from sampler_bench.processes.analytic import GaussianMixture
@@ -54,23 +53,13 @@ def point_model(cld) -> CLDAnalyticModel:
 
 
 @pytest.fixture(scope="module")
-def order_problem(gmm_model, cld):
-    """Four prior draws at T and their exact-ODE states at T_EULER and T_GDDIM (DOP853, rtol 1e-10)."""
+def order_problem(gmm_model):
+    """Four prior draws at T and their exact-ODE states at T_EULER and T_GDDIM (the library's
+    ``cld_reference``: DOP853 in log t, rtol = atol = 1e-10; the second leg continues the first)."""
     u0 = gmm_model.prior(4, torch.Generator().manual_seed(0))
-    shape = u0.shape
-
-    def rhs(t, y):
-        u = torch.from_numpy(y).reshape(shape)
-        eps = gmm_model(u, torch.full((shape[0],), t, dtype=torch.float64)).numpy()
-        drift = np.einsum("ij,bj...->bi...", cld.F(t), u.numpy())
-        drift += np.einsum("ij,bj...->bi...", 0.5 * cld.GGT(t) @ inv2(cld.R(t)).T, eps)
-        return drift.ravel()
-
-    sol = solve_ivp(rhs, (cld.T, T_GDDIM), u0.numpy().ravel(), method="DOP853", rtol=1e-10, atol=1e-10,
-                    t_eval=[T_EULER, T_GDDIM])
-    assert sol.success
-    ends = {t: torch.from_numpy(np.ascontiguousarray(sol.y[:, k])).reshape(shape) for k, t in enumerate(sol.t)}
-    return u0, ends
+    at_euler = sb.sample("cld_reference", gmm_model, u0, [gmm_model.sigma_max, T_EULER])
+    at_gddim = sb.sample("cld_reference", gmm_model, at_euler, [T_EULER, T_GDDIM])
+    return u0, {T_EULER: at_euler, T_GDDIM: at_gddim}
 
 
 def exact_single_point(cld, y: torch.Tensor, u: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
@@ -297,7 +286,7 @@ def test_bad_options_raise_one_readable_value_error(gmm_model, name, options, ma
 
 def test_misuse_is_rejected_with_what_to_change(gmm_model):
     u0 = gmm_model.prior(2)
-    gaussian = gmm_model.distribution.mixture  # an isotropic denoiser D(x, sigma), not a CLD model
+    gaussian = gmm_model.distribution  # the data law: an isotropic denoiser D(x, sigma), not a CLD model
     with pytest.raises(ValueError, match="critically-damped Langevin diffusion only.*`.cld`"):
         sb.sample("gddim", gaussian, u0, G.cld_time_quadratic(4))
     with pytest.raises(ValueError, match="starts at 80.*sigma_max=model.sigma_max"):

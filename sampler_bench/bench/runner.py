@@ -12,14 +12,17 @@ size or the number of processes.
 Streaming: samples flow batch by batch into the metric accumulators; only the first
 ``keep_samples`` (at most 256) of each cell are kept, for the report's pictures.
 
-Distributed-ready: :func:`cell_shard` computes one cell over a range of sample indices and returns
-the accumulators' *states* (float64 sums); :func:`finish_cell` reduces shard states with
-``sampler_bench.metrics.reduce_states`` and computes the values. A torchrun runner only has to give
-each rank an index range and gather the states.
+Distributed (``torchrun``, :mod:`.distributed`): :func:`cell_shard` computes one cell over a range of
+sample indices and returns the accumulators' *states* (float64 sums); every rank computes its
+contiguous share, the states are reduced across ranks in float64, and :func:`finish_cell` computes
+the values. Rank 0 alone reads and writes the store; a failure on one rank stops every rank before
+the cell is stored, so a rerun resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,7 +42,8 @@ from ..solvers import budget as _budget
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
 from ..solvers.noise import generators_for
 from ..solvers.registry import info as solver_info
-from .reference_cache import ReferenceCache
+from .distributed import DistributedError, World, run_sharded
+from .reference_cache import ReferenceCache, reference_solver
 from .spec import MetricSpec, ModelSpec, SamplerSpec, ScheduleSpec, Spec, SpecError
 from .store import ResultsStore
 
@@ -120,11 +124,17 @@ NETWORK_REFERENCE = {"rtol": 1e-6, "atol": 1e-6}
 
 def reference_options(model, spec: Spec) -> dict:
     """Tolerances of the endpoint-error reference: the solver's defaults (1e-10) for exact analytic
-    models, :data:`NETWORK_REFERENCE` for other models, overridden by the spec's ``[reference]`` table."""
+    models, :data:`NETWORK_REFERENCE` for other models, overridden by the spec's ``[reference]`` table.
+    The reference solver is the one registered for the model's process (:func:`reference_solver`)."""
     from ..models.base import AnalyticModel
+    from ..processes.cld import CLDAnalyticModel
 
-    base = {} if isinstance(model, AnalyticModel) else dict(NETWORK_REFERENCE)
-    return solver_info("reference").validate({**base, **spec.reference})
+    base = {} if isinstance(model, (AnalyticModel, CLDAnalyticModel)) else dict(NETWORK_REFERENCE)
+    try:
+        solver = reference_solver(str(model.process))
+    except ValueError:  # no yardstick for this process: only an endpoint-error cell can fail, and says why
+        return {}
+    return solver_info(solver).validate({**base, **spec.reference})
 
 
 @dataclass
@@ -175,9 +185,10 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
     M = metrics_api() if spec.metrics else None
     out = []
     for m in spec.models:
-        model = load_model(m, spec.device)
-        prepared = PreparedModel(m, model, m.label, str(model.fingerprint()), str(model.process), [],
-                                 reference_options=reference_options(model, spec))
+        raw = load_model(m, spec.device)
+        model = executed(raw, spec, m.label)
+        prepared = PreparedModel(m, model, m.label, str(raw.fingerprint()), str(raw.process), [],
+                                 reference_options=reference_options(raw, spec))
         for s in spec.schedules:
             smax = s.sigma_max if s.sigma_max is not None else model.sigma_max
             smin = s.sigma_min if s.sigma_min is not None else model.sigma_min
@@ -212,6 +223,18 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
     return out
 
 
+def executed(model, spec: Spec, label: str):
+    """``model`` under the spec's [execution] options (compile / CUDA graphs / autocast), or as it is."""
+    if not spec.execution:
+        return model
+    from ..models.execution import ExecutedModel
+
+    try:
+        return ExecutedModel(model, device=spec.device, **spec.execution)
+    except ValueError as e:
+        raise SpecError(f"[execution] for model {label!r}: {e}") from None
+
+
 def make_accumulator(M, ms: MetricSpec, model, spec: Spec, cache_dir: Path | None):
     return M.make(
         ms.name, model, feature_extractor=ms.feature_extractor, seed=spec.seed,
@@ -219,11 +242,25 @@ def make_accumulator(M, ms: MetricSpec, model, spec: Spec, cache_dir: Path | Non
     )
 
 
+#: Schedule parameters a process needs unless the spec sets them. CLD grids are in time t, where gDDIM's
+#: default grid is uniform in sqrt(t) (``karras`` with rho = 2; Zhang et al., arXiv 2206.05564), not EDM's
+#: rho = 7 in sigma, which would crowd the steps against t_eps.
+PROCESS_SCHEDULE_DEFAULTS = {"cld": {"karras": {"rho": 2.0}}}
+
+
+def schedule_for(schedule: ScheduleSpec, process: str) -> ScheduleSpec:
+    """``schedule`` with the process's default parameters filled in where the spec left them out."""
+    defaults = PROCESS_SCHEDULE_DEFAULTS.get(process, {}).get(schedule.name)
+    if not defaults:
+        return schedule
+    return dataclasses.replace(schedule, params={**defaults, **schedule.params})
+
+
 def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
     """Every (model, schedule, sampler, budget) of the spec, in a stable order."""
     cells = []
     for pm in models:
-        for sch in spec.schedules:
+        for sch in (schedule_for(s, pm.process) for s in spec.schedules):
             smax = sch.sigma_max if sch.sigma_max is not None else float(pm.model.sigma_max)
             smin = sch.sigma_min if sch.sigma_min is not None else float(pm.model.sigma_min)
             for smp in spec.samplers:
@@ -241,6 +278,8 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
                         # noise streams and arithmetic differ between device types (not between indices)
                         "device_type": torch.device(spec.device).type,
                         "reference_options": pm.reference_options if any(m.needs_reference for m in metrics) else None,
+                        # mixed precision changes the numbers; compile and CUDA graphs do not (absent: float32/64)
+                        **({"autocast": spec.execution["autocast"]} if "autocast" in spec.execution else {}),
                         "metrics": [
                             {"name": m.spec.name, "feature_extractor": m.spec.feature_extractor, "params": m.spec.params}
                             for m in metrics
@@ -262,6 +301,14 @@ def initial_states(model, seed: int, start: int, stop: int, sigma_max: float, de
     if sigma_max != model.sigma_max:  # Gaussian prior N(0, sigma^2 I): rescaling is exact
         x = x * (sigma_max / model.sigma_max)
     return x
+
+
+def data_of(model, states: torch.Tensor) -> torch.Tensor:
+    """The generated data in a sampler's output: ``model.data_from_state(u)`` for processes whose
+    state is larger than the data (CLD: u = (x, v) -> x = u[:, 0]), the output itself otherwise.
+    Metrics, reference endpoints and kept samples all see the data."""
+    from_state = getattr(model, "data_from_state", None)
+    return states if from_state is None else from_state(states)
 
 
 @dataclass
@@ -308,7 +355,7 @@ def cell_shard(
         gens = generators_for(sample_seeds(spec.seed, a, b), device)
         x = initial_states(model, spec.seed, a, b, cell.sigma_max, device, generators=gens).to(dtype)
         counter = CountingDenoiser(model, timed=True)
-        out = run_solver(cell.sampler.name, counter, x, plan.sigmas, generator=gens, options=options)
+        out = data_of(model, run_solver(cell.sampler.name, counter, x, plan.sigmas, generator=gens, options=options))
         _sync(device)
         t1 = time.perf_counter()
         sampling_s += t1 - t0
@@ -316,7 +363,7 @@ def cell_shard(
         nfe.append(counter.nfe)
         ref = None
         if reference is not None and any(m.needs_reference for m in metrics):
-            ref = reference(a, b).to(device=out.device, dtype=out.dtype)
+            ref = data_of(model, reference(a, b)).to(device=out.device, dtype=out.dtype)
         t2 = time.perf_counter()
         for m in metrics:
             accs[m.spec.name].update(out, reference=ref if m.needs_reference else None)
@@ -329,12 +376,15 @@ def cell_shard(
 
 
 def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[PreparedMetric], Any], M,
-                reference_key: str = "") -> list[dict]:
+                reference_key: str = "", device: str = "cpu") -> list[dict]:
     """Reduce the shards' accumulator states and compute the metric rows of the store.
 
     ``reference_key`` identifies the cached ODE reference endpoints (see :class:`ReferenceCache`); it is
-    the reference hash of the metrics that compare against them.
+    the reference hash of the metrics that compare against them. ``device`` is recorded with the
+    execution options in every value's provenance.
     """
+    from ..models.execution import execution_provenance
+
     rows = []
     stochastic = solver_info(cell.sampler.name).stochastic
     for m in cell.model.metrics:
@@ -347,10 +397,12 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[Prepa
         prov = dict(getattr(acc, "provenance", {}) or {})
         prov.setdefault("params", m.spec.params)
         prov.setdefault("n_samples", sum(s.stop - s.start for s in shards))
+        prov["execution"] = execution_provenance(cell.model.model, device)
         if m.needs_reference and reference_key:
             prov["reference_hash"] = reference_key
             prov["reference_endpoints"] = {
-                "solver": "reference", "options": cell.model.reference_options, "cache_key": reference_key,
+                "solver": reference_solver(cell.model.process), "options": cell.model.reference_options,
+                "cache_key": reference_key,
                 "sigma_max": cell.sigma_max, "sigma_min": cell.sigma_min, "ends_at_zero": cell.schedule.ends_at_zero,
             }
         for key, value in values.items():
@@ -404,8 +456,10 @@ class Sweep:
     """Runs a validated :class:`Spec` into a results store; construct, then :meth:`run`."""
 
     def __init__(self, spec: Spec, out_dir: str | Path, *, force: bool = False, retry_failed: bool = False,
-                 command: str = "", on_event: Event | None = None, reference_chunk: int | None = None):
+                 command: str = "", on_event: Event | None = None, reference_chunk: int | None = None,
+                 world: World | None = None):
         self.spec = spec
+        self.world = world or World()  # torchrun ranks: see sampler_bench.bench.distributed.init_from_env
         self.out_dir = Path(out_dir)
         self.force = force
         self.retry_failed = retry_failed
@@ -415,9 +469,10 @@ class Sweep:
         self.metric_cache = cache / "metrics"
         self.references = ReferenceCache(cache / "reference", **({"chunk": reference_chunk} if reference_chunk else {}))
         # Everything that can be wrong with the input is found here, before any cell runs.
-        if (self.out_dir / "results.sqlite").exists():
+        if self.world.is_main and (self.out_dir / "results.sqlite").exists():
             ResultsStore(self.out_dir / "results.sqlite", create=False).close()  # an unreadable store fails now
-        self.models = prepare_models(spec, self.metric_cache)
+        # Rank 0 first: it fills the shared caches (reference statistics) that the other ranks then read.
+        self.models = self.world.main_first(lambda: prepare_models(spec, self.metric_cache), "while preparing the sweep")
         self.cells = expand_cells(spec, self.models)
         self.M = metrics_api() if spec.metrics else None
 
@@ -427,7 +482,7 @@ class Sweep:
     def _reference_key(self, cell: Cell) -> str:
         return ReferenceCache.key(cell.model.hash, self.spec.seed, cell.sigma_min, cell.sigma_max,
                                   cell.schedule.ends_at_zero, torch.device(self.spec.device).type,
-                                  cell.model.reference_options)
+                                  cell.model.reference_options, solver=reference_solver(cell.model.process))
 
     def _reference(self, cell: Cell) -> Callable[[int, int], torch.Tensor]:
         spec, model = self.spec, cell.model.model
@@ -439,7 +494,7 @@ class Sweep:
                 lambda s, e: initial_states(model, spec.seed, s, e, cell.sigma_max, spec.device),
                 cell.sigma_min, cell.sigma_max, cell.schedule.ends_at_zero,
                 on_compute=lambda s, e: self.on_event("reference", {"model": cell.model.label, "start": s, "stop": e}),
-                options=cell.model.reference_options,
+                options=cell.model.reference_options, solver=reference_solver(cell.model.process),
             )
 
         return get
@@ -468,9 +523,13 @@ class Sweep:
         row.update(options=json.dumps(options, sort_keys=True, default=list), nfe_planned=plan.nfe, steps=plan.steps,
                    declared_order=meta.order_for(options), reason=plan.note)
         needs_ref = not meta.stochastic and any(m.needs_reference for m in cell.model.metrics)
-        try:
-            shard = cell_shard(cell, plan, options, spec, self._make(cell.model.model), 0, spec.n_samples,
-                               reference=self._reference(cell) if needs_ref else None)
+        make, reference = self._make(cell.model.model), (self._reference(cell) if needs_ref else None)
+        try:  # each rank computes its share of the samples; one process computes them all
+            shard = run_sharded(self.world, spec.n_samples,
+                                lambda a, b: cell_shard(cell, plan, options, spec, make, a, b, reference=reference),
+                                cell_errors=(NonFiniteSampleError,), what=f"while computing cell {cell.label}")
+        except DistributedError:
+            raise  # a rank failure stops the sweep on every rank; nothing is stored for this cell
         except NonFiniteSampleError as e:
             row.update(status="failed", reason=(
                 f"{e} at NFE budget {cell.nfe_budget} on model {cell.model.label!r} "
@@ -486,8 +545,8 @@ class Sweep:
         if counted != plan.nfe:
             notes.append(f"counted {counted} NFE but the solver's NFE law promises {plan.nfe} (a solver bug: please report)")
         try:
-            metric_rows = finish_cell(cell, [shard], self._make(cell.model.model), self.M,
-                                      reference_key=self._reference_key(cell) if needs_ref else "")
+            metric_rows = finish_cell(cell, [shard], make, self.M,
+                                      reference_key=self._reference_key(cell) if needs_ref else "", device=spec.device)
         except Exception as e:
             row.update(status="failed", reason=f"metrics of {cell.sampler.name} at NFE {cell.nfe_budget}: {type(e).__name__}: {e}")
             return row, [], None
@@ -503,38 +562,49 @@ class Sweep:
         return row, metric_rows, shard.kept
 
     def run(self) -> SweepSummary:
+        """Compute every cell not in the store yet. Under torchrun every rank calls this; rank 0 alone
+        touches the store, decides what to compute and tells the others (every rank returns its summary)."""
         t0 = time.perf_counter()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        sweep_id = uuid.uuid4().hex[:12]
+        world, main = self.world, self.world.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        sweep_id = world.broadcast_object(uuid.uuid4().hex[:12])
         summary = SweepSummary(sweep_id, self.out_dir / "results.sqlite", total=len(self.cells))
         for pm in self.models:
             summary.notes += pm.notes
-        with ResultsStore(summary.store_path) as store:
-            store.begin_sweep(sweep_id, spec_name=self.spec.name, spec_toml=self.spec.source, command=self.command,
-                              environment=environment())
-            todo = []
-            for cell in self.cells:
-                status = store.status(cell.cell_id)
-                if status is not None and not self.force and not (self.retry_failed and status == "failed"):
-                    store.link(sweep_id, cell.cell_id)
-                    summary.reused += 1
-                    self._count(summary, status)
-                else:
-                    todo.append(cell)
+        with (ResultsStore(summary.store_path) if main else contextlib.nullcontext()) as store:
+
+            def plan() -> list[str]:
+                store.begin_sweep(sweep_id, spec_name=self.spec.name, spec_toml=self.spec.source, command=self.command,
+                                  environment=environment())
+                todo_ids = []
+                for cell in self.cells:
+                    status = store.status(cell.cell_id)
+                    if status is not None and not self.force and not (self.retry_failed and status == "failed"):
+                        store.link(sweep_id, cell.cell_id)
+                        summary.reused += 1
+                        self._count(summary, status)
+                    else:
+                        todo_ids.append(cell.cell_id)
+                return todo_ids
+
+            todo_ids = world.broadcast_object(world.run(plan if main else lambda: None, "while opening the results store"))
+            todo = [c for c in self.cells if c.cell_id in set(todo_ids)]
             self.on_event("start", {"total": len(self.cells), "todo": len(todo), "reused": summary.reused})
             for cell in todo:
                 self.on_event("cell_start", {"cell": cell})
                 row, metric_rows, kept = self.compute(cell, sweep_id)
-                written = store.put_cell(row, metric_rows, kept, replace=self.force or self.retry_failed)
+                put = lambda: store.put_cell(row, metric_rows, kept, replace=self.force or self.retry_failed)  # noqa: E731
+                written = world.run(put if main else lambda: True, f"while storing cell {cell.label}")
                 summary.computed += 1
                 status = row["status"] if written else (store.status(cell.cell_id) or row["status"])
                 self._count(summary, status)
                 if row["status"] != "ok":
                     summary.problems.append(f"{cell.label}: {row['status']}: {row['reason']}")
                 self.on_event("cell_done", {"cell": cell, "row": row, "written": written})
-            store.finish_sweep(sweep_id)
+            world.run(lambda: store.finish_sweep(sweep_id) if main else None, "while closing the sweep")
         summary.wall_s = time.perf_counter() - t0
-        return summary
+        return world.broadcast_object(summary)
 
     @staticmethod
     def _count(summary: SweepSummary, status: str) -> None:

@@ -33,9 +33,11 @@ PRECISIONS = ("float64", "float32")
 
 TOP_KEYS = (
     "name", "description", "nfe", "n_samples", "seed", "batch_size", "device", "precision", "keep_samples",
-    "all_samplers", "exclude_samplers", "reference", "model", "sampler", "schedule", "metric",
+    "all_samplers", "exclude_samplers", "reference", "execution", "model", "sampler", "schedule", "metric",
 )
 REFERENCE_KEYS = ("rtol", "atol")
+#: [execution]: how the network runs (sampler_bench.models.execution); only autocast changes the numbers
+EXECUTION_KEYS = ("compile", "compile_mode", "cuda_graphs", "autocast")
 MODEL_KEYS = ("builtin", "checkpoint", "name")
 SAMPLER_KEYS = ("name", "options")
 SCHEDULE_KEYS = ("name", "params", "sigma_min", "sigma_max", "ends_at_zero")
@@ -113,6 +115,8 @@ class Spec:
     keep_samples: int = MAX_KEEP_SAMPLES
     #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see the runner)
     reference: dict = field(default_factory=dict)
+    #: execution options of the network ({}: plain eager float32/float64), see [execution]
+    execution: dict = field(default_factory=dict)
     source: str = ""
     path: str | None = None
 
@@ -381,6 +385,33 @@ def _parse_reference(doc: Mapping, text: str) -> dict:
     return out
 
 
+def _parse_execution(doc: Mapping, text: str) -> dict:
+    """[execution]: compile / compile_mode / cuda_graphs / autocast ("none", "bf16", "fp16"); defaults omitted."""
+    from ..models.execution import AUTOCAST_DTYPES, COMPILE_MODES
+
+    table = _table(doc.get("execution", {}), "execution")
+    _check_keys(table, EXECUTION_KEYS, "[execution]", text)
+    out: dict[str, Any] = {}
+    for key in ("compile", "cuda_graphs"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise SpecError(f"[execution] {key} must be true or false, got {table[key]!r}")
+            if table[key]:
+                out[key] = True
+    if "compile_mode" in table:
+        if table["compile_mode"] not in COMPILE_MODES:
+            raise SpecError(f"[execution] compile_mode must be one of {', '.join(COMPILE_MODES)}, got {table['compile_mode']!r}")
+        out["compile_mode"] = table["compile_mode"]
+    if "autocast" in table:
+        allowed = ("none", *AUTOCAST_DTYPES)
+        if table["autocast"] not in allowed:
+            raise SpecError(f"[execution] autocast must be one of {', '.join(repr(a) for a in allowed)}, "
+                            f"got {table['autocast']!r}{closest(str(table['autocast']), allowed)}")
+        if table["autocast"] != "none":
+            out["autocast"] = table["autocast"]
+    return out
+
+
 def _parse_device(value: Any) -> str:
     import torch
 
@@ -427,6 +458,7 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             precision=precision,
             keep_samples=_int(doc.get("keep_samples", MAX_KEEP_SAMPLES), "keep_samples", low=0, high=MAX_KEEP_SAMPLES),
             reference=_parse_reference(doc, text),
+            execution=_parse_execution(doc, text),
             source=text,
             path=str(path) if path else None,
         )

@@ -3,6 +3,10 @@
 ``gmm2d``: eight isotropic components on a ring of radius 2 (pictures of samples).
 ``gmm16``: a 16-D anisotropic mixture of four full-covariance components (condition numbers up to
 ~100), a harder test of solver accuracy; built from a fixed seed so its hash never changes.
+``gmm2d_cld``: the ``gmm2d`` mixture under critically-damped Langevin diffusion (Dockhorn et al., arXiv
+2112.07068) with gDDIM's defaults (arXiv 2206.05564): its exact R_t-parameterised eps, for sweeping the CLD
+samplers (gddim, gddim_sde, cld_*) with endpoint errors against ``cld_reference`` and distribution metrics
+on the generated data u[:, 0].
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 import torch
 
 from ..processes.analytic import GaussianMixture
+from ..processes.cld import CLD, CLDAnalyticModel
 from ..solvers.registry import closest
 from .base import AnalyticModel
 
@@ -36,14 +41,21 @@ def _gmm16() -> AnalyticModel:
     return AnalyticModel("gmm16", gmm, description="16-D mixture of 4 anisotropic Gaussians (variances 0.01..1)")
 
 
-BUILTIN = {"gmm2d": _gmm2d, "gmm16": _gmm16}
+def _gmm2d_cld() -> CLDAnalyticModel:
+    return CLDAnalyticModel.from_mixture(
+        "gmm2d_cld", _gmm2d().distribution, CLD(),
+        description="gmm2d (2-D ring of 8 Gaussians) under CLD with gDDIM's defaults (M^-1 = 4, beta = 4, T = 1); "
+        "state u = (x, v) of shape [2, 2], data = u[:, 0]")
+
+
+BUILTIN = {"gmm2d": _gmm2d, "gmm16": _gmm16, "gmm2d_cld": _gmm2d_cld}
 
 
 def available() -> list[str]:
     return sorted(BUILTIN)
 
 
-def builtin_model(name: str) -> AnalyticModel:
+def builtin_model(name: str) -> AnalyticModel | CLDAnalyticModel:
     if name not in BUILTIN:
         raise ValueError(f"unknown built-in model {name!r}{closest(name, list(BUILTIN))}; available: {', '.join(available())}")
     return BUILTIN[name]()

@@ -21,6 +21,9 @@ unexpected tensors, wrong shapes), each with one message that says what is wrong
 :class:`~sampler_bench.models.base.Model` contract: a denoiser ``model(x, sigma)``, its data
 ``shape``, ``sigma_min``/``sigma_max``, ``process`` ('gaussian' or 'pfgmpp'), ``prior(n, generator)``
 and ``sample_data(n, generator)`` (the dataset's held-out split, for reference statistics).
+A CLD checkpoint (``process.name == "cld"``, ``precond.type == "cld"``) is the CLD model contract of
+:mod:`sampler_bench.processes.cld` instead: ``model(u, t)`` returns eps of the state u = (x, v),
+``prior(n)`` has shape [n, 2, *shape], ``model.cld`` is its process and ``data_from_state(u)`` = u[:, 0].
 A diffusers ``UNet2DModel`` folder is loaded through :mod:`sampler_bench.models.adapters`.
 """
 
@@ -38,7 +41,7 @@ from torch import nn
 from .. import data as _data  # checkpoints name their dataset; importing it also registers "digits-classifier"
 from ..processes.base import Process, process_from_config
 from .base import tensor_hash
-from .networks import build_network
+from .networks import build_cld_network, build_network
 from .precond import build_precond
 
 FORMAT = "sampler-bench-checkpoint"
@@ -120,8 +123,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def build_denoiser(config: dict[str, Any]) -> nn.Module:
-    """The preconditioned network a config describes (weights not loaded)."""
+    """The preconditioned network a config describes (weights not loaded); for CLD, the eps network."""
     shape = tuple(config["shape"])
+    if config["process"].get("name") == "cld":
+        return build_cld_network(config["network"], config.get("precond", {"type": "cld"}),
+                                 process_from_config(config["process"]), shape)
     net = build_network(config["network"], shape)
     return build_precond(config.get("precond", {"type": "edm", "sigma_data": config.get("sigma_data", 0.5)}), net)
 
@@ -153,6 +159,8 @@ class TrainedModel:
         self.denoiser = denoiser.eval()
         self.process_def = process
         self.process = process.kind
+        #: the CLD process of a CLD model (what the CLD samplers read), None otherwise
+        self.cld = process if process.kind == "cld" else None
         self.shape = tuple(int(s) for s in shape)
         self.sigma_min = process.sigma_min
         self.sigma_max = process.sigma_max
@@ -180,6 +188,10 @@ class TrainedModel:
     def prior(self, n: int, generator=None, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
         """n starting states at sigma_max drawn from the process's prior (per-sample generators allowed)."""
         return self.process_def.prior(n, self.shape, generator, dtype=dtype, device=device)
+
+    def data_from_state(self, states: torch.Tensor) -> torch.Tensor:
+        """The generated data in a sampler's output: u[:, 0] for CLD (state u = (x, v)), else the output."""
+        return states[:, 0] if self.process == "cld" else states
 
     @property
     def dataset(self):

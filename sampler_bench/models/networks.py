@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -223,3 +224,95 @@ def build_network(config: dict[str, Any], shape: Sequence[int]) -> nn.Module:
         return NETWORKS[kind](shape, **params)
     except TypeError as e:
         raise ValueError(f"network {kind!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Critically-damped Langevin diffusion: an eps network on the phase-space state u = (x, v)
+# ---------------------------------------------------------------------------------------------
+
+
+def cld_network_shape(data_shape: Sequence[int]) -> tuple[int, ...]:
+    """The shape the raw network of a CLD model sees: [2C, H, W] for images (the C position channels,
+    then the C velocity channels, as CLD-SGM and gDDIM concatenate them), [2, *shape] for vectors."""
+    shape = tuple(int(s) for s in data_shape)
+    return (2 * shape[0], *shape[1:]) if len(shape) == 3 else (2, *shape)
+
+
+class CLDEpsNetwork(nn.Module):
+    """eps_theta(u, t) of a CLD model (Dockhorn et al., arXiv 2112.07068; gDDIM, arXiv 2206.05564).
+
+    Maps the state ``u`` [B, 2, *data_shape] and times ``t`` [B] to the R_t-parameterised noise
+    prediction of the same shape (score = -R_t^{-T} eps, the target of ``CLD.hsm_loss``). It is EDM's
+    preconditioning (Karras et al., arXiv 2206.00364, §B.6) carried over to the CLD kernel, per (x, v)
+    pair of each data coordinate:
+
+    * skip: the exact eps of Gaussian data N(0, sigma_data^2 I), R_t^T C_t^{-1} u with
+      C_t = sigma_data^2 a a^T + Sigma_t and a = Psi(t, 0)[:, 0] (EDM's c_skip is the same optimal linear
+      predictor). Near T the data have decayed, C_t ~ Sigma_t and the skip is the whole answer
+      R_t^{-1} u; the reverse CLD ODE needs it there to cancel its drift F u (eigenvalue
+      -beta sqrt(M^-1) = -8 for gDDIM's defaults), which amplifies any error in the score by ~e^8
+      over [0, T]. Without it a small network's 5-10 % error there makes samples diverge. gDDIM's
+      ``mixed_score`` (CLD-SGM's) adds only the velocity part of this term, at equilibrium.
+    * c_in: each half of ``u`` divided by its marginal standard deviation at t under that Gaussian
+      model, sqrt(C_t[k, k]) (k = x, v), so the network's input has unit scale at every t;
+    * c_noise = ln(t) / 4 (gDDIM feeds 999 t to a DDPM sinusoidal embedding; the Fourier embedding
+      here wants an O(1) input that resolves small t);
+    * the network's output is added to the skip unscaled (c_out = 1: eps has unit variance).
+    """
+
+    def __init__(self, net: nn.Module, cld, data_shape: Sequence[int], sigma_data: float = 0.5, skip: bool = True):
+        super().__init__()
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be positive, got {sigma_data!r}")
+        self.net = net
+        self.cld = cld
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.sigma_data = float(sigma_data)
+        self.skip = bool(skip)
+
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c_in [B, 2], skip matrices R_t^T C_t^{-1} [B, 2, 2]) in float64, from the closed forms."""
+        from ..processes.cld import inv2
+
+        tt = t.detach().to("cpu", torch.float64).numpy()
+        a = self.cld.psi(tt, 0.0)[..., :, 0]  # [B, 2]: the data's gain into x and into v
+        c = self.sigma_data**2 * a[..., :, None] * a[..., None, :] + self.cld.cov(tt)
+        c_in = c[..., [0, 1], [0, 1]] ** -0.5
+        skip = np.swapaxes(self.cld.R(tt), -1, -2) @ inv2(c)
+        return torch.from_numpy(c_in), torch.from_numpy(skip)
+
+    def forward(self, u: torch.Tensor, t) -> torch.Tensor:
+        from ..processes.cld import apply2
+
+        if u.ndim < 2 or tuple(u.shape[1:]) != (2, *self.data_shape):
+            raise ValueError(f"a CLD network takes states [B, 2, {', '.join(map(str, self.data_shape))}], "
+                             f"got {tuple(u.shape)}")
+        t = torch.as_tensor(t, device=u.device)
+        t = (t.expand(u.shape[0]) if t.ndim == 0 else t.reshape(-1)).to(torch.float64)
+        c_in, skip = (c.to(u.device) for c in self.coefficients(t))
+        u64 = u.to(torch.float64)
+        dt = _net_dtype(self.net)
+        h = (c_in.reshape(u.shape[0], 2, *([1] * len(self.data_shape))) * u64)
+        out = self.net(h.reshape(u.shape[0], *cld_network_shape(self.data_shape)).to(dt), (torch.log(t) / 4).to(dt))
+        out = out.reshape(u.shape).to(torch.float64)
+        if self.skip:
+            out = out + apply2(skip, u64)
+        return out.to(u.dtype)
+
+    def config(self) -> dict[str, Any]:
+        """The ``precond`` entry of a CLD checkpoint's config."""
+        return {"type": "cld", "sigma_data": self.sigma_data, "skip": self.skip}
+
+
+def _net_dtype(net: nn.Module) -> torch.dtype:
+    p = next(net.parameters(), None)
+    return p.dtype if p is not None else torch.float32
+
+
+def build_cld_network(network: dict[str, Any], precond: dict[str, Any], cld, data_shape: Sequence[int]) -> CLDEpsNetwork:
+    """A :class:`CLDEpsNetwork` from a checkpoint's ``network`` and ``precond`` ({"type": "cld", ...}) entries."""
+    extra = sorted(set(precond) - {"type", "sigma_data", "skip"})
+    if (precond or {}).get("type", "cld") != "cld" or extra:
+        raise ValueError(f"a CLD model takes precond = {{type = 'cld', sigma_data = ..., skip = true}}, got {precond!r}")
+    net = build_network(network, cld_network_shape(data_shape))
+    return CLDEpsNetwork(net, cld, data_shape, precond.get("sigma_data", 0.5), precond.get("skip", True))

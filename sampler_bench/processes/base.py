@@ -135,8 +135,11 @@ def gaussian_noise(shape: Sequence[int], sigma, generator: Generators) -> torch.
 def process_from_config(config: dict[str, Any]) -> Process:
     """Rebuild a process from its ``config()`` (as stored in a checkpoint's JSON or a train spec).
 
-    ``{"name": "edm" | "ve" | "vp" | "pfgmpp", ...parameters}``; PFGM++ takes ``D`` (a number >= 1,
-    or ``"inf"`` for the Gaussian limit).
+    ``{"name": "edm" | "ve" | "vp" | "pfgmpp" | "cld", ...parameters}``; PFGM++ takes ``D`` (a number >= 1,
+    or ``"inf"`` for the Gaussian limit). ``"cld"`` is critically-damped Langevin diffusion
+    (:class:`sampler_bench.processes.cld.CLD`, kind ``'cld'``): its models predict eps of the state
+    u = (x, v) rather than a denoiser, so it is not a :class:`Process` subclass, but it has the same
+    ``kind``, ``sigma_min``/``sigma_max`` (t_eps/T), ``prior`` and ``config()``.
     """
     from .gaussian import GaussianProcess
     from .pfgmpp import PFGMPPProcess
@@ -146,12 +149,16 @@ def process_from_config(config: dict[str, Any]) -> Process:
         raise ValueError(f"a process config must be a table with a 'name' (one of edm, ve, vp, pfgmpp), got {config!r}")
     params = {k: v for k, v in config.items() if k not in ("name", "kind")}
     name = config["name"]
+    if name == "cld":
+        from .cld import CLD
+
+        return CLD.from_config(config)
     if name in GaussianProcess.VARIANTS:
         cls, params = GaussianProcess, {"variant": name, **params}
     elif name == "pfgmpp":
         cls = PFGMPPProcess
     else:
-        known = list(GaussianProcess.VARIANTS) + ["pfgmpp"]
+        known = list(GaussianProcess.VARIANTS) + ["pfgmpp", "cld"]
         raise ValueError(f"unknown process {name!r}{closest(str(name), known)}; available: {', '.join(known)}")
     try:
         return cls(**params)

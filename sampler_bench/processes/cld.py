@@ -560,6 +560,9 @@ class CLDAnalyticModel:
     Satisfies the sweep's model contract for ``process == 'cld'``: ``model(u, t)`` returns the
     R_t-parameterised eps (shape of ``u``), ``prior(n)`` returns [n, 2, *shape] at t = T,
     ``sigma_min``/``sigma_max`` are t_eps/T, ``data_from_state(u)`` is the generated sample u[:, 0].
+    ``exact`` is the CLD oracle that gives eps; ``distribution`` is the *data* law, as for every model
+    (sampler_bench.models.base): the :class:`GaussianMixture` of a mixture model, so the gmm_* metrics
+    and exact reference moments apply to u[:, 0], or the :class:`CLDPointSet` (its points) of a point set.
     """
 
     process = "cld"
@@ -568,7 +571,8 @@ class CLDAnalyticModel:
         if not isinstance(distribution, _CLDExact):
             raise ValueError("CLDAnalyticModel takes a CLDGaussianMixture or a CLDPointSet")
         self.name = name
-        self.distribution = distribution
+        self.exact = distribution
+        self.distribution = distribution.mixture if isinstance(distribution, CLDGaussianMixture) else distribution
         self.cld = distribution.cld
         self.shape = tuple(distribution.shape)
         self.sigma_min = self.cld.t_eps
@@ -584,7 +588,7 @@ class CLDAnalyticModel:
         return cls(name, CLDPointSet(points, cld), description)
 
     def __call__(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.distribution.eps(u, t)
+        return self.exact.eps(u, t)
 
     def prior(self, n: int, generator: Generators = None, dtype=torch.float64, device=None) -> torch.Tensor:
         return self.cld.prior(n, self.shape, generator, dtype=dtype, device=device)
@@ -594,12 +598,12 @@ class CLDAnalyticModel:
         return split_state(u)[0]
 
     def sample_data(self, n: int, generator: Generators = None) -> torch.Tensor:
-        return self.distribution.sample(n, generator=generator)
+        return self.exact.sample(n, generator=generator)
 
     def fingerprint(self) -> str:
         from ..models.base import tensor_hash
 
-        d = self.distribution
+        d = self.exact
         parts = [getattr(d, "points", None)]
         if isinstance(d, CLDGaussianMixture):
             parts = [d.mixture.weights, d.mixture.means, d.mixture.covs]

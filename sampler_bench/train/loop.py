@@ -6,15 +6,22 @@ noise draw only)::
     y ~ data;  sigma ~ process.sample_sigma;  x ~ process.perturb(y, sigma)
     loss = mean_batch( lambda(sigma) * mean_dims |D(x, sigma) - y|^2 )
 
+CLD (``process.kind == "cld"``) trains an eps network on the state u = (x, v) with gDDIM's HSM loss
+instead (Zhang et al., arXiv 2206.05564, ``losses.py``; ``CLD.hsm_loss``)::
+
+    t ~ U[t_min, T];  u_t = Psi(t, 0) (y, 0) + R_t eps;  loss = mean_batch( mean_state |eps_theta(u_t, t) - eps|^2 )
+
 with AdamW, linear warm-up (then cosine or constant), gradient clipping, an EMA of the weights
 (:mod:`.ema`) and bfloat16 autocast on CUDA.
 
-Determinism and resumption: the data order (one permutation per epoch) and the noise of step k on
-rank r are functions of (seed, k, r) alone, so a run resumed from its last checkpoint continues
-exactly as if it had never stopped; the state file holds the raw weights, the EMA and the optimizer.
+Determinism and resumption: the data order (one permutation per epoch) and the noise of step k are
+functions of (seed, k) alone, so a run resumed from its last checkpoint continues exactly as if it had
+never stopped; the state file holds the raw weights, the EMA and the optimizer.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes its slice of each global batch, DDP averages
-the gradients, and only rank 0 writes files.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes its rows of each global batch (examples and
+noise), DDP averages the gradients, and only rank 0 writes files. The average of the ranks' mean-loss
+gradients is the gradient of the global batch's mean loss, so K processes train the model one process
+trains with the same global batch, up to float32 summation order (tests/test_distributed.py).
 
 Output folder::
 
@@ -41,7 +48,7 @@ from torch import nn
 from .. import __version__
 from ..data import load_dataset
 from ..models.checkpoint import load_weights, model_config, save_checkpoint
-from ..models.networks import build_network
+from ..models.networks import build_cld_network, build_network
 from ..models.precond import build_precond, precond_config
 from ..processes.base import process_from_config
 from .ema import EMA
@@ -237,13 +244,18 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
     data = load_dataset(dict(spec.data))
     process = process_from_config(dict(spec.process))
     sigma_data = data.sigma_data
-    precond_cfg = {"type": "edm", **spec.precond}
-    if precond_cfg["type"] == "edm":
+    cld = process.kind == "cld"
+    precond_cfg = {"type": "cld" if cld else "edm", **spec.precond}
+    if precond_cfg["type"] in ("edm", "cld"):
         precond_cfg.setdefault("sigma_data", sigma_data)
     torch.manual_seed(derived_seed(cfg["seed"], "init"))  # the same initial weights on every rank
-    net = build_network(dict(spec.network), data.shape)
-    model = build_precond(precond_cfg, net).to(device)
-    precond_cfg = precond_config(model)
+    if cld:  # an eps network on u = (x, v) (sampler_bench.models.networks.CLDEpsNetwork)
+        model = build_cld_network(dict(spec.network), precond_cfg, process, data.shape).to(device)
+        precond_cfg = model.config()
+    else:
+        net = build_network(dict(spec.network), data.shape)
+        model = build_precond(precond_cfg, net).to(device)
+        precond_cfg = precond_config(model)
     ema = EMA(model, cfg["ema_halflife_samples"], cfg["ema_rampup_ratio"] or None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]), weight_decay=cfg["weight_decay"])
 
@@ -287,11 +299,11 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                          "spec_name": spec.name, "spec": spec.to_dict()})
         save_checkpoint(out / spec.name, ema.state_dict(), checkpoint_config())
 
-    def barrier() -> None:
-        if d.world > 1:
-            import torch.distributed as dist
+    # Rank 0 writes; every rank learns whether that worked (a failed write stops all ranks, none waits).
+    from ..bench.distributed import World
 
-            dist.barrier()
+    world = World(size=d.world, rank=d.rank, local_rank=d.local_rank, device=str(device),
+                  backend=_backend() if d.world > 1 else None)
 
     console = console or _console()
     bar = _progress(console, spec.name, total, step) if (progress and d.main) else None
@@ -305,17 +317,29 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                 t0 = time.perf_counter()
                 idx = order.rank_batch(step, d)
                 y = data.train(idx)
-                g = torch.Generator().manual_seed(derived_seed(cfg["seed"], "noise", step, d.rank))
-                sigma = process.sample_sigma(y.shape[0], g)
-                x = (y.to(torch.float64) + process.noise(y.shape, sigma, g)).to(torch.float32)
-                weight = process.loss_weight(sigma, sigma_data).to(device)
-                y, x, sigma_dev = y.to(device), x.to(device), sigma.to(device)
+                # Noise: one stream per step (a 1-process run's), drawn for the global batch; each rank takes its
+                # rows, so K ranks train on exactly the noise of one process. (CLD's HSM loss draws inside
+                # the process per rank batch: for CLD the stream of rank r is (seed, step, r), the same law.)
+                g = torch.Generator().manual_seed(derived_seed(cfg["seed"], "noise", step, d.rank if cld else 0))
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, cfg)
-                with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
-                    denoised = ddp_model(x, sigma_dev)
-                per_sample = ((denoised.to(torch.float64) - y.to(torch.float64)) ** 2).flatten(1).mean(1)
-                loss = (weight * per_sample).mean()
+                if cld:
+                    # gDDIM sums the squares over the state; the mean over its 2 * dim entries is the same
+                    # objective up to a constant, on the scale of the EDM loss (so grad_clip means the same).
+                    with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                        loss = process.hsm_loss(ddp_model, y.to(device), generator=g) / (2 * y[0].numel())
+                else:
+                    sigma_all = process.sample_sigma(cfg["batch"], g)
+                    noise_all = process.noise((cfg["batch"], *y.shape[1:]), sigma_all, g)
+                    rows = slice(d.rank * y.shape[0], (d.rank + 1) * y.shape[0])
+                    sigma = sigma_all[rows]
+                    x = (y.to(torch.float64) + noise_all[rows]).to(torch.float32)
+                    weight = process.loss_weight(sigma, sigma_data).to(device)
+                    y, x, sigma_dev = y.to(device), x.to(device), sigma.to(device)
+                    with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                        denoised = ddp_model(x, sigma_dev)
+                    per_sample = ((denoised.to(torch.float64) - y.to(torch.float64)) ** 2).flatten(1).mean(1)
+                    loss = (weight * per_sample).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg["grad_clip"]:
@@ -325,11 +349,18 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                 seen += cfg["batch"]
                 done_here += 1
                 ema.update(model, seen, cfg["batch"])
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"training {spec.name!r}: the loss became {loss.item()} at step {step}; "
+                loss_value = loss.detach()
+                if d.world > 1:  # the global batch's loss: logged, and checked, alike on every rank
+                    import torch.distributed as dist
+
+                    dist.all_reduce(loss_value)
+                    loss_value = loss_value / d.world
+                loss_item = loss_value.item()
+                if not math.isfinite(loss_item):
+                    raise FloatingPointError(f"training {spec.name!r}: the loss became {loss_item} at step {step}; "
                                              "lower [train].lr or enable grad_clip")
                 seconds += time.perf_counter() - t0
-                window_loss += loss.item()
+                window_loss += loss_item
                 window_n += 1
                 if step % cfg["log_every"] == 0 or step == total:
                     last_loss = window_loss / window_n
@@ -344,14 +375,19 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                             console.print(f"{spec.name}: step {step}/{total}  loss {last_loss:.4f}  {rate:.0f} samples/s")
                     window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
                 if step % cfg["checkpoint_every"] == 0 or step == total:
-                    write()
-                    barrier()
+                    world.run(write, f"while writing the checkpoint of step {step}")
     except KeyboardInterrupt:
         write()  # an interrupted run keeps everything it has done
         if d.main:
             console.print(f"[yellow]interrupted at step {step}; resume with the same command[/yellow]")
         raise
     return TrainResult(out, out / f"{spec.name}.safetensors", step, seconds, last_loss, resumed_from, d.main)
+
+
+def _backend() -> str:
+    import torch.distributed as dist
+
+    return dist.get_backend()
 
 
 def _console():

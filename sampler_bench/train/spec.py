@@ -9,7 +9,7 @@ Example (``benchmarks/train_digits_edm.toml``)::
     name = "digits"
 
     [process]                 # sampler_bench.processes.base.process_from_config
-    name = "edm"              # edm | ve | vp | pfgmpp (with D = 128, or D = "inf")
+    name = "edm"              # edm | ve | vp | pfgmpp (with D = 128, or D = "inf") | cld
 
     [network]                 # sampler_bench.models.networks.build_network
     type = "unet"
@@ -17,7 +17,7 @@ Example (``benchmarks/train_digits_edm.toml``)::
     channel_mult = [1, 2, 2]
 
     [precond]                 # optional; default EDM with sigma_data measured on the training set
-    type = "edm"
+    type = "edm"              # CLD: "cld" (sampler_bench.models.networks.CLDEpsNetwork)
 
     [train]
     steps = 20000             # optimizer steps
@@ -156,8 +156,18 @@ def parse_spec(raw: dict[str, Any], source: str = "", where: str = "train spec")
     except ValueError as e:
         raise ValueError(f"{where}: [process]: {e}") from None
     precond = _table(raw, "precond", where)
-    if precond.get("type", "edm") not in ("edm", "ve", "vp"):
-        raise ValueError(f"{where}: [precond].type must be edm, ve or vp, got {precond.get('type')!r}")
+    if process.get("name") == "cld":  # CLD networks predict eps of u = (x, v): their own input scaling only
+        if precond.get("type", "cld") != "cld":
+            raise ValueError(f"{where}: a CLD model takes [precond].type = 'cld' (or no [precond]), "
+                             f"got {precond.get('type')!r}")
+        extra = sorted(set(precond) - {"type", "sigma_data", "skip"})
+        if extra:
+            raise ValueError(f"{where}: unknown key [precond].{extra[0]} for a CLD model; allowed: type, sigma_data, skip")
+        if not isinstance(precond.get("skip", True), bool):
+            raise ValueError(f"{where}: [precond].skip must be true or false, got {precond['skip']!r}")
+    elif precond.get("type", "edm") not in ("edm", "ve", "vp"):
+        raise ValueError(f"{where}: [precond].type must be edm, ve or vp, got {precond.get('type')!r}"
+                         + (" ('cld' is for [process] name = 'cld')" if precond.get("type") == "cld" else ""))
     name = raw.get("name", "model")
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise ValueError(f"{where}: name must be a non-empty string without spaces or slashes, got {name!r}")
