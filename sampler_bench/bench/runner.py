@@ -505,7 +505,9 @@ class Sweep:
         row = _base_row(cell, spec, sweep_id)
         meta = solver_info(cell.sampler.name)
         if cell.model.process not in meta.processes:
-            why = " (it needs a reverse SDE)" if meta.stochastic else ""
+            # Only a Gaussian-kernel process lacking a reverse SDE (finite-D PFGM++) needs the SDE hint;
+            # CLD has a reverse SDE but its own state and samplers.
+            why = " (it needs a reverse SDE)" if meta.stochastic and cell.model.process == "pfgmpp" else ""
             row.update(status="skipped", reason=(
                 f"sampler {cell.sampler.name!r} applies to {', '.join(meta.processes)} processes{why}; "
                 f"model {cell.model.label!r} is a {cell.model.process!r} process"))

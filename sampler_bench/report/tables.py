@@ -112,6 +112,17 @@ def plan_added_options(solver: str, options: Mapping[str, Any], budget: int, end
     return set(updates)
 
 
+def requested_order(solver: str, options: Mapping[str, Any]) -> int | None:
+    """Declared order of ``solver`` with the options a spec asked for (None if the registry cannot say)."""
+    meta = _solver_info(solver)
+    if meta is None:
+        return None
+    try:
+        return int(meta.order_for(meta.validate(dict(options))))
+    except ValueError:
+        return None
+
+
 def _solver_info(solver: str):
     from ..solvers.registry import info
 
@@ -177,9 +188,21 @@ def prepare_cells(cells: pd.DataFrame) -> pd.DataFrame:
     out["status"] = out["status"].fillna("failed").astype(str)
     out["reason"] = out["reason"].fillna("").astype(str)
     out["opts"] = [parse_json(o) for o in out["options"]]
+    # Rows are labelled by the options the spec asked for (the store's `requested_options`), not by
+    # those the budget plan filled in (DPM-Solver-fast's per-budget `orders`), so one configuration
+    # is one row; its declared order is the one of the requested configuration.
+    requested = out["requested_options"] if "requested_options" in out.columns else [None] * len(out)
     labels = []
-    for _, cell in out.iterrows():
-        text = options_label(cell["solver"], cell["opts"], cell["nfe_budget"], cell["ends_at_zero"])
+    for (ix, cell), req in zip(out.iterrows(), requested):
+        asked = parse_json(req) if isinstance(req, str) and req else None
+        if asked is not None:
+            asked = {k: v for k, v in asked.items() if v is not None}
+            text = options_label(cell["solver"], asked, cell["nfe_budget"], cell["ends_at_zero"])
+            order = requested_order(cell["solver"], asked)
+            if order is not None:
+                out.at[ix, "declared_order"] = order
+        else:
+            text = options_label(cell["solver"], cell["opts"], cell["nfe_budget"], cell["ends_at_zero"])
         labels.append(cell["solver"] + (f" ({text})" if text else ""))
     out["row"] = labels
     for model, idx in out.groupby("model", sort=False).groups.items():
