@@ -23,17 +23,10 @@ if str(ROOT) not in sys.path:
 
 
 def device_label(device: str | torch.device) -> str:
-    """'NVIDIA H100 80GB HBM3' or 'Intel(R) Xeon(R) ... (2 cores usable, 1 torch thread)'."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu} ({cores} cores usable, {torch.get_num_threads()} torch thread(s) per process)"
+    """'NVIDIA H100 80GB HBM3' or 'AMD EPYC ..., 2 cores usable, 1 torch threads' (per process)."""
+    from sampler_bench.hardware import describe  # imported late: the scripts put ROOT on sys.path first
+
+    return describe(device)
 
 
 def header(title: str, device: str | torch.device) -> list[str]:

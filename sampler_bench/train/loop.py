@@ -37,7 +37,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from torch import nn
 
 from .. import __version__
 from ..data import load_dataset
+from ..hardware import describe
 from ..models.checkpoint import load_weights, model_config, save_checkpoint
 from ..models.networks import build_cld_network, build_network
 from ..models.precond import build_precond, precond_config
@@ -196,15 +196,7 @@ def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 
 def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores usable, {torch.get_num_threads()} torch threads"
+    return describe(device)
 
 
 # --- the loop -----------------------------------------------------------------------------------
