@@ -352,12 +352,16 @@ def gddim_sde(ctx, u, i):
 )
 def cld_euler_maruyama(ctx, u, i):
     """u + dt (F u - (1+lam^2)/2 G G^T score) + lam G sqrt(|dt|) z."""
+    return _euler_maruyama_step(ctx, u, i, ctx.options["lambda_coef"])
+
+
+def _euler_maruyama_step(ctx, u, i, lam: float):
+    """One Euler(-Maruyama) step of the lambda-family; lam = 0 is Euler on the probability-flow ODE."""
     cld = ctx.state["cld"]
     t, t_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eps = ctx.model(u, t)
     if t_next == 0.0:
         return _denoise_to_zero(cld, u, t, eps)
-    lam = ctx.options["lambda_coef"]
     out = u + (t_next - t) * _drift(cld, u, t, eps, 0.5 * (1.0 + lam**2))
     if lam > 0:
         out = out + apply2(lam * math.sqrt(t - t_next) * cld.G(t), ctx.noise(u, i))
@@ -373,12 +377,7 @@ def cld_euler_maruyama(ctx, u, i):
     init=_init,
 )
 def cld_euler(ctx, u, i):
-    cld = ctx.state["cld"]
-    t, t_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-    eps = ctx.model(u, t)
-    if t_next == 0.0:
-        return _denoise_to_zero(cld, u, t, eps)
-    return u + (t_next - t) * _drift(cld, u, t, eps, 0.5)
+    return _euler_maruyama_step(ctx, u, i, 0.0)
 
 
 @register(
