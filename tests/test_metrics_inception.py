@@ -145,3 +145,83 @@ def test_real_inception_weights_fid_matches_torch_fidelity():
         verbose=False, batch_size=32,
     )[torch_fidelity.KEY_METRIC_FID]
     assert acc.compute()["fd"] == pytest.approx(theirs, rel=1e-3)
+
+
+class _ConvBn(torch.nn.Module):
+    """The conv -> bn -> relu block of torch-fidelity's InceptionV3, in miniature."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(5, eps=0.001)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+def _randomise_batch_norms(net, seed):
+    """Non-trivial fixed statistics (a fresh BatchNorm2d would fold to a near-identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(0.5 + torch.rand(c, generator=g))
+                m.bias.copy_(0.2 * torch.randn(c, generator=g))
+                m.running_mean.copy_(0.3 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.3 + 2 * torch.rand(c, generator=g))
+    return net.eval()
+
+
+def test_folding_batch_norm_into_the_convolution_is_the_same_function():
+    from sampler_bench.metrics.inception import fold_batch_norms
+
+    net = _randomise_batch_norms(_ConvBn().double(), 0)
+    x = torch.randn(4, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    before = net(x)
+    assert fold_batch_norms(net) == 1
+    assert isinstance(net.bn, torch.nn.Identity) and net.conv.bias is not None
+    torch.testing.assert_close(net(x), before, rtol=1e-12, atol=1e-12)  # exact algebra, float64 round-off
+    assert fold_batch_norms(net) == 0  # nothing left to fold
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(_ConvBn().train())
+
+
+@pytest.fixture(scope="module")
+def weights_with_batch_norm_statistics(tmp_path_factory):
+    """Random InceptionV3 weights whose batch norms have non-trivial statistics."""
+    torch.manual_seed(1)
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None), \
+            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}):
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    _randomise_batch_norms(net, 2)
+    path = tmp_path_factory.mktemp("inception-bn") / "inception-random-bn.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_folded_inference_gives_torch_fidelitys_fid_features(weights_with_batch_norm_statistics):
+    """The default inference copy (batch norms folded, channels_last) computes torch-fidelity's features
+    through every layer up to the 2048 pool, to float32 round-off."""
+    from sampler_bench.metrics.inception import InceptionV3Compat
+
+    x = images(2, 7)
+    folded = InceptionV3Compat(weights_path=weights_with_batch_norm_statistics)
+    as_is = InceptionV3Compat(weights_path=weights_with_batch_norm_statistics, inference="torch-fidelity")
+    assert folded.inference == "folded" and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.net.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in as_is.net.modules()) == 94
+    theirs = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                         feature_extractor_weights_path=str(weights_with_batch_norm_statistics))
+    with torch.no_grad():
+        reference = theirs.eval()(to_uint8_rgb(x))[0].double()
+    f_folded, f_as_is = folded(x), as_is(x)
+    assert reference.abs().max() > 0 and reference.std() > 1e-3 * reference.abs().max()  # not a degenerate net
+    torch.testing.assert_close(f_as_is, reference, rtol=0, atol=0)
+    torch.testing.assert_close(f_folded, reference, rtol=1e-5, atol=1e-5 * float(reference.abs().max()))
+    assert folded.fingerprint == as_is.fingerprint  # same function of the input: same reference statistics
+    assert folded.provenance()["inference"] == "folded" and as_is.provenance()["inference"] == "torch-fidelity"
+
+
+def test_unknown_inception_inference_mode_is_refused(random_weights):
+    with pytest.raises(ValueError, match="inference 'fast' is not one of folded, torch-fidelity"):
+        features.get("inception-v3-compat", weights_path=random_weights, inference="fast")

@@ -11,7 +11,13 @@ torch-fidelity). What this module adds is the conversion a sampler's output need
 * ``weights_path`` loads local weights (offline clusters); without it torch-fidelity downloads its
   release weights once into torch's hub cache. A local file must load with
   ``torch.load(weights_only=True)`` before torch-fidelity (which unpickles freely) is given it.
-* the weights' sha256 goes into the fingerprint, so reference statistics are keyed by the exact weights.
+* the weights' sha256 goes into the fingerprint, so reference statistics are keyed by the exact weights;
+* ``inference="folded"`` (the default) runs an inference copy of the same network: each convolution's
+  batch normalisation (eval mode, fixed statistics) folded into the convolution's weights and bias in
+  float64, NHWC (``channels_last``) layout, ``torch.inference_mode``. It is the same function of the
+  input; only float32 rounding differs (features agree with torch-fidelity's module to ~1e-6 relative,
+  the size of the differences a change of batch size or thread count makes), and it is ~1.6x faster
+  on a CPU (benchmarks/RESULTS.md). ``inference="torch-fidelity"`` runs torch-fidelity's module as is.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from ..compat import import_torch_fidelity
 from .features import FeatureExtractor, image_shape_problem
 
 LAYERS = ("64", "192", "768", "2048", "logits_unbiased", "logits")
+INFERENCE_MODES = ("folded", "torch-fidelity")
 _FILE_HASHES: dict[tuple[str, float, int], str] = {}
 
 
@@ -50,6 +57,34 @@ def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
     return u8.expand(-1, 3, -1, -1).contiguous() if u8.shape[1] == 1 else u8
 
 
+def fold_batch_norms(net: torch.nn.Module) -> int:
+    """Fold every ``conv -> bn`` pair of ``net`` (modules with a bias-free ``conv`` and an eval-mode
+    ``bn``, as torch-fidelity's ``BasicConv2d``) into one biased convolution, in place; returns how many.
+
+    With fixed statistics, ``bn(conv(x)) = s * (W * x) + (beta - s * mean)`` where
+    ``s = gamma / sqrt(var + eps)`` per output channel, i.e. a convolution with weights ``s W`` and bias
+    ``beta - s mean``. Computed in float64 and rounded once to the network's dtype.
+    """
+    folded = 0
+    for module in net.modules():
+        conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
+        if not (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)) or conv.bias is not None:
+            continue
+        if bn.training or bn.running_mean is None:
+            raise ValueError("fold_batch_norms needs batch norms in eval mode with running statistics")
+        scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        dtype, device = conv.weight.dtype, conv.weight.device
+        fused = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
+                                device=device, dtype=dtype)
+        with torch.no_grad():
+            fused.weight.copy_((conv.weight.detach().double() * scale[:, None, None, None]).to(dtype))
+            fused.bias.copy_((bn.bias.detach().double() - bn.running_mean.double() * scale).to(dtype))
+        module.conv, module.bn = fused, torch.nn.Identity()
+        folded += 1
+    return folded
+
+
 class InceptionV3Compat(FeatureExtractor):
     """torch-fidelity's ``inception-v3-compat`` (default layer ``"2048"``: the FID pool features)."""
 
@@ -57,8 +92,10 @@ class InceptionV3Compat(FeatureExtractor):
     description = "torch-fidelity's TF-compatible InceptionV3 (FID features; images in [-1, 1], 1 or 3 channels)"
 
     def __init__(self, weights_path: str | os.PathLike | None = None, feature_layer: str = "2048",
-                 batch_size: int = 64, device: str | torch.device = "cpu"):
+                 batch_size: int = 64, device: str | torch.device = "cpu", inference: str = "folded"):
         super().__init__(device)
+        if inference not in INFERENCE_MODES:
+            raise ValueError(f"inception-v3-compat: inference {inference!r} is not one of {', '.join(INFERENCE_MODES)}")
         if feature_layer not in LAYERS:
             raise ValueError(f"inception-v3-compat: feature_layer {feature_layer!r} is not one of {', '.join(LAYERS)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -91,11 +128,20 @@ class InceptionV3Compat(FeatureExtractor):
         self.feature_layer = feature_layer
         self.batch_size = batch_size
         self.torch_fidelity_version = tf.__version__
-        self.net = net.to(self.device)
+        self.inference = inference
+        net = net.eval().to(self.device)
+        if inference == "folded":
+            fold_batch_norms(net)
+            if any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()):  # a layout we do not know
+                raise ValueError("inception-v3-compat: a batch norm of this torch-fidelity version could not be folded; "
+                                 "use inference='torch-fidelity'")
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
 
     def extract(self, x: torch.Tensor) -> torch.Tensor:
         u8 = to_uint8_rgb(x)
-        out = [self.net(chunk)[0].to(torch.float64) for chunk in u8.split(self.batch_size)]
+        with torch.inference_mode():
+            out = [self.net(chunk)[0].to(torch.float64) for chunk in u8.split(self.batch_size)]
         return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
 
     def check_input(self, shape) -> str | None:
@@ -110,5 +156,6 @@ class InceptionV3Compat(FeatureExtractor):
                 "feature_layer": self.feature_layer, "weights_sha256": self.weights_sha256,
                 "weights_file": os.path.basename(self.weights_path), "torch_fidelity": self.torch_fidelity_version,
                 "uint8_conversion": "floor(127.5*x + 128) clamped to [0, 255]; 1 channel replicated to 3",
+                "inference": self.inference,
                 # cuDNN's TF32 convolutions (torch's default) move features by ~1e-4 relative vs float32
                 **({"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32} if self.device.type == "cuda" else {})}
