@@ -485,19 +485,16 @@ class Sweep:
                                   cell.model.reference_options, solver=reference_solver(cell.model.process))
 
     def _reference(self, cell: Cell) -> Callable[[int, int], torch.Tensor]:
+        """This rank's reference endpoints of ``cell`` (under torchrun a collective: every rank calls it)."""
         spec, model = self.spec, cell.model.model
-        key = self._reference_key(cell)
-
-        def get(a: int, b: int) -> torch.Tensor:
-            return self.references.endpoints(
-                model, key, a, b, spec.n_samples,
-                lambda s, e: initial_states(model, spec.seed, s, e, cell.sigma_max, spec.device),
-                cell.sigma_min, cell.sigma_max, cell.schedule.ends_at_zero,
-                on_compute=lambda s, e: self.on_event("reference", {"model": cell.model.label, "start": s, "stop": e}),
-                options=cell.model.reference_options, solver=reference_solver(cell.model.process),
-            )
-
-        return get
+        return self.references.for_rank(
+            self.world, model, self._reference_key(cell), spec.n_samples,
+            lambda s, e: initial_states(model, spec.seed, s, e, cell.sigma_max, spec.device),
+            cell.sigma_min, cell.sigma_max, cell.schedule.ends_at_zero,
+            on_compute=lambda s, e: self.on_event("reference", {"model": cell.model.label, "start": s, "stop": e}),
+            options=cell.model.reference_options, solver=reference_solver(cell.model.process),
+            cell_errors=(NonFiniteSampleError,), what=f"while computing the reference endpoints of cell {cell.label}",
+        )
 
     def compute(self, cell: Cell, sweep_id: str) -> tuple[dict, list[dict], torch.Tensor | None]:
         """The store row, metric rows and kept samples of one cell (skipped/failed cells have no metrics)."""
@@ -525,8 +522,9 @@ class Sweep:
         row.update(options=json.dumps(options, sort_keys=True, default=list), nfe_planned=plan.nfe, steps=plan.steps,
                    declared_order=meta.order_for(options), reason=plan.note)
         needs_ref = not meta.stochastic and any(m.needs_reference for m in cell.model.metrics)
-        make, reference = self._make(cell.model.model), (self._reference(cell) if needs_ref else None)
+        make = self._make(cell.model.model)
         try:  # each rank computes its share of the samples; one process computes them all
+            reference = self._reference(cell) if needs_ref else None
             shard = run_sharded(self.world, spec.n_samples,
                                 lambda a, b: cell_shard(cell, plan, options, spec, make, a, b, reference=reference),
                                 cell_errors=(NonFiniteSampleError,), what=f"while computing cell {cell.label}")
