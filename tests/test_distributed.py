@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import socket
@@ -347,6 +348,16 @@ def test_torchrun_sweep_on_two_gloo_processes_stores_the_single_process_results(
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "torchrun: 2 processes (gloo)" in proc.stdout and proc.stdout.count("4 cells in") == 1  # rank 0 reports
     assert_same_store(tmp_path / "out" / "results.sqlite", single_process_store)
+    # the launch is provenance: wall time and samples/s depend on it
+    from sampler_bench.bench.store import ResultsStore
+
+    with ResultsStore(tmp_path / "out" / "results.sqlite", create=False) as s, \
+            ResultsStore(single_process_store, create=False) as one:
+        assert s.sweeps()["command"].iloc[0].startswith("torchrun --nnodes=1 --nproc_per_node=2 -m sampler_bench sweep ")
+        host = socket.gethostname()
+        assert all(json.loads(p)["execution"]["ranks"] == 2 and json.loads(p)["execution"]["hosts"] == [host]
+                   for p in s.metrics()["provenance"])
+        assert all(json.loads(p)["execution"]["ranks"] == 1 for p in one.metrics()["provenance"])
 
 
 def test_a_failing_rank_stops_every_rank_the_store_stays_consistent_and_a_rerun_resumes(two_ranks, single_process_store):

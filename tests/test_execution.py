@@ -256,6 +256,7 @@ def _sweep_spec(checkpoint, execution: str = "") -> str:
 
 def test_sweep_records_execution_options_and_autocast_makes_another_cell(tmp_path):
     import json
+    import socket
 
     from sampler_bench.bench.runner import Sweep, run_sweep
     from sampler_bench.bench.spec import SpecError, parse_spec
@@ -269,7 +270,8 @@ def test_sweep_records_execution_options_and_autocast_makes_another_cell(tmp_pat
         rows = store.joined()
     assert len(rows) == 2 and rows["cell_id"].nunique() == 2
     prov = {json.loads(p)["execution"]["autocast"]: json.loads(p)["execution"] for p in rows["provenance"]}
-    assert prov[None] == {"device": "cpu", "compile": False, "cuda_graphs": False, "autocast": None}
+    assert prov[None] == {"device": "cpu", "compile": False, "cuda_graphs": False, "autocast": None,
+                          "ranks": 1, "hosts": [socket.gethostname()]}
     assert prov["bf16"]["scope"] == "network" and prov["bf16"]["network_dtype"] == "float32"
     values = {json.loads(p)["execution"]["autocast"]: v for p, v in zip(rows["provenance"], rows["value"])}
     assert values[None] != values["bf16"] and values["bf16"] == pytest.approx(values[None], rel=0.05)

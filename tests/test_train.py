@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 import sampler_bench as sb
 from sampler_bench.train.cli import train as train_command
 from sampler_bench.train.ema import EMA
-from sampler_bench.train.loop import BatchOrder, Dist, learning_rate, train
+from sampler_bench.bench.distributed import World
+from sampler_bench.train.loop import BatchOrder, learning_rate, train
 from sampler_bench.train.spec import TRAIN_DEFAULTS, parse_spec
 
 TINY = {
@@ -121,7 +122,7 @@ def test_batches_visit_every_example_once_per_epoch_and_ranks_split_them():
     stream = torch.cat([order.global_batch(k) for k in range(5)])  # 20 = two epochs
     assert sorted(stream[:10].tolist()) == list(range(10)) and sorted(stream[10:].tolist()) == list(range(10))
     for step in range(3):
-        parts = [order.rank_batch(step, Dist(rank=r, world=2)) for r in range(2)]
+        parts = [order.rank_batch(step, World(size=2, rank=r)) for r in range(2)]
         assert torch.equal(torch.cat(parts), order.global_batch(step))
 
 
@@ -168,7 +169,7 @@ def test_bad_train_spec_raises_one_readable_value_error(edit, message):
 def test_batch_not_divisible_by_the_ranks_is_refused(tmp_path, monkeypatch):
     import sampler_bench.train.loop as loop
 
-    monkeypatch.setattr(loop, "init_distributed", lambda kind: Dist(rank=0, world=3))
+    monkeypatch.setattr(loop, "init_distributed", lambda kind: World(size=3, rank=0))
     with pytest.raises(ValueError, match="not divisible by the 3 ranks"):
         train(spec(), tmp_path, progress=False)
 
@@ -194,5 +195,5 @@ def test_train_command_writes_a_loadable_checkpoint_and_reports_errors_without_a
     bad = tmp_path / "bad.toml"
     bad.write_text(_toml(TINY).replace('name = "pfgmpp"', 'name = "pfgm"'))
     result = runner.invoke(train_command, [str(bad), "--out", str(tmp_path / "bad")])
-    assert result.exit_code == 1 and "did you mean 'pfgmpp'" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "did you mean 'pfgmpp'" in result.output and "Traceback" not in result.output
     assert math.isfinite(model.config["training"]["last_loss"])

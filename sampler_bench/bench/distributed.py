@@ -1,10 +1,12 @@
-"""torch.distributed for sweeps launched by ``torchrun``: world, index shards, float64 reductions, failures.
+"""torch.distributed for jobs launched by ``torchrun``: world, index shards, float64 reductions, failures.
 
-``torchrun --nproc_per_node=N -m sampler_bench sweep SPEC`` starts N copies of the command with
-``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` and the rendezvous address in their environment;
-:func:`init_from_env` joins them into one process group (NCCL on CUDA, gloo on CPU). Without those
-variables it returns a world of one and nothing here talks to anyone, so the single-process path
-is the same code.
+``torchrun --nproc_per_node=N -m sampler_bench sweep SPEC`` (or ``... train SPEC``) starts N copies
+of the command with ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` and the rendezvous address in their
+environment; :func:`init_from_env` joins them into one process group (NCCL on CUDA, gloo on CPU).
+Without those variables it returns a world of one and nothing here talks to anyone, so the
+single-process path is the same code. Sweeps (:mod:`.runner`) and training
+(:mod:`sampler_bench.train.loop`, DDP) both join through :func:`init_from_env` and share the
+:class:`World`: the same backend choice, device per ``LOCAL_RANK``, timeout and failure handling.
 
 * **Shards.** Rank ``r`` of ``W`` computes the contiguous sample indices :func:`shard_range` gives
   it; with per-sample seeds (sample ``i`` depends on ``(seed, i)`` only) the union of the shards is
@@ -16,11 +18,14 @@ is the same code.
 * **Failures.** A rank that raises would leave the others waiting in the next collective until the
   timeout. Every phase that can raise runs under :meth:`World.run`, which gathers each rank's
   outcome: if any rank failed, *every* rank raises :class:`DistributedError` naming the rank and its
-  error. (A rank that dies outright is torchrun's job: it tears the whole group down.)
+  error. A rank that dies outright is torchrun's job (it tears the whole group down); a collective
+  that breaks meanwhile (gloo: "Connection reset by peer") also raises :class:`DistributedError`,
+  so a lost rank is never mistaken for a failed cell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import traceback
@@ -114,11 +119,28 @@ class World:
         return f"rank {self.rank} of {self.size} ({self.backend})" if self.distributed else "single process"
 
     # -- collectives (each a no-op in a world of one) -------------------------------------------
+    @contextlib.contextmanager
+    def _talking(self):
+        """A collective that fails (another rank died, the network broke) raises :class:`DistributedError`.
+
+        torch raises a plain RuntimeError there; left alone, a caller that tolerates errors of its own
+        work (the runner storing a failed cell) would record the lost rank as the cell's failure.
+        """
+        try:
+            yield
+        except DistributedError:
+            raise
+        except Exception as exc:
+            raise DistributedError("while exchanging data with the other ranks",
+                                   [(self.rank, f"lost contact with them: another rank stopped or the network broke "
+                                                f"({_error_text(exc)})")], self.size) from exc
+
     def barrier(self) -> None:
         if self.distributed:
             import torch.distributed as dist
 
-            dist.barrier()
+            with self._talking():
+                dist.barrier()
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (picklable, small), in rank order, on every rank."""
@@ -127,7 +149,8 @@ class World:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.size
-        dist.all_gather_object(out, obj)
+        with self._talking():
+            dist.all_gather_object(out, obj)
         return out
 
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
@@ -137,8 +160,24 @@ class World:
         import torch.distributed as dist
 
         box = [obj if self.rank == src else None]
-        dist.broadcast_object_list(box, src=src)
+        with self._talking():
+            dist.broadcast_object_list(box, src=src)
         return box[0]
+
+    def average(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean over ranks of a tensor of the same shape on every rank (a detached copy; itself in a world of one).
+
+        Training logs (and checks) the global batch's loss with it: the mean of the ranks' mean losses.
+        The tensor must be on this rank's device (a CUDA tensor under NCCL).
+        """
+        if not self.distributed:
+            return tensor.detach()
+        import torch.distributed as dist
+
+        out = tensor.detach().clone()
+        with self._talking():
+            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out / self.size
 
     def check(self, error: str | None, what: str) -> None:
         """Agree on failure: every rank passes its error (or None); if any rank has one, all raise."""
@@ -188,13 +227,19 @@ class World:
         out = {k: torch.as_tensor(v).to(torch.float64) for k, v in state.items()}
         if not self.distributed:
             return out
-        import torch.distributed as dist
-
         keys = sorted(out)
         names = self.gather_objects(keys)
         if any(n != keys for n in names):
             raise ValueError(f"ranks hold different accumulator states: {names}; every rank must run the same metrics")
         comm = torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
+        with self._talking():
+            self._reduce_keys(out, keys, comm)
+        return out
+
+    def _reduce_keys(self, out: dict[str, torch.Tensor], keys: list[str], comm: torch.device) -> None:
+        """:meth:`reduce_state`'s collectives, in ``keys`` order, in place in ``out``."""
+        import torch.distributed as dist
+
         for k in keys:
             home = out[k].device
             t = out[k].to(comm).contiguous()
@@ -211,7 +256,6 @@ class World:
             parts = [torch.empty_like(padded) for _ in range(self.size)]
             dist.all_gather(parts, padded)
             out[k] = torch.cat([p[:c] for p, c in zip(parts, counts)]).to(home)
-        return out
 
 
 class RemoteCellError(RuntimeError):

@@ -376,12 +376,13 @@ def cell_shard(
 
 
 def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[PreparedMetric], Any], M,
-                reference_key: str = "", device: str = "cpu") -> list[dict]:
+                reference_key: str = "", device: str = "cpu", hosts: Sequence[str] | None = None) -> list[dict]:
     """Reduce the shards' accumulator states and compute the metric rows of the store.
 
     ``reference_key`` identifies the cached ODE reference endpoints (see :class:`ReferenceCache`); it is
     the reference hash of the metrics that compare against them. ``device`` is recorded with the
-    execution options in every value's provenance.
+    execution options in every value's provenance, and so is ``hosts`` (one host name per rank, in rank
+    order) as ``ranks`` and ``hosts``: a cell's wall time and samples/s depend on them.
     """
     from ..models.execution import execution_provenance
 
@@ -398,6 +399,8 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[Prepa
         prov.setdefault("params", m.spec.params)
         prov.setdefault("n_samples", sum(s.stop - s.start for s in shards))
         prov["execution"] = execution_provenance(cell.model.model, device)
+        if hosts is not None:
+            prov["execution"].update(ranks=len(hosts), hosts=sorted(set(hosts)))
         if m.needs_reference and reference_key:
             prov["reference_hash"] = reference_key
             prov["reference_endpoints"] = {
@@ -473,6 +476,7 @@ class Sweep:
             ResultsStore(self.out_dir / "results.sqlite", create=False).close()  # an unreadable store fails now
         # Rank 0 first: it fills the shared caches (reference statistics) that the other ranks then read.
         self.models = self.world.main_first(lambda: prepare_models(spec, self.metric_cache), "while preparing the sweep")
+        self.hosts = self.world.gather_objects(socket.gethostname())  # one per rank, recorded with every value
         self.cells = expand_cells(spec, self.models)
         self.M = metrics_api() if spec.metrics else None
 
@@ -546,7 +550,8 @@ class Sweep:
             notes.append(f"counted {counted} NFE but the solver's NFE law promises {plan.nfe} (a solver bug: please report)")
         try:
             metric_rows = finish_cell(cell, [shard], make, self.M,
-                                      reference_key=self._reference_key(cell) if needs_ref else "", device=spec.device)
+                                      reference_key=self._reference_key(cell) if needs_ref else "", device=spec.device,
+                                      hosts=self.hosts)
         except Exception as e:
             row.update(status="failed", reason=f"metrics of {cell.sampler.name} at NFE {cell.nfe_budget}: {type(e).__name__}: {e}")
             return row, [], None

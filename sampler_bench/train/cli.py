@@ -24,6 +24,8 @@ def train(spec, out_dir, resume, steps, device, threads, progress):
     """Train the model described by the TOML file SPEC (see benchmarks/train_*.toml)."""
     from pathlib import Path
 
+    from ..bench.distributed import DistributedError
+    from ..cli import InputError
     from .loop import train as run
     from .spec import load_spec
 
@@ -36,8 +38,11 @@ def train(spec, out_dir, resume, steps, device, threads, progress):
         if threads is not None:
             s.train["threads"] = threads
         result = run(s, Path(out_dir) if out_dir else Path("runs") / s.name, resume=resume, progress=progress)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
+    except DistributedError as e:  # before ValueError: one rank's failure, reported on every rank
+        raise click.ClickException(f"{e}. Every rank stopped; rerun the same command to resume from the last "
+                                   "checkpoint") from None
+    except ValueError as e:  # bad input: exit status 2, as `sweep` does
+        raise InputError(str(e)) from None
     except KeyboardInterrupt:
         raise click.Abort() from None
     if result.main:  # under torchrun only rank 0 reports

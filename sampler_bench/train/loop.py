@@ -18,10 +18,13 @@ Determinism and resumption: the data order (one permutation per epoch) and the n
 functions of (seed, k) alone, so a run resumed from its last checkpoint continues exactly as if it had
 never stopped; the state file holds the raw weights, the EMA and the optimizer.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes its rows of each global batch (examples and
-noise), DDP averages the gradients, and only rank 0 writes files. The average of the ranks' mean-loss
-gradients is the gradient of the global batch's mean loss, so K processes train the model one process
-trains with the same global batch, up to float32 summation order (tests/test_distributed.py).
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the run joins the job through the sweeps' own setup
+(:func:`sampler_bench.bench.distributed.init_from_env`: gloo on the CPU, NCCL and ``cuda:LOCAL_RANK``
+on CUDA, one timeout, one failure rule). Every rank takes its contiguous rows of each global batch
+(examples and noise, :meth:`World.shard`), DDP averages the gradients, and only rank 0 writes files.
+The average of the ranks' mean-loss gradients is the gradient of the global batch's mean loss, so K
+processes train the model one process trains with the same global batch, up to float32 summation
+order (tests/test_distributed.py).
 
 Output folder::
 
@@ -33,10 +36,10 @@ Output folder::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..bench.distributed import World, init_from_env
 from ..data import load_dataset
 from ..hardware import describe
 from ..models.checkpoint import load_weights, model_config, save_checkpoint
@@ -62,42 +66,38 @@ def derived_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
 
-@dataclass
-class Dist:
-    """Where this process sits in a torchrun job (world 1 without torchrun)."""
+def init_distributed(device_kind: str) -> World:
+    """Join the torchrun job of the environment, if any: the sweeps' :func:`init_from_env` on ``device_kind``.
 
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+    A world of one without torchrun; with it, gloo on ``"cpu"``, NCCL and ``cuda:LOCAL_RANK`` on
+    ``"cuda"`` (a readable ValueError when the node has too few GPUs for its processes).
+    """
+    return init_from_env(device_kind)
 
 
-def init_distributed(device_kind: str) -> Dist:
-    """torch.distributed from torchrun's environment when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+def device_kind(name: str) -> str:
+    """``"cuda"`` or ``"cpu"``: the kind of device ``[train].device`` asks for (``auto``: CUDA when there is one)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if str(name).startswith("cuda") else "cpu"
 
 
-def pick_device(name: str, d: Dist) -> torch.device:
+def pick_device(name: str, world: World) -> torch.device:
+    """The device of ``[train].device`` for this rank: ``cuda`` / ``auto`` mean ``cuda:LOCAL_RANK``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("[train].device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
-        return torch.device("cuda", d.local_rank)
+        return torch.device("cuda", world.local_rank)
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"[train].device {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ValueError(f"[train].device = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         "use 'cpu', 'auto' or an existing 'cuda:N'")
+    return device
 
 
 class BatchOrder:
@@ -124,9 +124,10 @@ class BatchOrder:
             out[m] = self._perm(e)[pos[m] % self.n]
         return out
 
-    def rank_batch(self, step: int, d: Dist) -> torch.Tensor:
-        per = self.batch // d.world
-        return self.global_batch(step)[d.rank * per:(d.rank + 1) * per]
+    def rank_batch(self, step: int, world: World) -> torch.Tensor:
+        """This rank's contiguous rows of the global batch of step ``step`` (:meth:`World.shard`)."""
+        start, stop = world.shard(self.batch)
+        return self.global_batch(step)[start:stop]
 
 
 def learning_rate(step: int, cfg: dict) -> float:
@@ -222,15 +223,18 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
     cfg = spec.train
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
-    device_kind = "cuda" if (cfg["device"] in ("auto", "cuda") and torch.cuda.is_available()) or str(cfg["device"]).startswith("cuda") else "cpu"
-    d = init_distributed(device_kind)
-    device = pick_device(cfg["device"], d)
+    world = init_distributed(device_kind(cfg["device"]))
+    device = pick_device(cfg["device"], world)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if cfg["batch"] % d.world:
-        raise ValueError(f"[train].batch = {cfg['batch']} is not divisible by the {d.world} ranks; pick a multiple")
+    # Equal shares: DDP averages the ranks' gradients with equal weights, which is the global batch's
+    # mean-loss gradient only when every rank holds the same number of rows.
+    if cfg["batch"] % world.size:
+        raise ValueError(f"[train].batch = {cfg['batch']} is not divisible by the {world.size} ranks; pick a multiple")
+    world = dataclasses.replace(world, device=str(device))
+    rows = slice(*world.shard(cfg["batch"]))  # this rank's rows of every global batch (examples and noise)
     out = Path(out_dir)
-    if d.main:
+    if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
     data = load_dataset(dict(spec.data))
@@ -263,10 +267,16 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
         opt.load_state_dict(_optimizer_state(tensors, info["optimizer"]))
         step, seconds, seen = info["step"], info["seconds"], info["seen_samples"]
         resumed_from = step
+    # Every rank reads the state file itself, so under torchrun they must all have found the same one;
+    # ranks resuming from different steps would disagree on the data, the schedule and the last step.
+    found = world.gather_objects(step)
+    if len(set(found)) > 1:
+        raise ValueError(f"the ranks found different training states in {out} (step by rank: {found}); --out must be "
+                         "one folder every rank reads (on several nodes: a shared filesystem), or use --no-resume")
     ema.to(device)
 
     ddp_model = model
-    if d.world > 1:
+    if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -280,39 +290,34 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
             process=process, network=dict(spec.network), precond=precond_cfg, dataset=dict(data.config), shape=data.shape,
             sigma_data=sigma_data, name=spec.name, description=spec.description,
             training={"steps": step, "seen_samples": seen, "batch": cfg["batch"], "ema": ema.config(), "seconds": round(seconds, 1),
-                      "hardware": _hardware(device), "world_size": d.world, "torch": torch.__version__,
+                      "hardware": _hardware(device), "world_size": world.size, "torch": torch.__version__,
                       "sampler_bench": __version__, "last_loss": last_loss, "spec": spec.to_dict()})
 
     def write(final: bool = False) -> None:
-        if not d.main:
+        if not world.is_main:
             return
         save_state(out, net=model, ema=ema, opt=opt,
                    info={"step": step, "seconds": seconds, "seen_samples": seen, "run_hash": spec.run_hash(),
                          "spec_name": spec.name, "spec": spec.to_dict()})
         save_checkpoint(out / spec.name, ema.state_dict(), checkpoint_config())
 
-    # Rank 0 writes; every rank learns whether that worked (a failed write stops all ranks, none waits).
-    from ..bench.distributed import World
-
-    world = World(size=d.world, rank=d.rank, local_rank=d.local_rank, device=str(device),
-                  backend=_backend() if d.world > 1 else None)
-
     console = console or _console()
-    bar = _progress(console, spec.name, total, step) if (progress and d.main) else None
+    bar = _progress(console, spec.name, total, step) if (progress and world.is_main) else None
     last_loss, window_loss, window_n, t_window, done_here = float("nan"), 0.0, 0, time.perf_counter(), 0
     model.train()
     try:
         with bar if bar is not None else contextlib.nullcontext():
             while step < total:
                 if stop_after is not None and done_here >= stop_after:
-                    return TrainResult(out, out / f"{spec.name}.safetensors", step, seconds, last_loss, resumed_from, d.main)
+                    return TrainResult(out, out / f"{spec.name}.safetensors", step, seconds, last_loss, resumed_from,
+                                       world.is_main)
                 t0 = time.perf_counter()
-                idx = order.rank_batch(step, d)
+                idx = order.rank_batch(step, world)
                 y = data.train(idx)
                 # Noise: one stream per step (a 1-process run's), drawn for the global batch; each rank takes its
                 # rows, so K ranks train on exactly the noise of one process. (CLD's HSM loss draws inside
                 # the process per rank batch: for CLD the stream of rank r is (seed, step, r), the same law.)
-                g = torch.Generator().manual_seed(derived_seed(cfg["seed"], "noise", step, d.rank if cld else 0))
+                g = torch.Generator().manual_seed(derived_seed(cfg["seed"], "noise", step, world.rank if cld else 0))
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, cfg)
                 if cld:
@@ -323,7 +328,6 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                 else:
                     sigma_all = process.sample_sigma(cfg["batch"], g)
                     noise_all = process.noise((cfg["batch"], *y.shape[1:]), sigma_all, g)
-                    rows = slice(d.rank * y.shape[0], (d.rank + 1) * y.shape[0])
                     sigma = sigma_all[rows]
                     x = (y.to(torch.float64) + noise_all[rows]).to(torch.float32)
                     weight = process.loss_weight(sigma, sigma_data).to(device)
@@ -341,13 +345,8 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                 seen += cfg["batch"]
                 done_here += 1
                 ema.update(model, seen, cfg["batch"])
-                loss_value = loss.detach()
-                if d.world > 1:  # the global batch's loss: logged, and checked, alike on every rank
-                    import torch.distributed as dist
-
-                    dist.all_reduce(loss_value)
-                    loss_value = loss_value / d.world
-                loss_item = loss_value.item()
+                # the global batch's loss: logged, and checked, alike on every rank
+                loss_item = world.average(loss).item()
                 if not math.isfinite(loss_item):
                     raise FloatingPointError(f"training {spec.name!r}: the loss became {loss_item} at step {step}; "
                                              "lower [train].lr or enable grad_clip")
@@ -357,7 +356,7 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                 if step % cfg["log_every"] == 0 or step == total:
                     last_loss = window_loss / window_n
                     rate = window_n * cfg["batch"] / max(time.perf_counter() - t_window, 1e-9)
-                    if d.main:
+                    if world.is_main:
                         with open(log_path, "a") as f:
                             f.write(json.dumps({"step": step, "loss": last_loss, "lr": learning_rate(step - 1, cfg),
                                                 "samples_per_s": round(rate, 1), "seconds": round(seconds, 1)}) + "\n")
@@ -367,19 +366,14 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                             console.print(f"{spec.name}: step {step}/{total}  loss {last_loss:.4f}  {rate:.0f} samples/s")
                     window_loss, window_n, t_window = 0.0, 0, time.perf_counter()
                 if step % cfg["checkpoint_every"] == 0 or step == total:
+                    # rank 0 writes; every rank learns whether that worked (a failed write stops all, none waits)
                     world.run(write, f"while writing the checkpoint of step {step}")
     except KeyboardInterrupt:
         write()  # an interrupted run keeps everything it has done
-        if d.main:
+        if world.is_main:
             console.print(f"[yellow]interrupted at step {step}; resume with the same command[/yellow]")
         raise
-    return TrainResult(out, out / f"{spec.name}.safetensors", step, seconds, last_loss, resumed_from, d.main)
-
-
-def _backend() -> str:
-    import torch.distributed as dist
-
-    return dist.get_backend()
+    return TrainResult(out, out / f"{spec.name}.safetensors", step, seconds, last_loss, resumed_from, world.is_main)
 
 
 def _console():
