@@ -262,6 +262,34 @@ class RemoteCellError(RuntimeError):
     """Another rank's share of a cell failed in a way that belongs to the cell (see :func:`run_sharded`)."""
 
 
+def agree_on_failure(world: World, error: BaseException | None, *, cell_errors: tuple = (), what: str = "",
+                     idle: bool = False) -> None:
+    """Every rank passes its exception (or None); if any rank failed, every rank raises (a collective).
+
+    The failure is the cell's -- one of ``cell_errors`` on any rank, or the same exception type on
+    every rank that worked (``idle`` ranks had nothing to do) -- or a rank failure, as
+    :func:`run_sharded` explains. In a world of one the exception propagates unchanged.
+    """
+    if not world.distributed:
+        if error is not None:
+            raise error
+        return
+    mine = None if error is None else {"type": type(error).__name__, "text": _error_text(error),
+                                       "cell": isinstance(error, cell_errors)}
+    outcomes = world.gather_objects("idle" if (idle and error is None) else mine)
+    failed = [(r, o) for r, o in enumerate(outcomes) if isinstance(o, dict)]
+    if not failed:
+        return
+    working = [o for o in outcomes if o != "idle"]
+    same_everywhere = len(failed) == len(working) and len({o["type"] for _, o in failed}) == 1
+    if any(o["cell"] for _, o in failed) or same_everywhere:
+        if error is not None:
+            raise error
+        r, o = failed[0]
+        raise RemoteCellError(f"rank {r} of {world.size}: {o['text']}")
+    raise DistributedError(what, [(r, o["text"]) for r, o in failed], world.size) from error
+
+
 def run_sharded(world: World, n: int, compute: Callable[[int, int], Any], *, cell_errors: tuple = (),
                 what: str = "") -> Any:
     """Compute one cell over ``n`` samples split across the ranks; every rank gets the combined result.
@@ -288,23 +316,9 @@ def run_sharded(world: World, n: int, compute: Callable[[int, int], Any], *, cel
         local, error = compute(start, stop), None
     except Exception as exc:
         local, error = None, exc
+    agree_on_failure(world, error, cell_errors=cell_errors, what=what or "while computing a cell", idle=start == stop)
     if not world.distributed:
-        if error is not None:
-            raise error
         return local
-    mine = None if error is None else {"type": type(error).__name__, "text": _error_text(error),
-                                       "cell": isinstance(error, cell_errors)}
-    outcomes = world.gather_objects("idle" if (start == stop and error is None) else mine)
-    failed = [(r, o) for r, o in enumerate(outcomes) if isinstance(o, dict)]
-    if failed:
-        working = [o for o in outcomes if o != "idle"]
-        same_everywhere = len(failed) == len(working) and len({o["type"] for _, o in failed}) == 1
-        if any(o["cell"] for _, o in failed) or same_everywhere:
-            if error is not None:
-                raise error
-            r, o = failed[0]
-            raise RemoteCellError(f"rank {r} of {world.size}: {o['text']}")
-        raise DistributedError(what or "while computing a cell", [(r, o["text"]) for r, o in failed], world.size)
 
     states = {name: world.reduce_state(local.states[name]) for name in sorted(local.states)}
     parts = world.gather_objects({"nfe": list(local.nfe_counted), "sampling_s": local.sampling_s,

@@ -45,7 +45,7 @@ import torch
 from ..solvers.driver import CountingDenoiser, run_solver
 from ..solvers.registry import available as solver_names
 from ..solvers.registry import info as solver_info
-from .distributed import DistributedError, RemoteCellError, World, _error_text, shard_range
+from .distributed import World, agree_on_failure, shard_range
 
 #: Samples per cached chunk (one adaptive DOP853 solve per chunk; its error control is per chunk).
 DEFAULT_CHUNK = 1024
@@ -210,9 +210,9 @@ class ReferenceCache:
         waits in the broadcast while an owner integrates (within the process group's timeout,
         :data:`~.distributed.DEFAULT_TIMEOUT_S`), as it waits for a slower rank at the end of a cell.
 
-        A failure while integrating is agreed on like :func:`~.distributed.run_sharded`'s: one of
-        ``cell_errors`` (e.g. NaN endpoints) fails the cell on every rank (this rank's own exception, or
-        :class:`RemoteCellError`); any other is a rank failure, :class:`DistributedError` on every rank.
+        A failure while integrating is agreed on by :func:`~.distributed.agree_on_failure`, as a cell's
+        samples are: one of ``cell_errors`` (e.g. NaN endpoints) fails the cell on every rank; a failure
+        on some ranks only is a rank failure, :class:`~.distributed.DistributedError` on every rank.
         """
 
         def fetch(a: int, b: int) -> torch.Tensor:
@@ -230,29 +230,17 @@ class ReferenceCache:
                     block = self._chunk(model, key, s.start, s.stop, initial, sigma_min, sigma_max, ends_at_zero,
                                         on_compute, options, solver)
                     sent[s.start] = block[s.cut - s.start:].clone()  # a view would pickle the whole chunk
-        except Exception as exc:  # told to every rank in the broadcasts below
+        except Exception as exc:
             error = exc
-        foreign, failures = None, []
+        # no rank counts as idle: an error on the owners only (e.g. one disk) is a rank failure
+        agree_on_failure(world, error, cell_errors=cell_errors, what=what)
+        foreign = None
         for s in splits:
             mine = s.owner == world.rank
-            payload = None
-            if mine:
-                payload = ({"rows": sent[s.start]} if error is None else
-                           {"text": _error_text(error), "cell": isinstance(error, cell_errors)})
-            got = world.broadcast_object(payload, src=s.owner)
-            if "text" in got:
-                failures.append((s.owner, got))
-                continue
+            rows = world.broadcast_object(sent[s.start] if mine else None, src=s.owner)
             lo, hi = max(start, s.cut), min(stop, s.stop)
             if not mine and lo < hi:  # this rank's shard starts inside this chunk
-                foreign = got["rows"][lo - s.cut: hi - s.cut].clone()
-        if failures:
-            if any(f["cell"] for _, f in failures):
-                if error is not None:
-                    raise error
-                rank, f = failures[0]
-                raise RemoteCellError(f"rank {rank} of {world.size}: {f['text']}")
-            raise DistributedError(what, [(r, f["text"]) for r, f in failures], world.size) from error
+                foreign = rows[lo - s.cut: hi - s.cut].clone()
         if foreign is None:
             return fetch
         own_from = start + foreign.shape[0]  # a chunk boundary (or the end of the shard)
