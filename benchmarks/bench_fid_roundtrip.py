@@ -37,9 +37,6 @@ import torch
 from _common import header, image_model, median, random_inception_weights, sync
 
 
-MODES = ("folded", "torch-fidelity")  # inception-v3-compat's inference copies (sampler_bench.metrics.inception)
-
-
 def reference_images(n: int, size: int, seed: int = 123) -> torch.Tensor:
     """Smooth random images in [-1, 1]: a stand-in reference set (FD values are not the point)."""
     g = torch.Generator().manual_seed(seed)
@@ -79,6 +76,7 @@ def main(argv=None) -> dict:
 
     import sampler_bench.metrics as M
     from sampler_bench.compat import import_torch_fidelity
+    from sampler_bench.metrics.inception import INFERENCE_MODES as MODES
     from sampler_bench.metrics.inception import to_uint8_rgb
     from sampler_bench.solvers import budget
     from sampler_bench.solvers.driver import CountingDenoiser, run_solver

@@ -23,9 +23,6 @@ import torch
 
 from _common import header, median, random_inception_weights, sync
 
-MODES = ("folded", "torch-fidelity")
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes for CI")
@@ -40,6 +37,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.n, args.layer, args.threads, args.repeats = 4, "64", "1", 2
 
+    from sampler_bench.metrics.inception import INFERENCE_MODES as MODES
     from sampler_bench.metrics.inception import InceptionV3Compat
 
     work = Path(tempfile.mkdtemp(prefix="bench_inception_"))

@@ -178,15 +178,15 @@ def _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, wor
 
     from .bench.runner import Sweep
 
+    # under torchrun the launch is part of how the numbers were made (wall time, samples/s)
+    launcher = (f"torchrun --nnodes={os.environ.get('GROUP_WORLD_SIZE', '?')} "
+                f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')} -m sampler_bench sweep"
+                if world.distributed else "sampler-bench sweep")
     command = " ".join(
-        ["sampler-bench sweep", shlex.quote(str(spec)), "--out", shlex.quote(str(out))]
+        [launcher, shlex.quote(str(spec)), "--out", shlex.quote(str(out))]
         + ["--force"] * force + ["--retry-failed"] * retry_failed
         + ([f"--device {device}"] if device else []) + ([f"--batch-size {batch_size}"] if batch_size else [])
     )
-    if world.distributed:  # the launch is part of how the numbers were made (wall time, samples/s)
-        command = (f"torchrun --nnodes={os.environ.get('GROUP_WORLD_SIZE', '?')} "
-                   f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')} -m sampler_bench sweep"
-                   + command[len("sampler-bench sweep"):])
     if not world.is_main:  # the other ranks compute their shares silently; rank 0 reports and writes
         Sweep(s, out, force=force, retry_failed=retry_failed, command=command, world=world).run()
         return

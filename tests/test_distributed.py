@@ -82,11 +82,12 @@ def _rank_main(rank: int, world: int, port: int, scenario: str, out: str, kwargs
     torch.save(result, Path(out) / f"rank{rank}.pt")
 
 
-def spawn(scenario: str, tmp_path: Path, world: int = WORLD, **kwargs) -> list[dict]:
-    """Run ``scenario`` on ``world`` fresh processes joined by gloo; every rank's result, in rank order."""
+def run_ranks(target, world: int, out: Path, *args) -> list[dict]:
+    """``target(rank, world, port, *args)`` on ``world`` fresh spawned processes (each saves ``out/rank{r}.pt``);
+    the saved results in rank order. A rank still running after ``TIMEOUT_S`` is killed and fails the test."""
     ctx = multiprocessing.get_context("spawn")
     port = free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, world, port, scenario, str(tmp_path), kwargs)) for r in range(world)]
+    procs = [ctx.Process(target=target, args=(r, world, port, *args)) for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
@@ -95,7 +96,12 @@ def spawn(scenario: str, tmp_path: Path, world: int = WORLD, **kwargs) -> list[d
     for r in hung:
         procs[r].kill()  # only the processes this test started
     assert not hung, f"ranks {hung} did not finish within {TIMEOUT_S} s (a rank waiting for a failed one?)"
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def spawn(scenario: str, tmp_path: Path, world: int = WORLD, **kwargs) -> list[dict]:
+    """Run ``scenario`` on ``world`` fresh processes joined by gloo; every rank's result, in rank order."""
+    return run_ranks(_rank_main, world, tmp_path, scenario, str(tmp_path), kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,15 +27,19 @@ LAYER = "64"  # the first pooled layer: the same code path at a tenth of the cos
 REAL_WEIGHTS = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(URL_INCEPTION_V3))
 
 
+def _random_inception(seed: int) -> FeatureExtractorInceptionV3:
+    """torch-fidelity's InceptionV3 with random weights (nothing downloaded)."""
+    torch.manual_seed(seed)
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None), \
+            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}):
+        return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+
+
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
     """A state-dict file shaped like torch-fidelity's InceptionV3 weights, random values."""
-    torch.manual_seed(0)
-    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None), \
-            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}):
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     path = tmp_path_factory.mktemp("inception") / "inception-random.pth"
-    torch.save(net.state_dict(), path)
+    torch.save(_random_inception(0).state_dict(), path)
     return path
 
 
@@ -190,11 +194,7 @@ def test_folding_batch_norm_into_the_convolution_is_the_same_function():
 @pytest.fixture(scope="module")
 def weights_with_batch_norm_statistics(tmp_path_factory):
     """Random InceptionV3 weights whose batch norms have non-trivial statistics."""
-    torch.manual_seed(1)
-    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None), \
-            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}):
-        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    _randomise_batch_norms(net, 2)
+    net = _randomise_batch_norms(_random_inception(1), 2)
     path = tmp_path_factory.mktemp("inception-bn") / "inception-random-bn.pth"
     torch.save(net.state_dict(), path)
     return path

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import traceback
 from pathlib import Path
@@ -25,9 +24,8 @@ from sampler_bench.bench import distributed as D
 from sampler_bench.bench.reference_cache import ReferenceCache, owned_chunks, split_chunks
 from sampler_bench.models.base import AnalyticModel
 from sampler_bench.processes.analytic import GaussianMixture
-from test_distributed import free_port
+from test_distributed import run_ranks
 
-TIMEOUT_S = 120
 #: Loose tolerances: these tests are about which chunk is integrated where, not about accuracy.
 FAST = {"rtol": 1e-6, "atol": 1e-6}
 
@@ -205,17 +203,7 @@ def scenario_two_sweeps(out_root: str) -> dict:
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> tuple[Path, list[dict]]:
     tmp = tmp_path_factory.mktemp("refcache_two_ranks")
-    ctx, port = multiprocessing.get_context("spawn"), free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, 2, port, str(tmp))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(TIMEOUT_S)
-    hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    for r in hung:
-        procs[r].kill()  # only the processes this test started
-    assert not hung, f"ranks {hung} did not finish within {TIMEOUT_S} s (waiting in a collective?)"
-    results = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    results = run_ranks(_rank_main, 2, tmp, str(tmp))
     errors = [r.get("trace") for r in results if "error" in r]
     assert not errors, errors
     return tmp, [r["ok"] for r in results]
