@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
-from ..solvers.noise import generators_for
+from ..rng import generators_for
 from .cells import Cell
 from .distributed import DistributedError, World, run_sharded
 from .reference_cache import ReferenceCache

@@ -9,7 +9,7 @@ import socket
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from .cells import Cell
 from .compute import Outcome
 

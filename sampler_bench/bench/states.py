@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..solvers.noise import generators_for
+from ..rng import generators_for
 
 
 def sample_seeds(seed: int, start: int, stop: int) -> list[int]:
