@@ -366,7 +366,7 @@ def cell_shard(
             ref = data_of(model, reference(a, b)).to(device=out.device, dtype=out.dtype)
         t2 = time.perf_counter()
         for m in metrics:
-            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None)
+            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None, index=a)
         _sync(device)
         metric_s += time.perf_counter() - t2
         if a < spec.keep_samples:
