@@ -85,8 +85,11 @@ class Accumulator:
         """Add ``sum_i rows_i rows_i^T`` to ``key`` and the weighted sums to ``"rep:<key>"``."""
         self._state[key] += rows.T @ rows
         rep = self._state[REP + key]
-        for r in range(rep.shape[0]):  # one [d, d] product per replicate: no [R, B, d] temporary
-            rep[r] += (rows * self._weights[r, :, None]).T @ rows
+        # one batched product, in replicate chunks so the [r, B, d] temporary stays under ~128 MiB
+        chunk = max(1, 2**24 // max(1, rows.numel()))
+        for a in range(0, rep.shape[0], chunk):
+            weighted = self._weights[a:a + chunk, :, None] * rows  # [r, B, d]
+            rep[a:a + chunk] += weighted.transpose(1, 2) @ rows
 
     def _append_rows(self, key: str, rows: torch.Tensor) -> None:
         """Append rows to a "cat:" key, keeping the first ``max_samples`` (deterministic first-N).
