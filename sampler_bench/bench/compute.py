@@ -102,13 +102,15 @@ def cell_shard(cell: Cell, start: int, stop: int,
     return ShardResult(start, stop, states, nfe, sampling_s, denoiser_s, metric_s, torch.cat(kept) if kept else None)
 
 
-def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] | None = None) -> list[dict]:
+def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] | None = None,
+                confidence: float = 0.95) -> list[dict]:
     """Reduce the shards' accumulator states and compute the metric rows of the store.
 
     The execution options and the device are recorded in every value's provenance, and so is ``hosts``
     (one host name per rank, in rank order) as ``ranks`` and ``hosts``: a cell's wall time and
     samples/s depend on them. Values compared with reference endpoints record the reference setting
-    and its cache key.
+    and its cache key. Every row carries its interval (``ci_low``, ``ci_high``, ``corrected``, the
+    bootstrap ``replicates``) at level ``confidence``, and its method in ``provenance["interval"]``.
     """
     from ..models.execution import execution_provenance
 
@@ -116,7 +118,9 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
     for m in cell.metrics:
         acc = m.accumulator()
         acc.load_state(m.reduce([s.states[m.spec.name] for s in shards]))
-        values = acc.compute()
+        estimates = acc.estimates(confidence) if hasattr(acc, "estimates") else {
+            k: None for k in acc.compute()}
+        values = acc.compute() if any(e is None for e in estimates.values()) else {k: e.value for k, e in estimates.items()}
         prov = dict(getattr(acc, "provenance", {}) or {})
         prov.setdefault("params", m.spec.params)
         prov.setdefault("n_samples", sum(s.stop - s.start for s in shards))
@@ -131,12 +135,19 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
                 "sigma_max": ref.sigma_max, "sigma_min": ref.sigma_min, "ends_at_zero": ref.ends_at_zero,
             }
         for key, value in values.items():
+            est = estimates.get(key)
+            interval = {} if est is None else {
+                "ci_low": est.ci_low, "ci_high": est.ci_high, "corrected": est.corrected,
+                "replicates": list(est.replicates)}
+            key_prov = prov if est is None else {**prov, "interval": {
+                "method": est.method(), "confidence": est.confidence, "replicates": len(est.replicates),
+                "bias_corrected": est.bias_corrected, "se": est.se}}
             rows.append({
-                "metric": m.spec.name, "key": key, "value": float(value),
+                "metric": m.spec.name, "key": key, "value": float(value), **interval,
                 "lower_is_better": m.lower_is_better(key),
                 "feature_extractor": str(prov.get("feature_extractor") or m.spec.feature_extractor or ""),
                 "reference_hash": str(prov.get("reference_hash") or ""),
-                "provenance": prov,
+                "provenance": key_prov,
             })
     return rows
 
