@@ -458,8 +458,6 @@ def test_one_step_error_has_the_declared_order_plus_one(entry, gaussian3d):
     lambda), so a declared order that only holds pre-asymptotically (as DPM-Solver++(3M)'s 3 does)
     fails here. A slope well above p + 1 would mean the declaration undersells the solver."""
     name, opts, _, _ = entry
-    if not registered(name):
-        pytest.skip(f"{name} is not registered yet")
     expected = expected_local_order(name, opts)
     hs = (0.04, 0.02, 0.01)
     errors = [one_step_error(name, opts, h, gaussian3d) for h in hs]
