@@ -57,6 +57,10 @@ class FrechetDistance(FeatureMetric):
     name = "fd"
     reference_kind = "moments"
 
+    @classmethod
+    def min_samples(cls, params: dict) -> int:
+        return 2  # an unbiased covariance divides by n - 1
+
     def _setup(self) -> None:
         self.ref_mean = self.reference.tensors["mean"].to(self.device, torch.float64)
         self.ref_cov = self.reference.tensors["cov"].to(self.device, torch.float64)
