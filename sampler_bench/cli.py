@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from .version import __version__
 
 console = Console(highlight=False)
 
@@ -466,7 +466,7 @@ def show(db, key, model, long_, csv_path, parquet_path):
     if model is not None:
         models = sorted(cells["model"].unique())
         if model not in models:
-            from .solvers.registry import closest
+            from .options import closest
 
             raise click.UsageError(f"no model {model!r} in the store{closest(model, models)}; models: {', '.join(models)}")
         cells = cells[cells["model"] == model]
@@ -487,7 +487,7 @@ def show(db, key, model, long_, csv_path, parquet_path):
     if key is None:
         key = "endpoint_rmse" if "endpoint_rmse" in keys else keys[0]
     elif key not in keys:
-        from .solvers.registry import closest
+        from .options import closest
 
         raise click.UsageError(f"no value {key!r} in the store{closest(key, keys)}; values: {', '.join(keys)}")
     vals = metrics[metrics["key"] == key].set_index("cell_id")["value"]

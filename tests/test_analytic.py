@@ -208,3 +208,48 @@ def test_isotropic_gaussian_ode_solution_composes_and_ends_on_the_data_law(gauss
 def test_isotropic_gaussian_rejects_non_positive_std():
     with pytest.raises(ValueError, match="std must be positive"):
         IsotropicGaussian([0.0], 0.0)
+
+
+def _textbook_mixture_denoiser(gmm: GaussianMixture, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The previous implementation's formula, transcribed as it was: per-component differences,
+    einsums with each eigenbasis, log-variances recomputed on every call, softmax over rows."""
+    s2 = sigma.reshape(-1, 1) ** 2
+    diff = x[:, None, :] - gmm.means[None]
+    y = torch.einsum("bkd,kde->bke", diff, gmm.eigvecs)
+    var = gmm.eigvals[None] + s2[:, :, None]
+    logits = gmm.log_weights[None] - 0.5 * torch.log(var).sum(-1) - 0.5 * (y**2 / var).sum(-1)
+    w = torch.softmax(logits, dim=1)
+    post = gmm.means[None] + torch.einsum("bke,kde->bkd", y * (gmm.eigvals[None] / var), gmm.eigvecs)
+    return (w[:, :, None] * post).sum(1)
+
+
+def _builtin_mixtures():
+    from sampler_bench.models.builtin import available, builtin_model
+
+    out = {}
+    for name in available():
+        dist = builtin_model(name).distribution
+        out[name] = dist if isinstance(dist, GaussianMixture) else dist.mixture  # CLD wraps the data mixture
+    return out
+
+
+def test_fast_mixture_denoiser_equals_the_textbook_formula_on_every_builtin_model():
+    """Stacked eigenbases, cached per-level constants and one product each way change only round-off:
+    shared levels (a sampler's steps, cached after the first call) and per-sample levels alike."""
+    mixtures = _builtin_mixtures()
+    assert {"gmm2d", "gmm16"} <= set(mixtures)
+    for name, gmm in mixtures.items():
+        for sigma in [1e-3, 0.002, 0.05, 0.7, 3.0, 80.0]:
+            x = _points(1, 257, gmm.dim) * (2 + sigma)
+            s = torch.full((257,), sigma, dtype=torch.float64)
+            want = _textbook_mixture_denoiser(gmm, x, s)
+            for _ in range(2):  # the second call reads the level cache
+                torch.testing.assert_close(gmm(x, s), want, rtol=1e-11, atol=1e-12 * (1 + sigma), msg=name)
+        x = _points(2, 300, gmm.dim) * 3
+        s = torch.logspace(-3, 2, 300, dtype=torch.float64)
+        torch.testing.assert_close(gmm(x, s), _textbook_mixture_denoiser(gmm, x, s), rtol=1e-11, atol=1e-11, msg=name)
+        # a row of a shared-level batch equals the same row inside a mixed-level batch
+        mixed = s.clone()
+        mixed[::2] = 0.7
+        shared = gmm(x, torch.full((300,), 0.7, dtype=torch.float64))
+        torch.testing.assert_close(gmm(x, mixed)[::2], shared[::2], rtol=1e-12, atol=1e-13)

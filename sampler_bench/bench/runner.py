@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..solvers import budget as _budget
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
 from ..solvers.noise import generators_for

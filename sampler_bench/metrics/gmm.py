@@ -16,7 +16,7 @@ Both are sums over samples (sum of log-likelihoods; per-component counts), so sh
 
 from __future__ import annotations
 
-from ..solvers.registry import Option
+from ..options import Option
 from .base import Accumulator
 from .registry import register_metric
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..compat import import_torch_fidelity
-from ..solvers.registry import Option
+from ..options import Option
 from .base import FeatureMetric
 from .refstats import derived_seed
 from .registry import register_metric

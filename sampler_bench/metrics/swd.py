@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..solvers.registry import Option
+from ..options import Option
 from .base import FeatureMetric
 from .kid_pr import MAX_SAMPLES
 from .refstats import derived_seed
