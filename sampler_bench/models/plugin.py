@@ -36,7 +36,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
-from ..solvers.noise import randn_like
+from ..rng import randn_like
 from .base import tensor_hash
 
 PROCESSES = ("gaussian", "pfgmpp", "cld")
@@ -179,8 +179,8 @@ class PluginModel:
 
     def fingerprint(self) -> str:
         # the weights enter through their files' bytes: same factory + args, other weights -> another cell
-        return tensor_hash(extra={"plugin": self.provenance(),
-                                  "weights": sorted(self.weight_files.values())})
+        prov = {k: v for k, v in self.provenance().items() if k != "weight_files"}  # paths may move; bytes count
+        return tensor_hash(extra={"plugin": prov, "weights": sorted(self.weight_files.values())})
 
     def __repr__(self) -> str:
         return f"<PluginModel {self.name!r} from {self.factory} shape={list(self.shape)}>"
