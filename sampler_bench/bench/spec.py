@@ -390,7 +390,7 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
     return out
 
 
-def _parse_metrics(doc: Mapping, text: str) -> list[MetricSpec]:
+def _parse_metrics(doc: Mapping, text: str, base: Path | None = None) -> list[MetricSpec]:
     tables = _array_of_tables(doc, "metric", text)
     if not tables:
         return []
@@ -422,7 +422,11 @@ def _parse_metrics(doc: Mapping, text: str) -> list[MetricSpec]:
                     f"{where}: unknown feature extractor {fx!r}{closest(fx, extractors)}; "
                     f"available: {', '.join(extractors)}"
                 )
-        m = MetricSpec(n, fx, _table(t.get("params", {}), f"{where} params"))
+        params = _table(t.get("params", {}), f"{where} params")
+        for key in ("reference_stats", "reference_dir"):  # files, relative to the spec file
+            if isinstance(params.get(key), str) and base is not None and not Path(params[key]).expanduser().is_absolute():
+                params[key] = str(base / params[key])
+        m = MetricSpec(n, fx, params)
         if m in out:
             raise SpecError(f"{where}: metric {n!r} is listed twice with the same settings")
         out.append(m)
@@ -505,7 +509,7 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             models=_parse_models(doc, text, base),
             samplers=_parse_samplers(doc, text),
             schedules=_parse_schedules(doc, text),
-            metrics=_parse_metrics(doc, text),
+            metrics=_parse_metrics(doc, text, base),
             n_samples=n_samples,
             seed=_int(doc.get("seed", 0), "seed", low=0),
             batch_size=_int(doc.get("batch_size", min(n_samples, 1000)), "batch_size", low=1),
