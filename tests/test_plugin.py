@@ -112,3 +112,51 @@ def test_guidance_scale_is_part_of_the_identity_and_needs_a_conditional_model():
     assert GuidedModel(m, 1.5).fingerprint() != GuidedModel(m, 2.0).fingerprint()
     with pytest.raises(ValueError, match="class-conditional"):
         GuidedModel(load_plugin("plugin_factories:gaussian"), 2.0)
+
+
+def test_a_spec_sweeps_a_plugin_model_end_to_end(tmp_path):
+    from sampler_bench.bench.runner import run_sweep
+    from sampler_bench.bench.spec import parse_spec
+    from sampler_bench.bench.store import ResultsStore
+
+    spec = parse_spec("""
+name = "plugin"
+nfe = [4, 8]
+n_samples = 16
+batch_size = 8
+[[model]]
+python = "plugin_factories:gaussian"
+args = { dim = 2, mean = 1.0 }
+name = "my-gaussian"
+[[sampler]]
+name = "heun"
+""")
+    summary = run_sweep(spec, tmp_path)
+    assert summary.ok == 2 and summary.failed == 0
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        cells = store.cells()
+    assert set(cells["model"]) == {"my-gaussian"} and (cells["nfe_counted"] == cells["nfe_planned"]).all()
+    # the model hash is the plug-in's fingerprint: factory, args and weights
+    assert cells["model_hash"].iloc[0] == load_plugin("plugin_factories:gaussian", {"dim": 2, "mean": 1.0},
+                                                      name="my-gaussian").fingerprint()
+
+
+@pytest.mark.parametrize("model, message", [
+    ('python = "plugin_factories:nan_output"', "returned NaN or inf"),
+    ('python = "no_such_module_xyz:f"', "cannot be imported"),
+    ('python = "plugin_factories:from_pickle"', "trust_pickle = true"),
+    ('python = "plugin_factories"', "must be written"),
+    ('python = "plugin_factories:gaussian"\nguidance = 2.0', "class-conditional"),
+    ('builtin = "gmm2d"\nguidance = 2.0', "guidance applies to class-conditional plug-in models"),
+    ('builtin = "gmm2d"\nargs = { a = 1 }', "args is for plug-in models"),
+])
+def test_bad_plugin_models_exit_2_with_one_message(tmp_path, model, message):
+    from click.testing import CliRunner
+
+    from sampler_bench.cli import main
+
+    path = tmp_path / "s.toml"
+    path.write_text(f'nfe = [4]\nn_samples = 4\n[[model]]\n{model}\n[[sampler]]\nname = "euler"\n')
+    res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--no-report"])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
