@@ -571,7 +571,7 @@ def import_():
               help="EDM's module that defines the network classes (imported when the checkpoint loads).")
 def import_edm(pickle_path, out, trust_pickle, name, module):
     """An NVlabs/edm network pickle -> a checkpoint that loads without unpickling."""
-    from .models.edm import import_pickle
+    from .models.edm_import import import_pickle
 
     try:
         weights, config = import_pickle(pickle_path, out, trust_pickle=trust_pickle, name=name, module=module)

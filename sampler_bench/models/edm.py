@@ -10,9 +10,10 @@ bundled here.
 
 Two ways in:
 
-* :func:`import_pickle` (``sampler-bench import edm NETWORK.pkl --out DIR --trust-pickle``), once:
+* :func:`sampler_bench.models.edm_import.import_pickle` (``sampler-bench import edm NETWORK.pkl --out DIR
+  --trust-pickle``), once:
   unpickle through EDM's code, then write ``NAME.safetensors`` (the state dict) + ``NAME.json`` (class
-  name, constructor arguments, noise range, shape, labels). Afterwards :func:`load_converted` rebuilds
+  name, constructor arguments, noise range, shape, labels). Afterwards ``sb.load_model`` rebuilds
   the network by *constructing* the class from EDM's module (``training.networks`` by default, on
   ``PYTHONPATH``) and loading the tensors with safetensors: benchmarks never unpickle.
 * :func:`from_pickle`, a plug-in factory (``python = "sampler_bench.models.edm:from_pickle"``) that
@@ -22,14 +23,13 @@ Two ways in:
 from __future__ import annotations
 
 import importlib
-import json
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .plugin import file_sha256, unpickles
+from .plugin import unpickles
 
 #: attributes every EDM preconditioned network has (training/networks.py of NVlabs/edm)
 EDM_ATTRIBUTES = ("img_resolution", "img_channels", "label_dim", "sigma_min", "sigma_max")
@@ -41,7 +41,7 @@ class EDMImportError(ValueError):
     """An EDM pickle or converted checkpoint that cannot be used; the message says why."""
 
 
-def _unpickle(path: Path) -> Any:
+def unpickle_network(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             data = pickle.load(f)
@@ -109,47 +109,6 @@ class EDMNetworkModel:
         return out.to(device=x.device, dtype=x.dtype)
 
 
-def _jsonable(value: Any, where: str) -> Any:
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError):
-        raise EDMImportError(f"{where} is not JSON-serialisable ({value!r:.200}); this network cannot be converted, "
-                             "use the from_pickle plug-in with trust_pickle = true instead") from None
-
-
-def import_pickle(path: str | Path, out_dir: str | Path, *, trust_pickle: bool = False, name: str | None = None,
-                  module: str = DEFAULT_MODULE) -> tuple[Path, Path]:
-    """Convert an EDM network pickle to ``out_dir/NAME.safetensors`` + ``NAME.json``; needs ``trust_pickle``."""
-    from .checkpoint import save_checkpoint
-
-    path = Path(path).expanduser()
-    if not trust_pickle:
-        raise EDMImportError(f"{path}: opening a pickle runs code stored in it; pass --trust-pickle if you trust "
-                             "this file (the converted checkpoint is then read without unpickling)")
-    if not path.is_file():
-        raise EDMImportError(f"{path}: no such file")
-    net = _unpickle(path)
-    init_kwargs = getattr(net, "init_kwargs", None)
-    init_args = list(getattr(net, "init_args", ()) or ())
-    if init_kwargs is None:
-        raise EDMImportError(f"{path}: the network has no init_kwargs (EDM's persistence records them); "
-                             "cannot rebuild it without unpickling")
-    name = name or path.stem
-    config = {
-        "name": name, "adapter": "edm", "description": f"EDM network imported from {path.name}",
-        "process": {"name": "gaussian", "sigma_min": max(float(net.sigma_min), EDM_SIGMA_MIN),
-                    "sigma_max": min(float(net.sigma_max), EDM_SIGMA_MAX)},
-        "shape": [int(net.img_channels), int(net.img_resolution), int(net.img_resolution)],
-        "num_classes": int(net.label_dim),
-        "edm": {"module": module, "class_name": class_name_of(net),
-                "init_args": _jsonable(init_args, "the network's init_args"),
-                "init_kwargs": _jsonable(dict(init_kwargs), "the network's init_kwargs"),
-                "source_pickle": path.name, "source_sha256": file_sha256(path)},
-    }
-    out = Path(out_dir).expanduser()
-    return save_checkpoint(out / name, net.state_dict(), config)
-
-
 def build_network(config: dict[str, Any]) -> torch.nn.Module:
     """Construct the converted network's class from EDM's module on PYTHONPATH (weights not loaded)."""
     edm = config["edm"]
@@ -167,23 +126,11 @@ def build_network(config: dict[str, Any]) -> torch.nn.Module:
         raise EDMImportError(f"{edm['module']}.{edm['class_name']}(**init_kwargs) failed ({type(e).__name__}: {e})") from None
 
 
-def load_converted(path: str | Path, device: str | torch.device = "cpu", null_label: bool = False) -> EDMNetworkModel:
-    """A converted EDM checkpoint (from :func:`import_pickle`) as a model, without unpickling anything."""
-    from .checkpoint import checkpoint_paths, load_weights, read_checkpoint
+def checked_model(tensors: dict, config: dict, weights_path: Path, load_weights, device="cpu"):
+    """``sb.load_model`` of a converted checkpoint: the network, probed like any plug-in model.
 
-    tensors, config = read_checkpoint(path)
-    if config.get("adapter") != "edm":
-        raise EDMImportError(f"{path} is not a converted EDM checkpoint (its config has no \"adapter\": \"edm\")")
-    net = build_network(config)
-    weights_path, _ = checkpoint_paths(path)
-    load_weights(net, tensors, str(weights_path))
-    return EDMNetworkModel(net.to(device), name=config.get("name", "edm"), weight_files=[weights_path],
-                           null_label=null_label)
-
-
-def checked_model(tensors: dict, config: dict, weights_path: Path, device="cpu"):
-    """``sb.load_model`` of a converted checkpoint: the network, probed like any plug-in model."""
-    from .checkpoint import load_weights
+    ``load_weights(module, tensors, where)`` is the checkpoint loader's own checked weight loading.
+    """
     from .plugin import PluginModel, probe
 
     net = build_network(config)
@@ -201,13 +148,8 @@ def from_pickle(path: str, trust_pickle: bool = False, device: str = "cpu", null
     if not trust_pickle:
         raise EDMImportError("from_pickle unpickles a file; the spec must say trust_pickle = true")
     p = Path(path).expanduser()
-    return EDMNetworkModel(_unpickle(p).to(device), name=p.stem, weight_files=[p], null_label=null_label)
+    return EDMNetworkModel(unpickle_network(p).to(device), name=p.stem, weight_files=[p], null_label=null_label)
 
 
-def converted(path: str, device: str = "cpu", null_label: bool = False) -> EDMNetworkModel:
-    """Plug-in factory for a converted checkpoint (``python = "sampler_bench.models.edm:converted"``)."""
-    return load_converted(path, device=device, null_label=null_label)
-
-
-__all__ = ["EDMNetworkModel", "EDMImportError", "import_pickle", "load_converted", "from_pickle", "converted",
-           "class_name_of"]
+__all__ = ["EDMNetworkModel", "EDMImportError", "build_network", "checked_model", "from_pickle", "class_name_of",
+           "unpickle_network"]
