@@ -29,6 +29,23 @@ from ..solvers.registry import info as solver_info
 
 #: Largest number of samples per cell kept in the store for the report's pictures.
 MAX_KEEP_SAMPLES = 256
+#: Seeds are stored as SQLite INTEGERs (signed 64-bit): sample i uses seed + i, so seed + n_samples - 1
+#: must fit.
+MAX_SEED = 2**63 - 1
+#: Noise levels a spec may ask for. Beyond 1e6 the solvers' float64 arithmetic (sigma^2, exp(-h) over
+#: the whole range) loses the digits that separate the levels; below 1e-6 the float32 networks cannot
+#: tell a level from 0.
+SIGMA_RANGE = (1e-6, 1e6)
+#: Documented bounds of schedule parameters (inclusive), checked before any grid is built; rho beyond
+#: 1000 makes sigma^(1/rho) equal at every level, M beyond 1e5 makes the iDDPM table slow to build.
+SCHEDULE_PARAM_RANGES: dict[str, tuple[float, float, type]] = {
+    "rho": (1e-3, 1e3, float), "M": (1, 100_000, int), "C1": (1e-12, 1.0, float), "C2": (0.0, 1.0, float),
+    "beta_d": (1e-6, 1e4, float), "beta_min": (0.0, 1e4, float), "eps_s": (1e-12, 1.0, float),
+}
+#: Largest spec file read (a spec is a few KB of TOML).
+MAX_SPEC_BYTES = 1 << 20
+#: Characters allowed in a spec name: it names the output directory results/<name> when --out is omitted.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 PRECISIONS = ("float64", "float32")
 
 TOP_KEYS = (
@@ -185,6 +202,34 @@ def _float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise SpecError(f"{where} must be a positive number, got {value!r}")
     return float(value)
+
+
+def _seed(value: Any, n_samples: int) -> int:
+    seed = _int(value, "seed", low=0)
+    if seed + n_samples - 1 > MAX_SEED:
+        raise SpecError(f"seed = {seed} is too large: sample i uses seed + i, which the results store keeps as a "
+                        f"signed 64-bit integer, so seed must be <= {MAX_SEED - (n_samples - 1)} "
+                        f"for n_samples = {n_samples}")
+    return seed
+
+
+def _sigma(value: Any, where: str) -> float:
+    v = _float(value, where)
+    lo, hi = SIGMA_RANGE
+    if not lo <= v <= hi:
+        raise SpecError(f"{where} = {value!r} is outside the supported noise levels [{lo:g}, {hi:g}]")
+    return v
+
+
+def _name(value: Any) -> str:
+    """A spec name: one path component (it becomes results/<name>), never a path."""
+    n = _str(value, "name")
+    if not NAME_PATTERN.match(n) or n in (".", ".."):
+        raise SpecError(
+            f"name {n!r} is not a plain name: it becomes the output directory results/<name>, so it must be one "
+            "path component of letters, digits, '.', '_', '+' or '-' (no '/', '..' or absolute path); "
+            "use --out DIR to choose another directory")
+    return n
 
 
 def _str(value: Any, where: str) -> str:
@@ -371,8 +416,18 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
                     f"{where}: schedule {name!r} has no parameter {p!r}{closest(p, allowed)}; "
                     f"its parameters: {', '.join(allowed) or 'none'}"
                 )
-        smin = _float(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
-        smax = _float(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
+        for p, v in params.items():
+            if p in SCHEDULE_PARAM_RANGES:
+                lo, hi, kind = SCHEDULE_PARAM_RANGES[p]
+                ok_type = (isinstance(v, int) if kind is int else isinstance(v, (int, float))) and not isinstance(v, bool)
+                # below the range the builder's own message says what is wrong ("rho must be positive");
+                # M = 0 it would report as "no levels in range", hence M's lower bound here
+                too_low = ok_type and math.isfinite(v) and v < lo and kind is not int
+                if not too_low and (not ok_type or not math.isfinite(v) or not lo <= v <= hi):
+                    raise SpecError(f"{where}: schedule {name!r} parameter {p} = {v!r} must be "
+                                    f"{'an integer' if kind is int else 'a number'} in [{lo:g}, {hi:g}]")
+        smin = _sigma(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
+        smax = _sigma(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
         if smin is not None and smax is not None and smin >= smax:
             raise SpecError(f"{where}: sigma_min ({smin}) must be smaller than sigma_max ({smax})")
         ends = t.get("ends_at_zero", True)
@@ -390,7 +445,7 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
     return out
 
 
-def _parse_metrics(doc: Mapping, text: str, base: Path | None = None) -> list[MetricSpec]:
+def _parse_metrics(doc: Mapping, text: str, n_samples: int = 2, base: Path | None = None) -> list[MetricSpec]:
     tables = _array_of_tables(doc, "metric", text)
     if not tables:
         return []
@@ -427,6 +482,15 @@ def _parse_metrics(doc: Mapping, text: str, base: Path | None = None) -> list[Me
             if isinstance(params.get(key), str) and base is not None and not Path(params[key]).expanduser().is_absolute():
                 params[key] = str(base / params[key])
         m = MetricSpec(n, fx, params)
+        info = M.info(n)
+        try:  # options are checked again on the model; the sample count they need is known now
+            opts = info.validate({k: v for k, v in m.params.items() if k in info.params})
+        except ValueError as e:
+            raise SpecError(f"{where}: {e}") from None
+        need = info.cls.min_samples(opts) if hasattr(info.cls, "min_samples") else 1
+        if n_samples < need:
+            raise SpecError(f"{where}: metric {n!r} needs at least {need} samples per cell, the spec asks for "
+                            f"n_samples = {n_samples}; raise n_samples")
         if m in out:
             raise SpecError(f"{where}: metric {n!r} is listed twice with the same settings")
         out.append(m)
@@ -476,19 +540,53 @@ def _parse_device(value: Any) -> str:
 
     d = _str(value, "device")
     try:
-        torch.device(d)
+        dev = torch.device(d)
     except (RuntimeError, ValueError):
         raise SpecError(f"device {d!r} is not a torch device; use e.g. \"cpu\", \"cuda\" or \"cuda:1\"") from None
+    if dev.type not in SWEEP_DEVICE_TYPES:
+        raise SpecError(f"device {d!r}: sweeps run on {', '.join(SWEEP_DEVICE_TYPES)} devices"
+                        + (" ('meta' tensors hold no data, so nothing can be sampled on them)" if dev.type == "meta" else ""))
     return d
+
+
+#: Device types a sweep can run on; :func:`check_device` says whether one is present on this machine.
+SWEEP_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: str) -> None:
+    """SpecError unless ``device`` exists on this machine (called before any model is loaded or cell is run;
+    a spec is parsed before command-line overrides, so parsing itself does not ask the hardware)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError(f"device {device!r} was asked for but CUDA is not available here; use device = \"cpu\"")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SpecError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SpecError(f"device {device!r} was asked for but Apple MPS is not available here; use device = \"cpu\"")
+
+
+def _default_name(stem: str) -> str:
+    """A spec without ``name =`` is named after its file: keep the file-name characters a name allows."""
+    n = re.sub(r"[^A-Za-z0-9._+-]+", "_", stem).lstrip("._+-")
+    return n or "sweep"
 
 
 def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = None) -> Spec:
     """Parse and validate the TOML ``text`` of a sweep spec; :class:`SpecError` on any problem."""
     where_file = f"{path}: " if path else ""
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (some editors write one) is not TOML
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{where_file}malformed TOML: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{where_file}malformed TOML: arrays or tables nested too deeply") from None
     base = Path(path).resolve().parent if path else None
     try:
         _check_keys(doc, TOP_KEYS, "spec", text)
@@ -503,15 +601,15 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
         if precision not in PRECISIONS:
             raise SpecError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}{closest(str(precision), PRECISIONS)}")
         spec = Spec(
-            name=_str(doc.get("name", name or (Path(path).stem if path else "sweep")), "name"),
+            name=_name(doc["name"]) if "name" in doc else _default_name(name or (Path(path).stem if path else "sweep")),
             description=str(doc.get("description", "")),
             nfe=nfe,
             models=_parse_models(doc, text, base),
             samplers=_parse_samplers(doc, text),
             schedules=_parse_schedules(doc, text),
-            metrics=_parse_metrics(doc, text, base),
+            metrics=_parse_metrics(doc, text, n_samples, base),
             n_samples=n_samples,
-            seed=_int(doc.get("seed", 0), "seed", low=0),
+            seed=_seed(doc.get("seed", 0), n_samples),
             batch_size=_int(doc.get("batch_size", min(n_samples, 1000)), "batch_size", low=1),
             device=_parse_device(doc.get("device", "cpu")),
             precision=precision,
@@ -548,11 +646,40 @@ def builtin_specs() -> list[str]:
         return []
 
 
+def read_spec_text(p: Path) -> str:
+    """The text of spec file ``p``; SpecError for a directory, a FIFO/device, an unreadable, binary or
+    non-UTF-8 file (a UTF-8 byte-order mark is accepted)."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as e:
+        raise SpecError(f"spec file {str(p)!r} cannot be read: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise SpecError(f"spec {str(p)!r} is a directory; give a sweep spec file (.toml) or a built-in spec name")
+    if not stat.S_ISREG(mode):
+        raise SpecError(f"spec {str(p)!r} is not a regular file (a pipe or device?); give a sweep spec file (.toml)")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+    except OSError as e:
+        raise SpecError(f"spec file {str(p)!r} cannot be read: {e.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file {str(p)!r} is larger than {MAX_SPEC_BYTES // 1024} KiB; a sweep spec is a small TOML file")
+    if b"\0" in data:
+        raise SpecError(f"spec file {str(p)!r} is a binary file, not a TOML sweep spec")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"spec file {str(p)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
 def load_spec(ref: str | Path) -> Spec:
     """Load a spec from a file path, or a built-in spec by name (e.g. ``"quickstart"``)."""
     p = Path(ref).expanduser()
-    if p.is_file():
-        return parse_spec(p.read_text(), path=p)
+    if p.exists() or p.is_symlink():
+        return parse_spec(read_spec_text(p), path=p)
     name = str(ref)
     if name in builtin_specs():
         text = (resources.files("sampler_bench") / "specs" / f"{name}.toml").read_text()

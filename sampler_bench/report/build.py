@@ -64,7 +64,7 @@ def _open_store(store_or_path):
         )
     from ..bench.store import ResultsStore
 
-    return ResultsStore(path), True
+    return ResultsStore(path, read_only=True), True  # a report never writes to the store
 
 
 def render(cells: pd.DataFrame, metrics: pd.DataFrame, samples: SamplesFn | None, sweeps: pd.DataFrame | None,
