@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots
+from .anchors import anchor_blocks
 from .document import Bullets, Document, Figure, Heading, Paragraph, slug
 from .html import write_html
 from .markdown import write_markdown
@@ -246,6 +247,11 @@ def _model_section(doc, names, model, cells, values, samples, budgets_asked, rep
         if orders is not None and len(orders):
             doc.add(Heading(3, f"{model}: empirical order", names(model, "order")))
             doc.add(order_table(orders, key))
+
+    published = anchor_blocks(cells, values)
+    if published:
+        doc.add(Heading(3, f"{model}: published anchors", names(model, "anchors")))
+        doc.add(*published)
 
     if head is not None:
         doc.add(Heading(3, f"{model}: quality vs wall time", names(model, "pareto")))
