@@ -93,7 +93,7 @@ def cell_shard(cell: Cell, start: int, stop: int,
             ref = data_of(model, reference(a, b)).to(device=out.device, dtype=out.dtype)
         t2 = time.perf_counter()
         for m in cell.metrics:
-            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None)
+            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None, index=a)
         _sync(device)
         metric_s += time.perf_counter() - t2
         if a < spec.keep_samples:
@@ -190,7 +190,7 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
     if counted != cell.plan.nfe:
         notes.append(f"counted {counted} NFE but the solver's NFE law promises {cell.plan.nfe} (a solver bug: please report)")
     try:
-        metric_rows = finish_cell(cell, [shard], hosts=hosts)
+        metric_rows = finish_cell(cell, [shard], hosts=hosts, confidence=cell.spec.confidence)
     except Exception as e:
         return Outcome("failed", f"metrics of {name} at NFE {budget}: {type(e).__name__}: {e}")
     bad = [f"{r['metric']}/{r['key']}" for r in metric_rows if not math.isfinite(r["value"])]

@@ -55,7 +55,21 @@ def load_model(m: ModelSpec, device: str = "cpu"):
             return builtin_model(m.builtin)
         except ValueError as e:
             raise SpecError(str(e)) from None
+    if m.python is not None:
+        return load_plugin_model(m, device)
     return load_checkpoint_model(m.checkpoint, device)
+
+
+def load_plugin_model(m: ModelSpec, device: str = "cpu"):
+    """A plug-in model (``python = "module:factory"``), checked and probed, guided when the spec asks."""
+    from ..models.guidance import GuidedModel
+    from ..models.plugin import load_plugin
+
+    try:
+        model = load_plugin(m.python, m.args, trust_pickle=m.trust_pickle, name=m.label, device=device)
+        return model if m.guidance is None else GuidedModel(model, m.guidance)
+    except ValueError as e:
+        raise SpecError(f"model {m.label!r}: {e}") from None
 
 
 def executed(model, spec: Spec, label: str):
