@@ -8,8 +8,7 @@ Public API (DESIGN.md "Contracts")::
     sb.schedules.karras(n, sigma_min, sigma_max, rho=7.0); sb.schedules.log_snr_uniform(...)
 """
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from . import solvers
 from .solvers import schedules
 from .solvers.driver import sample

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
+from .version import __version__
 
 console = Console(highlight=False)
 
@@ -447,6 +447,10 @@ def show(db, key, model, long_, csv_path, parquet_path):
         cells = store.cells()
         metrics = store.metrics()
     long_frame = cells.merge(metrics, on="cell_id", how="left")
+    # the interval next to the value it qualifies: value, ci_low, ci_high, corrected
+    cols = [c for c in long_frame.columns if c not in ("ci_low", "ci_high", "corrected")]
+    at = cols.index("value") + 1 if "value" in cols else len(cols)
+    long_frame = long_frame[cols[:at] + [c for c in ("ci_low", "ci_high", "corrected") if c in long_frame] + cols[at:]]
     if csv_path is not None or parquet_path is not None:
         if csv_path is not None:
             long_frame.to_csv(csv_path, index=False)
@@ -466,7 +470,7 @@ def show(db, key, model, long_, csv_path, parquet_path):
     if model is not None:
         models = sorted(cells["model"].unique())
         if model not in models:
-            from .solvers.registry import closest
+            from .options import closest
 
             raise click.UsageError(f"no model {model!r} in the store{closest(model, models)}; models: {', '.join(models)}")
         cells = cells[cells["model"] == model]
@@ -487,13 +491,17 @@ def show(db, key, model, long_, csv_path, parquet_path):
     if key is None:
         key = "endpoint_rmse" if "endpoint_rmse" in keys else keys[0]
     elif key not in keys:
-        from .solvers.registry import closest
+        from .options import closest
 
         raise click.UsageError(f"no value {key!r} in the store{closest(key, keys)}; values: {', '.join(keys)}")
-    vals = metrics[metrics["key"] == key].set_index("cell_id")["value"]
+    chosen = metrics[metrics["key"] == key].set_index("cell_id")
+    vals = chosen["value"]
+    half = (0.5 * (chosen["ci_high"] - chosen["ci_low"])) if "ci_high" in chosen else vals * float("nan")
     for mdl, group in cells.groupby("model", sort=False):
         budgets = sorted(group["nfe_budget"].dropna().unique())
-        t = Table(title=f"{mdl}: {key} (sampler × NFE budget; counted NFE in brackets when it differs)")
+        t = Table(title=f"{mdl}: {key} (sampler × NFE budget; counted NFE in brackets when it differs)",
+                  caption="value ± half-width of its 95% interval for the population value (the interval of a "
+                          "biased estimator such as fd is centred on the bias-corrected value: --csv column corrected)")
         t.add_column("sampler")
         for b in budgets:
             t.add_column(str(b), justify="right")
@@ -515,6 +523,9 @@ def show(db, key, model, long_, csv_path, parquet_path):
                     out.append(f"[dim]{r['status'] if r['status'] != 'ok' else '–'}[/dim]")
                     continue
                 text = f"{vals[r['cell_id']]:.3g}"
+                hw = half[r["cell_id"]]
+                if not _na(hw):
+                    text += f" ± {hw:.2g}"
                 if not _na(r["nfe_counted"]) and int(r["nfe_counted"]) != int(b):
                     text += f" ({int(r['nfe_counted'])})"
                 out.append(text)

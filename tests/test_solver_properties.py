@@ -40,10 +40,6 @@ ORDER_SIGMA_MAX = 300.0
 BATCH = 8
 
 
-def registered(name: str) -> bool:
-    return name in sb.solvers.available()
-
-
 def sigma_ode_solvers() -> list[str]:
     """Solvers of dx/dsigma = (x - D)/sigma with a Gaussian kernel, i.e. those a plain denoiser such as
     the mixture drives. Solvers of other processes (CLD's augmented state: gddim, cld_*) are tested
@@ -145,8 +141,6 @@ def test_every_deterministic_solver_has_an_order_entry():
 @pytest.mark.parametrize("entry", ORDER_TABLE, ids=_entry_id)
 def test_declared_order_matches_the_table(entry):
     name, opts, order, _ = entry
-    if not registered(name):
-        pytest.skip(f"{name} is not registered yet")
     meta = sb.solvers.info(name)
     assert meta.order_for(meta.validate(opts)) == order
 
@@ -154,8 +148,6 @@ def test_declared_order_matches_the_table(entry):
 @pytest.mark.parametrize("entry", ORDER_TABLE, ids=_entry_id)
 def test_solver_converges_with_its_declared_order(entry, order_problem, request):
     name, opts, _, budgets = entry
-    if not registered(name):
-        pytest.skip(f"{name} is not registered yet")
     if _entry_id(entry) in KNOWN_ORDER_DEFECTS:
         request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_ORDER_DEFECTS[_entry_id(entry)]))
     gmm, x, ref = order_problem
@@ -342,8 +334,6 @@ def test_unip_order_1_equals_euler_ddim(gmm3d):
                                sb.sample("euler", gmm3d, x, sigmas), rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.skipif(not registered("dpmpp_2m"),
-                    reason="dpmpp_2m (sampler_bench/solvers/dpmpp.py) is not registered yet")
 def test_unip_2_bh2_equals_dpmpp_2m(gmm3d):
     """reference/solvers.md §5 [derived]: UniP-2 with B(h) = e^h - 1 and rho = 1/2 is DPM-Solver++(2M)."""
     x = SIGMA_MAX * torch.randn(BATCH, 3, generator=torch.Generator().manual_seed(13), dtype=torch.float64)

@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..solvers import budget as _budget
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
 from ..solvers.noise import generators_for
@@ -366,7 +366,7 @@ def cell_shard(
             ref = data_of(model, reference(a, b)).to(device=out.device, dtype=out.dtype)
         t2 = time.perf_counter()
         for m in metrics:
-            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None)
+            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None, index=a)
         _sync(device)
         metric_s += time.perf_counter() - t2
         if a < spec.keep_samples:
@@ -376,13 +376,16 @@ def cell_shard(
 
 
 def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[PreparedMetric], Any], M,
-                reference_key: str = "", device: str = "cpu", hosts: Sequence[str] | None = None) -> list[dict]:
+                reference_key: str = "", device: str = "cpu", hosts: Sequence[str] | None = None,
+                confidence: float = 0.95) -> list[dict]:
     """Reduce the shards' accumulator states and compute the metric rows of the store.
 
     ``reference_key`` identifies the cached ODE reference endpoints (see :class:`ReferenceCache`); it is
     the reference hash of the metrics that compare against them. ``device`` is recorded with the
     execution options in every value's provenance, and so is ``hosts`` (one host name per rank, in rank
-    order) as ``ranks`` and ``hosts``: a cell's wall time and samples/s depend on them.
+    order) as ``ranks`` and ``hosts``: a cell's wall time and samples/s depend on them. Every row
+    carries its interval (``ci_low``, ``ci_high``, ``corrected``, the bootstrap ``replicates``) at
+    level ``confidence``, and its method in ``provenance["interval"]``.
     """
     from ..models.execution import execution_provenance
 
@@ -394,7 +397,9 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[Prepa
         states = [s.states[m.spec.name] for s in shards]
         acc = make(m)
         acc.load_state(states[0] if len(states) == 1 else M.reduce_states(states))
-        values = acc.compute()
+        estimates = acc.estimates(confidence) if hasattr(acc, "estimates") else {
+            k: None for k in acc.compute()}
+        values = acc.compute() if any(e is None for e in estimates.values()) else {k: e.value for k, e in estimates.items()}
         prov = dict(getattr(acc, "provenance", {}) or {})
         prov.setdefault("params", m.spec.params)
         prov.setdefault("n_samples", sum(s.stop - s.start for s in shards))
@@ -409,12 +414,19 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[Prepa
                 "sigma_max": cell.sigma_max, "sigma_min": cell.sigma_min, "ends_at_zero": cell.schedule.ends_at_zero,
             }
         for key, value in values.items():
+            est = estimates.get(key)
+            interval = {} if est is None else {
+                "ci_low": est.ci_low, "ci_high": est.ci_high, "corrected": est.corrected,
+                "replicates": list(est.replicates)}
+            key_prov = prov if est is None else {**prov, "interval": {
+                "method": est.method(), "confidence": est.confidence, "replicates": len(est.replicates),
+                "bias_corrected": est.bias_corrected, "se": est.se}}
             rows.append({
-                "metric": m.spec.name, "key": key, "value": float(value),
+                "metric": m.spec.name, "key": key, "value": float(value), **interval,
                 "lower_is_better": _lower_is_better(m.info, key),
                 "feature_extractor": str(prov.get("feature_extractor") or m.spec.feature_extractor or ""),
                 "reference_hash": str(prov.get("reference_hash") or ""),
-                "provenance": prov,
+                "provenance": key_prov,
             })
     return rows
 

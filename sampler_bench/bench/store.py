@@ -19,6 +19,14 @@ Read side (the contract ``sampler_bench.report`` relies on)::
     store.joined()     # metrics with their cell's columns (long format)
     store.samples(cell_id)   # up to 256 float32 samples kept for pictures, or None
     store.sweeps()     # one row per sweep run
+    store.replicates()       # {(cell_id, metric, key): float64 array of bootstrap replicate values}
+
+Uncertainty (schema 2): every metric row has ``ci_low``, ``ci_high`` (the interval for the population
+value, see :mod:`sampler_bench.metrics.uncertainty`) and ``corrected`` (the bias-corrected value the
+interval is centred on; equal to ``value`` for unbiased estimators); the Poisson-bootstrap replicate
+values are kept in the ``replicates`` table, so two cells with the same seeds can be compared by a
+paired test after the fact. A schema-1 store is migrated when opened for writing (the new columns
+are NULL, read back as NaN: "no interval") and read as is otherwise.
 """
 
 from __future__ import annotations
@@ -30,10 +38,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: schema versions this code reads (1: before intervals; migrated in place when opened for writing)
+READABLE_SCHEMAS = (1, 2)
 #: Seconds a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 120.0
 
@@ -50,7 +61,10 @@ CELL_COLUMNS = (
 )
 METRIC_COLUMNS = (
     "cell_id", "metric", "key", "value", "lower_is_better", "feature_extractor", "reference_hash", "provenance",
+    "ci_low", "ci_high", "corrected",
 )
+#: metric columns added by schema 2 (NULL in a migrated schema-1 store)
+INTERVAL_COLUMNS = ("ci_low", "ci_high", "corrected")
 _BOOL_CELL = ("stochastic", "ends_at_zero")
 _INT_CELL = ("declared_order", "nfe_budget", "nfe_planned", "nfe_counted", "steps", "n_samples", "seed", "batch_size")
 _REAL_CELL = ("sigma_min", "sigma_max", "wall_time_s", "samples_per_s", "denoiser_fraction", "metric_time_s")
@@ -64,7 +78,10 @@ CREATE TABLE IF NOT EXISTS cells ({", ".join(
     for c in CELL_COLUMNS)});
 CREATE TABLE IF NOT EXISTS metrics (
     cell_id TEXT NOT NULL, metric TEXT NOT NULL, key TEXT NOT NULL, value REAL, lower_is_better INTEGER,
-    feature_extractor TEXT, reference_hash TEXT, provenance TEXT, PRIMARY KEY (cell_id, metric, key));
+    feature_extractor TEXT, reference_hash TEXT, provenance TEXT, ci_low REAL, ci_high REAL, corrected REAL,
+    PRIMARY KEY (cell_id, metric, key));
+CREATE TABLE IF NOT EXISTS replicates (
+    cell_id TEXT NOT NULL, metric TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (cell_id, metric, key));
 CREATE TABLE IF NOT EXISTS samples (cell_id TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sweep_cells (sweep_id TEXT NOT NULL, cell_id TEXT NOT NULL, PRIMARY KEY (sweep_id, cell_id));
 """
@@ -119,10 +136,13 @@ class ResultsStore:
                 row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 if row is None:
                     self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
+                elif int(row[0]) not in READABLE_SCHEMAS:
                     raise StoreError(
-                        f"{str(self.path)!r} has results-store schema {row[0]}, this sampler-bench reads {SCHEMA_VERSION}"
+                        f"{str(self.path)!r} has results-store schema {row[0]}, this sampler-bench reads "
+                        f"{', '.join(map(str, READABLE_SCHEMAS))}"
                     )
+                elif int(row[0]) < SCHEMA_VERSION:
+                    self._migrate(int(row[0]))
                 for table, columns in (("sweeps", SWEEP_COLUMNS), ("cells", CELL_COLUMNS), ("metrics", METRIC_COLUMNS)):
                     have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
                     missing = [c for c in columns if c not in have]
@@ -134,6 +154,14 @@ class ResultsStore:
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise StoreError(f"{str(self.path)!r} is not a sampler-bench results store ({e})") from None
+
+    def _migrate(self, version: int) -> None:
+        """Schema 1 -> 2: add the interval columns (NULL: no interval); the replicates table is new."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(metrics)")}
+        for c in INTERVAL_COLUMNS:
+            if c not in have:
+                self._db.execute(f"ALTER TABLE metrics ADD COLUMN {c} REAL")
+        self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -216,14 +244,18 @@ class ResultsStore:
             elif c in _REAL_CELL and v is not None:
                 v = float(v)
             values.append(v)
-        metric_rows = []
+        metric_rows, replicate_rows = [], []
         for m in metrics:
             prov = m.get("provenance", {})
             metric_rows.append((
                 row["cell_id"], m["metric"], m["key"], float(m["value"]), int(bool(m["lower_is_better"])),
                 m.get("feature_extractor") or "", m.get("reference_hash") or "",
                 prov if isinstance(prov, str) else json.dumps(prov, sort_keys=True, default=str),
+                *(None if m.get(c) is None else float(m[c]) for c in INTERVAL_COLUMNS),
             ))
+            if m.get("replicates") is not None and len(m["replicates"]):
+                data = np.asarray(m["replicates"], dtype="<f8").tobytes()
+                replicate_rows.append((row["cell_id"], m["metric"], m["key"], data))
         blob = _samples_to_bytes(samples) if samples is not None and samples.numel() else None
         cid = row["cell_id"]
         with self._transaction() as db:
@@ -231,12 +263,14 @@ class ResultsStore:
             if exists and not replace:
                 db.execute("INSERT OR IGNORE INTO sweep_cells VALUES (?, ?)", (row["sweep_id"], cid))
                 return False
-            for table in ("cells", "metrics", "samples"):
+            for table in ("cells", "metrics", "samples", "replicates"):
                 db.execute(f"DELETE FROM {table} WHERE cell_id = ?", (cid,))
             db.execute(
                 f"INSERT INTO cells ({', '.join(CELL_COLUMNS)}) VALUES ({', '.join('?' * len(CELL_COLUMNS))})", values
             )
-            db.executemany(f"INSERT INTO metrics VALUES ({', '.join('?' * len(METRIC_COLUMNS))})", metric_rows)
+            db.executemany(f"INSERT INTO metrics ({', '.join(METRIC_COLUMNS)}) VALUES ({', '.join('?' * len(METRIC_COLUMNS))})",
+                           metric_rows)
+            db.executemany("INSERT INTO replicates VALUES (?, ?, ?, ?)", replicate_rows)
             if blob is not None:
                 db.execute("INSERT INTO samples VALUES (?, ?)", (cid, blob))
             db.execute("INSERT OR IGNORE INTO sweep_cells VALUES (?, ?)", (row["sweep_id"], cid))
@@ -277,14 +311,29 @@ class ResultsStore:
 
     def metrics(self) -> pd.DataFrame:
         """One row per (cell, metric, key); a NaN value is stored as NULL and read back as NaN."""
-        df = self._frame(f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics ORDER BY rowid")
-        df["value"] = df["value"].astype(float)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(metrics)")}
+        cols = [c if c in have else f"NULL AS {c}" for c in METRIC_COLUMNS]  # a schema-1 store opened read-only
+        df = self._frame(f"SELECT {', '.join(cols)} FROM metrics ORDER BY rowid")
+        for c in ("value", *INTERVAL_COLUMNS):
+            df[c] = df[c].astype(float)
         df["lower_is_better"] = df["lower_is_better"].astype(bool)
         return df
 
     def joined(self, sweep_id: str | None = None) -> pd.DataFrame:
         """Metric values with their cell's columns (long format)."""
         return self.metrics().merge(self.cells(sweep_id), on="cell_id", how="inner")
+
+    def replicates(self, cell_ids: Iterable[str] | None = None) -> dict[tuple[str, str, str], np.ndarray]:
+        """Bootstrap replicate values per (cell_id, metric, key) (empty for cells stored without them).
+
+        Replicate r of every cell reweights the same sample indices, so two cells with the same seeds
+        pair replicate by replicate (:func:`sampler_bench.metrics.uncertainty.paired_test`)."""
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'replicates'").fetchone():
+            return {}
+        rows = self._db.execute("SELECT cell_id, metric, key, data FROM replicates").fetchall()
+        wanted = None if cell_ids is None else set(cell_ids)
+        return {(c, m, k): np.frombuffer(bytes(d), dtype="<f8").copy() for c, m, k, d in rows
+                if wanted is None or c in wanted}
 
     def samples(self, cell_id: str) -> torch.Tensor | None:
         row = self._db.execute("SELECT data FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..compat import import_torch_fidelity
-from ..solvers.registry import Option
+from ..options import Option
 from .base import FeatureMetric
 from .refstats import derived_seed
 from .registry import register_metric
@@ -36,6 +36,7 @@ class _FeatureSet(FeatureMetric):
         self.max_samples = self.params["max_samples"]
         self.ref_features = self.reference.tensors["features"].to(torch.float64)
         self._state["cat:features"] = self._zeros((0, self.ref_features.shape[1]))
+        self._state["cat:index"] = self._zeros((0, 1))  # sample index of each row (bootstrap weights)
 
     def _update(self, x, reference) -> None:
         self._append_rows("cat:features", self.features(x))

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from ..processes.analytic import GaussianMixture
-from ..solvers.registry import Option, SolverOptionError, closest
+from ..options import Option, SolverOptionError, closest
 from . import features as _features
 from . import refstats
 

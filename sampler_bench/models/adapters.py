@@ -31,7 +31,7 @@ from torch import nn
 
 from ..processes.gaussian import GaussianProcess
 from .base import tensor_hash
-from .checkpoint import CheckpointError, TrainedModel
+from .trained import CheckpointError, TrainedModel
 from .precond import DiscreteVPTime, VPPrecond
 
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}

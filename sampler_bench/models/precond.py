@@ -33,7 +33,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..solvers.schedules import vp_time
+from ..vp import vp_time
 
 
 def _col(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
