@@ -9,9 +9,12 @@ Public API (DESIGN.md "Contracts")::
 """
 
 from .version import __version__
-from . import solvers
-from .solvers import schedules
-from .solvers.driver import sample
-from .models.checkpoint import load_model
+from ._interrupt import deferred as _deferred_interrupt
+
+with _deferred_interrupt():  # Ctrl-C while the command line starts: one line, not an import traceback
+    from . import solvers
+    from .solvers import schedules
+    from .solvers.driver import sample
+    from .models.checkpoint import load_model
 
 __all__ = ["solvers", "schedules", "sample", "load_model", "__version__"]

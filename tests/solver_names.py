@@ -12,6 +12,8 @@ EXPECTED_SOLVERS = sorted([
     "dpmpp_2m", "dpmpp_2s", "dpmpp_3m", "dpmpp_3s",
     # Adams family (solvers/adams.py) and UniPC (solvers/unipc.py)
     "deis", "deis_rho", "ipndm", "lms", "unipc",
+    # ComfyUI / diff-sampler ODE samplers (solvers/adams.py, solvers/dpmpp.py)
+    "gradient_estimation", "ipndm_v", "res_multistep",
     # adaptive yardsticks (solvers/reference.py; CLD's in the CLD subpackage)
     "reference", "cld_reference",
     # stochastic (solvers/ancestral.py, sde_dpmpp.py, er_sde.py, euler_maruyama.py, edm_stochastic.py)

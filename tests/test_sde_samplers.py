@@ -498,7 +498,7 @@ WEAK_CASES = [
 #: Weak orders measured above the declared (conservative) ones are printed, not asserted: no theorem.
 
 
-@pytest.mark.parametrize("name, opts", WEAK_CASES, ids=lambda v: v if isinstance(v, str) else str(v))
+@pytest.mark.parametrize("name, opts", WEAK_CASES, ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", str(v)))
 def test_exact_weak_order_on_a_gaussian_is_at_least_the_declared_order(name, opts):
     """|Var x_N - Var x(sigma_min)| for N = 64..512 Karras steps ending at sigma_min = 0.02, data N(0, 0.5^2 I):
     the local order log2(e_N / e_2N) has settled (within 0.1) and is >= the declared weak order - 0.1."""

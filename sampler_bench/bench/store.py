@@ -20,6 +20,7 @@ Read side (the contract ``sampler_bench.report`` relies on)::
     store.samples(cell_id)   # up to 256 float32 samples kept for pictures, or None
     store.sweeps()     # one row per sweep run
     store.replicates()       # {(cell_id, metric, key): float64 array of bootstrap replicate values}
+    store.floors()     # the noise floor: each metric of exact samples per (model, sample count, seed)
 
 Uncertainty (schema 2): every metric row has ``ci_low``, ``ci_high`` (the interval for the population
 value, see :mod:`sampler_bench.metrics.uncertainty`) and ``corrected`` (the bias-corrected value the
@@ -83,12 +84,82 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE TABLE IF NOT EXISTS replicates (
     cell_id TEXT NOT NULL, metric TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (cell_id, metric, key));
 CREATE TABLE IF NOT EXISTS samples (cell_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS floors (
+    floor_id TEXT PRIMARY KEY, model TEXT, model_hash TEXT, metric TEXT, key TEXT, n_samples INTEGER, seed INTEGER,
+    value REAL, ci_low REAL, ci_high REAL, corrected REAL, lower_is_better INTEGER, replicates BLOB, provenance TEXT);
 CREATE TABLE IF NOT EXISTS sweep_cells (sweep_id TEXT NOT NULL, cell_id TEXT NOT NULL, PRIMARY KEY (sweep_id, cell_id));
 """
 
 
 class StoreError(ValueError):
     """The results file is missing, not a results store, or from an incompatible version."""
+
+
+class StoreWriteError(OSError):
+    """The store could not be written for a reason of the environment (disk full, read-only file system,
+    permissions): not bad input and not a property of the cell. The store itself stays intact (the
+    transaction was rolled back), so rerunning the same command once the cause is fixed resumes."""
+
+
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def environment_problem(e: BaseException) -> str | None:
+    """'disk full', 'read-only ...', ... when ``e`` is an environment failure of a write, else None."""
+    import errno
+
+    if isinstance(e, sqlite3.OperationalError):
+        text = str(e).lower()
+        if "full" in text:
+            return "disk full"
+        if "readonly" in text or "read-only" in text:
+            return "the store's file or directory is read-only"
+        if "disk i/o" in text or "unable to open" in text:
+            return f"the file system refused the write ({e})"
+        return None
+    if isinstance(e, OSError):
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return "disk full"
+        if e.errno == errno.EROFS:
+            return "read-only file system"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return f"permission denied ({e.filename or e})"
+        return f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+    return None
+
+
+def _store_file(path: Path, create: bool) -> Path:
+    """The SQLite file a store path names (a sweep's output directory names its results.sqlite)."""
+    if not path.exists():
+        if not create:
+            raise StoreError(f"results store {str(path)!r} does not exist (run `sampler-bench sweep` first)")
+        return path
+    if path.is_dir():
+        candidate = path / "results.sqlite"
+        if not candidate.exists():
+            raise StoreError(f"{str(path)!r} is a directory without a results.sqlite in it")
+        return candidate
+    return path
+
+
+def _check_header(path: Path) -> None:
+    """StoreError unless ``path`` is a non-empty SQLite database file (checked without opening it with SQLite,
+    which would turn an empty file into an empty database)."""
+    import stat
+
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"{str(path)!r} is not a regular file, so it is not a sampler-bench results store")
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise StoreError(f"results store {str(path)!r} cannot be read: {e.strerror}") from None
+    if not head:
+        raise StoreError(f"{str(path)!r} is an empty file, not a sampler-bench results store")
+    if head != SQLITE_HEADER:
+        raise StoreError(f"{str(path)!r} is not a SQLite database, so it is not a sampler-bench results store")
 
 
 def now_iso() -> str:
@@ -108,23 +179,40 @@ def _samples_from_bytes(data: bytes) -> torch.Tensor:
 
 
 class ResultsStore:
-    """A results store at ``path`` (created when missing unless ``create=False``)."""
+    """A results store at ``path`` (created when missing unless ``create=False``).
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True, timeout: float = BUSY_TIMEOUT_S):
-        self.path = Path(path)
-        if not self.path.exists():
-            if not create:
-                raise StoreError(f"results store {str(self.path)!r} does not exist (run `sampler-bench sweep` first)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif self.path.is_dir():
-            candidate = self.path / "results.sqlite"
-            if not candidate.exists():
-                raise StoreError(f"{str(self.path)!r} is a directory without a results.sqlite in it")
-            self.path = candidate
+    ``read_only=True`` (what ``show``, ``report`` and ``check`` use) opens an existing store without
+    writing a byte to it: a file that is empty, not SQLite, or another program's SQLite database is
+    refused with a :class:`StoreError` and left exactly as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True, timeout: float = BUSY_TIMEOUT_S,
+                 read_only: bool = False):
+        self.read_only = read_only
+        self.path = _store_file(Path(path), create and not read_only)
+        if read_only:
+            self._open_read_only(timeout)
+            return
+        if self.path.exists():
+            if self.path.stat().st_size:  # an empty file (e.g. from `touch`) may become a store
+                _check_header(self.path)
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreWriteError(f"cannot create the results directory {str(self.path.parent)!r}: "
+                                      f"{environment_problem(e)}") from None
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per cell.
-        self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        except sqlite3.OperationalError as e:
+            raise StoreWriteError(f"cannot open the results store {str(self.path)!r}: {e}") from None
         try:
             self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:  # another program's database: never touch it
+                raise StoreError(f"{str(self.path)!r} is a SQLite database but not a sampler-bench results store "
+                                 f"(its tables: {', '.join(sorted(tables))}); sweep into another --out directory")
             self._db.execute("PRAGMA journal_mode = WAL")
             # NORMAL is durable against a killed process in WAL mode (only a power loss can drop
             # the last commits), which is the failure the resume promise covers.
@@ -136,24 +224,74 @@ class ResultsStore:
                 row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 if row is None:
                     self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) not in READABLE_SCHEMAS:
-                    raise StoreError(
-                        f"{str(self.path)!r} has results-store schema {row[0]}, this sampler-bench reads "
-                        f"{', '.join(map(str, READABLE_SCHEMAS))}"
-                    )
-                elif int(row[0]) < SCHEMA_VERSION:
+                self._check_schema(row)
+                if row is not None and int(row[0]) < SCHEMA_VERSION:
                     self._migrate(int(row[0]))
-                for table, columns in (("sweeps", SWEEP_COLUMNS), ("cells", CELL_COLUMNS), ("metrics", METRIC_COLUMNS)):
-                    have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-                    missing = [c for c in columns if c not in have]
-                    if missing:
-                        raise StoreError(
-                            f"{str(self.path)!r} was written by an incompatible sampler-bench (table {table} lacks "
-                            f"{', '.join(missing)}); sweep into a new --out directory"
-                        )
+        except sqlite3.OperationalError as e:
+            self._db.close()
+            problem = environment_problem(e)
+            if problem:
+                raise StoreWriteError(f"cannot write the results store {str(self.path)!r}: {problem}") from None
+            raise StoreError(f"{str(self.path)!r} is not a sampler-bench results store ({e})") from None
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise StoreError(f"{str(self.path)!r} is not a sampler-bench results store ({e})") from None
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _open_read_only(self, timeout: float) -> None:
+        """Open with SQLite's read-only mode after checking the file header; never create tables."""
+        from urllib.parse import quote
+
+        _check_header(self.path)
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            self._db = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"results store {str(self.path)!r} cannot be opened: {e}") from None
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "meta" not in tables:
+                raise StoreError(f"{str(self.path)!r} is a SQLite database but not a sampler-bench results store "
+                                 f"(it has no 'meta' table{'; its tables: ' + ', '.join(sorted(tables)) if tables else ''})")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                raise StoreError(f"{str(self.path)!r} is a SQLite database but not a sampler-bench results store "
+                                 "(its 'meta' table has no schema_version)")
+            missing = [t for t in ("sweeps", "cells", "metrics", "samples", "sweep_cells") if t not in tables]
+            if missing:
+                raise StoreError(f"{str(self.path)!r} is not a complete sampler-bench results store "
+                                 f"(tables {', '.join(missing)} are missing)")
+            self._check_schema(row)
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise StoreError(f"{str(self.path)!r} is not a readable sampler-bench results store ({e})") from None
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _check_schema(self, row) -> None:
+        if row is not None:
+            version = str(row[0])
+            if not version.isdigit():
+                raise StoreError(f"{str(self.path)!r} has a corrupted schema_version {version!r:.40}; it is not a store "
+                                 "this sampler-bench can read")
+            if int(version) not in READABLE_SCHEMAS:
+                raise StoreError(
+                    f"{str(self.path)!r} has results-store schema {version}, this sampler-bench reads "
+                    f"{', '.join(map(str, READABLE_SCHEMAS))}"
+                )
+        for table, columns in (("sweeps", SWEEP_COLUMNS), ("cells", CELL_COLUMNS), ("metrics", METRIC_COLUMNS)):
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            # a schema-1 store lacks the interval columns: they are added on write, read as NULL
+            missing = [c for c in columns if c not in have and c not in INTERVAL_COLUMNS]
+            if missing:
+                raise StoreError(
+                    f"{str(self.path)!r} was written by an incompatible sampler-bench (table {table} lacks "
+                    f"{', '.join(missing)}); sweep into a new --out directory"
+                )
 
     def _migrate(self, version: int) -> None:
         """Schema 1 -> 2: add the interval columns (NULL: no interval); the replicates table is new."""
@@ -172,11 +310,32 @@ class ResultsStore:
         def __enter__(self):
             # IMMEDIATE takes the write lock up front, so the existence check and the insert of a
             # cell cannot interleave with another process's write of the same cell.
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                problem = environment_problem(e)
+                if problem:
+                    raise StoreWriteError(f"cannot write the results store: {problem}") from None
+                raise
             return self.db
 
         def __exit__(self, exc_type, exc, tb):
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return False
+                except sqlite3.OperationalError as e:
+                    exc = e
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (e.g. after SQLITE_FULL); the file is as before BEGIN
+            problem = environment_problem(exc) if isinstance(exc, sqlite3.OperationalError) else None
+            if problem:
+                raise StoreWriteError(f"cannot write the results store: {problem}; nothing of this write was "
+                                      "stored and the store is intact") from None
+            if exc_type is None:
+                raise exc
             return False
 
     def _transaction(self) -> "ResultsStore._Tx":
@@ -287,7 +446,10 @@ class ResultsStore:
         return {r[0] for r in self._db.execute("SELECT cell_id FROM cells")}
 
     def _frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
-        cur = self._db.execute(sql, params)
+        try:
+            cur = self._db.execute(sql, params)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{str(self.path)!r} cannot be read ({e})") from None
         cols = [d[0] for d in cur.description]
         return pd.DataFrame.from_records(cur.fetchall(), columns=cols)
 
@@ -301,12 +463,20 @@ class ResultsStore:
                 "JOIN sweep_cells s ON s.cell_id = c.cell_id WHERE s.sweep_id = ? ORDER BY c.rowid",
                 (sweep_id,),
             )
-        for c in _BOOL_CELL:
-            df[c] = df[c].astype(bool)
-        for c in _INT_CELL:  # nullable: a skipped cell has no planned or counted NFE
-            df[c] = df[c].astype("Int64")
-        for c in _REAL_CELL:
-            df[c] = df[c].astype(float)
+        try:
+            for c in _BOOL_CELL:
+                df[c] = df[c].astype(bool)
+            for c in _INT_CELL:  # nullable: a skipped cell has no planned or counted NFE
+                df[c] = df[c].astype("Int64")
+            for c in _REAL_CELL:
+                df[c] = df[c].astype(float)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise StoreError(f"{str(self.path)!r} holds a corrupted cell value (column {c}: {e}); the file was "
+                             "modified outside sampler-bench") from None
+        bad = ~df["status"].isin(STATUSES)
+        if bad.any():
+            raise StoreError(f"{str(self.path)!r} holds a corrupted cell (status {df['status'][bad].iloc[0]!r:.40}); "
+                             "the file was modified outside sampler-bench")
         return df
 
     def metrics(self) -> pd.DataFrame:
@@ -314,8 +484,12 @@ class ResultsStore:
         have = {r[1] for r in self._db.execute("PRAGMA table_info(metrics)")}
         cols = [c if c in have else f"NULL AS {c}" for c in METRIC_COLUMNS]  # a schema-1 store opened read-only
         df = self._frame(f"SELECT {', '.join(cols)} FROM metrics ORDER BY rowid")
-        for c in ("value", *INTERVAL_COLUMNS):
-            df[c] = df[c].astype(float)
+        try:
+            for c in ("value", *INTERVAL_COLUMNS):
+                df[c] = df[c].astype(float)
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{str(self.path)!r} holds a corrupted metric value ({e}); the file was modified "
+                             "outside sampler-bench") from None
         df["lower_is_better"] = df["lower_is_better"].astype(bool)
         return df
 
@@ -334,6 +508,40 @@ class ResultsStore:
         wanted = None if cell_ids is None else set(cell_ids)
         return {(c, m, k): np.frombuffer(bytes(d), dtype="<f8").copy() for c, m, k, d in rows
                 if wanted is None or c in wanted}
+
+    FLOOR_COLUMNS = ("floor_id", "model", "model_hash", "metric", "key", "n_samples", "seed", "value", "ci_low",
+                     "ci_high", "corrected", "lower_is_better", "provenance")
+
+    def put_floor(self, floor_id: str, row: Mapping[str, Any]) -> None:
+        """Store one noise-floor value (the metric of exact samples, :mod:`sampler_bench.bench.floor`)."""
+        prov = row.get("provenance", {})
+        reps = row.get("replicates")
+        values = [floor_id] + [row.get(c) for c in self.FLOOR_COLUMNS[1:-1]]
+        values[-1] = int(bool(values[-1]))
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO floors ({', '.join(self.FLOOR_COLUMNS)}, replicates) VALUES "
+                f"({', '.join('?' * (len(self.FLOOR_COLUMNS) + 1))})",
+                [*values, prov if isinstance(prov, str) else json.dumps(prov, sort_keys=True, default=str),
+                 None if reps is None else np.asarray(reps, dtype="<f8").tobytes()])
+
+    def floors(self) -> pd.DataFrame:
+        """One row per stored noise-floor value, with its ``replicates`` (array) column; empty for old stores."""
+        cols = list(self.FLOOR_COLUMNS) + ["replicates"]
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'floors'").fetchone():
+            return pd.DataFrame(columns=cols)
+        df = self._frame(f"SELECT {', '.join(cols)} FROM floors ORDER BY rowid")
+        df["replicates"] = [np.frombuffer(bytes(b), dtype="<f8").copy() if b is not None else np.array([])
+                            for b in df["replicates"]]
+        for c in ("value", "ci_low", "ci_high", "corrected"):
+            df[c] = df[c].astype(float)
+        df["lower_is_better"] = df["lower_is_better"].astype(bool)
+        return df
+
+    def has_floor(self, floor_id: str) -> bool:
+        """True when a floor value of ``floor_id`` (alone or as ``floor_id:key``) is stored."""
+        return self._db.execute("SELECT 1 FROM floors WHERE floor_id = ? OR floor_id LIKE ?",
+                                (floor_id, floor_id + ":%")).fetchone() is not None
 
     def samples(self, cell_id: str) -> torch.Tensor | None:
         row = self._db.execute("SELECT data FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()

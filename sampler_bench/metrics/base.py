@@ -65,6 +65,12 @@ class Accumulator:
                                             "feature_extractor": "", "reference_hash": ""}
         self._setup()
 
+    @classmethod
+    def min_samples(cls, params: dict) -> int:
+        """The fewest samples a cell needs for this metric with (validated) ``params``; a sweep with
+        fewer is refused before any sampling (overridden where an estimator needs more)."""
+        return 1
+
     def _setup(self) -> None:
         """Add the metric's own state keys (called at the end of ``__init__``)."""
 

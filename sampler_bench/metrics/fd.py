@@ -59,6 +59,10 @@ class FrechetDistance(FeatureMetric):
     # E[FD_n] = FD + O(1/n) (the sample covariance's spread enters the trace terms): bias-correct it
     bias_corrected_keys = ("fd",)
 
+    @classmethod
+    def min_samples(cls, params: dict) -> int:
+        return 2  # an unbiased covariance divides by n - 1
+
     def _setup(self) -> None:
         self.ref_mean = self.reference.tensors["mean"].to(self.device, torch.float64)
         self.ref_cov = self.reference.tensors["cov"].to(self.device, torch.float64)

@@ -267,3 +267,41 @@ def dpmpp_3m(ctx, x, i):
     return dpmpp_3m_update(
         x, denoised, history[1], history[2], ctx.sigmas[i - 2], ctx.sigmas[i - 1], s, t, opts["d2"]
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# RES multistep (ComfyUI's res_multistep, eta = 0).
+# ---------------------------------------------------------------------------------------------
+
+
+@register(
+    "res_multistep",
+    order=2,
+    paper="Zhang et al., 'Improved Order Analysis and Design of Exponential Integrator for Diffusion Models "
+    "Sampling' (arXiv 2308.02157), RES second-order multistep, as ComfyUI res_multistep",
+    description="RES second-order multistep exponential integrator (data prediction, phi_2 weights); "
+    "= dpmpp_2m(variant='taylor'); Euler first step, denoise onto sigma=0; 1 NFE/step.",
+)
+def res_multistep(ctx, x, i):
+    """xh_{i+1} = e^{-h} xh_i + h (b1 D_i + b2 D_{i-1}), b1 = phi_1(-h) - phi_2(-h)/c2, b2 = phi_2(-h)/c2.
+
+    Zhang et al. (arXiv 2308.02157) §4, RES order conditions for the two-step exponential
+    integrator, in ComfyUI's form (``res_multistep`` with eta = 0, comfyanonymous/ComfyUI@02159d81
+    ``comfy/k_diffusion/sampling.py``): h = lambda_{i+1} - lambda_i, c2 = (lambda_{i-1} - lambda_i)/h
+    (< 0), phi_1(z) = expm1(z)/z, phi_2(z) = (phi_1(z) - 1)/z. The first step and the step onto
+    sigma = 0 are Euler (= the denoise). Expanding the weights gives exactly DPM-Solver++(2M) in its
+    'taylor' form (D linear in lambda integrated exactly), which tests check to round-off.
+    Global order 2.
+    """
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    previous = ctx.state.get("denoised")
+    ctx.state["denoised"] = denoised
+    if t == 0.0 or previous is None:
+        return first_order_update(x, denoised, s, t)
+    h = math.log(s / t)
+    c2 = -math.log(ctx.sigmas[i - 1] / s) / h
+    phi_1 = math.expm1(-h) / -h
+    phi_2 = (phi_1 - 1.0) / -h
+    b1, b2 = phi_1 - phi_2 / c2, phi_2 / c2
+    return lincomb([(t / s, x), (h * b1, denoised), (h * b2, previous)])
