@@ -5,6 +5,7 @@
     sampler-bench check DB --baseline FILE     exit 1 if any metric regressed beyond its tolerance
     sampler-bench list [WHAT]                  samplers, schedules, metrics, feature extractors, models, specs
     sampler-bench show DB [--csv F]            the stored results as a table (or CSV / Parquet)
+    sampler-bench import edm NETWORK.pkl --out DIR --trust-pickle   convert an EDM pickle to safetensors + JSON
 
 Everything a user can get wrong ends in one readable message (click's ``Error: ...``), never a
 traceback. Exit status: 0 success, 1 a regression found by ``check``, 2 bad input (spec, store,
@@ -592,6 +593,36 @@ def _cell_text(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# import
+
+
+@main.group(name="import")
+def import_():
+    """Convert an outside checkpoint into sampler-bench's format (safetensors + JSON), once."""
+
+
+@import_.command(name="edm")
+@click.argument("pickle_path", metavar="NETWORK.pkl", type=click.Path(path_type=Path))
+@click.option("--out", "-o", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for NAME.safetensors + NAME.json.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Required: unpickling runs code stored in the file (EDM's code must be on PYTHONPATH).")
+@click.option("--name", default=None, help="Checkpoint name [default: the pickle's file name].")
+@click.option("--module", default="training.networks", show_default=True,
+              help="EDM's module that defines the network classes (imported when the checkpoint loads).")
+def import_edm(pickle_path, out, trust_pickle, name, module):
+    """An NVlabs/edm network pickle -> a checkpoint that loads without unpickling."""
+    from .models.edm_import import import_pickle
+
+    try:
+        weights, config = import_pickle(pickle_path, out, trust_pickle=trust_pickle, name=name, module=module)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    console.print(f"wrote [bold]{escape(str(weights))}[/] and {escape(config.name)}; use it as "
+                  f"checkpoint = \"{escape(str(weights.with_suffix('')))}\" (EDM's module {module} must be importable)")
 
 
 if __name__ == "__main__":  # pragma: no cover

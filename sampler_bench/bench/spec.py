@@ -51,11 +51,12 @@ PRECISIONS = ("float64", "float32")
 TOP_KEYS = (
     "name", "description", "nfe", "n_samples", "seed", "batch_size", "device", "precision", "keep_samples",
     "all_samplers", "exclude_samplers", "reference", "execution", "model", "sampler", "schedule", "metric",
+    "replicates", "confidence",
 )
 REFERENCE_KEYS = ("rtol", "atol")
 #: [execution]: how the network runs (sampler_bench.models.execution); only autocast changes the numbers
 EXECUTION_KEYS = ("compile", "compile_mode", "cuda_graphs", "autocast")
-MODEL_KEYS = ("builtin", "checkpoint", "name")
+MODEL_KEYS = ("builtin", "checkpoint", "python", "name", "args", "trust_pickle", "guidance", "decode")
 SAMPLER_KEYS = ("name", "options")
 SCHEDULE_KEYS = ("name", "params", "sigma_min", "sigma_max", "ends_at_zero")
 METRIC_KEYS = ("name", "feature_extractor", "params")
@@ -67,17 +68,33 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A built-in analytic model (``builtin``) or a trained checkpoint (``checkpoint`` path)."""
+    """A built-in analytic model (``builtin``), a trained checkpoint (``checkpoint`` path) or a plug-in
+    factory (``python = "module:factory"`` called with ``args``; see :mod:`sampler_bench.models.plugin`).
+
+    ``guidance``: classifier-free guidance scale of a class-conditional model (None: plain conditional
+    sampling); ``decode``: "module:fn" mapping samples (e.g. latents) to what the metrics score.
+    """
 
     builtin: str | None = None
     checkpoint: str | None = None
     name: str | None = None
+    python: str | None = None
+    args: dict = field(default_factory=dict, compare=True)
+    trust_pickle: bool = False
+    guidance: float | None = None
+    decode: str | None = None
 
     @property
     def label(self) -> str:
         if self.name:
-            return self.name
-        return self.builtin if self.builtin else Path(self.checkpoint).stem
+            base = self.name
+        elif self.builtin:
+            base = self.builtin
+        elif self.python:
+            base = self.python.split(":")[-1]
+        else:
+            base = Path(self.checkpoint).stem
+        return base if self.guidance is None or self.name else f"{base} w={self.guidance:g}"
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,10 @@ class Spec:
     device: str = "cpu"
     precision: str = "float64"
     keep_samples: int = MAX_KEEP_SAMPLES
+    #: every cell runs on this many disjoint seed ranges (replicate k: seeds seed + k*n_samples + i)
+    replicates: int = 1
+    #: level of every stored interval, strictly inside (0, 1)
+    confidence: float = 0.95
     #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see the runner)
     reference: dict = field(default_factory=dict)
     #: execution options of the network ({}: plain eager float32/float64), see [execution]
@@ -185,6 +206,12 @@ def _int(value: Any, where: str, low: int | None = None, high: int | None = None
 def _float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise SpecError(f"{where} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _confidence(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 1):
+        raise SpecError(f"confidence must be a level strictly between 0 and 1, e.g. confidence = 0.95; got {value!r}")
     return float(value)
 
 
@@ -253,10 +280,23 @@ def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]
     for k, t in enumerate(tables, 1):
         where = f"[[model]] #{k}"
         _check_keys(t, MODEL_KEYS, where, text)
-        has_b, has_c = "builtin" in t, "checkpoint" in t
-        if has_b == has_c:
-            raise SpecError(f"{where}: give exactly one of builtin = \"name\" or checkpoint = \"path\"")
+        has_b, has_c, has_p = "builtin" in t, "checkpoint" in t, "python" in t
+        if has_b + has_c + has_p != 1:
+            raise SpecError(f"{where}: give exactly one of builtin = \"name\", checkpoint = \"path\" or "
+                            "python = \"package.module:factory\"")
         name = _str(t["name"], f"{where} name") if "name" in t else None
+        extras = _model_extras(t, where, has_p)
+        if has_p:
+            ref = _str(t["python"], f"{where} python")
+            if ref.count(":") != 1 or not all(ref.split(":")):
+                raise SpecError(f"{where}: python = {ref!r} must be written \"package.module:factory\"")
+            scales = extras.pop("guidance")
+            for w in scales:
+                out.append(ModelSpec(python=ref, name=(f"{name} w={w:g}" if name and len(scales) > 1 else name),
+                                     guidance=w, **extras))
+            continue
+        if extras.pop("guidance") != [None]:
+            raise SpecError(f"{where}: guidance applies to class-conditional plug-in models (python = ...) only")
         if has_b:
             b = _str(t["builtin"], f"{where} builtin")
             if b not in builtin_names():
@@ -264,7 +304,7 @@ def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]
                     f"{where}: unknown built-in model {b!r}{_line_of_value(text, b)}{closest(b, builtin_names())}; "
                     f"built-in models: {', '.join(builtin_names())}"
                 )
-            out.append(ModelSpec(builtin=b, name=name))
+            out.append(ModelSpec(builtin=b, name=name, decode=extras["decode"]))
         else:
             c = Path(_str(t["checkpoint"], f"{where} checkpoint")).expanduser()
             if not c.is_absolute() and base is not None:
@@ -272,12 +312,38 @@ def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]
             # a checkpoint is a NAME.safetensors + NAME.json pair; any of NAME, either file or a directory names it
             if not any(Path(str(c) + ext).exists() for ext in ("", ".safetensors", ".json")):
                 raise SpecError(f"{where}: checkpoint {str(c)!r} does not exist")
-            out.append(ModelSpec(checkpoint=str(c), name=name))
+            out.append(ModelSpec(checkpoint=str(c), name=name, decode=extras["decode"]))
     labels = [m.label for m in out]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:
         raise SpecError(f"two [[model]] entries are both called {sorted(dup)[0]!r}; give them distinct name = \"...\"")
     return out
+
+
+def _model_extras(t: Mapping, where: str, plugin: bool) -> dict:
+    """args / trust_pickle / guidance (a scale or a list of scales: one model each) / decode of a [[model]]."""
+    if not plugin:
+        for key in ("args", "trust_pickle"):
+            if key in t:
+                raise SpecError(f"{where}: {key} is for plug-in models (python = \"package.module:factory\")")
+    args = _table(t.get("args", {}), f"{where} args")
+    trust = t.get("trust_pickle", False)
+    if not isinstance(trust, bool):
+        raise SpecError(f"{where} trust_pickle must be true or false, got {trust!r}")
+    g = t.get("guidance")
+    scales = g if isinstance(g, list) else [g]
+    for w in scales:
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
+            raise SpecError(f"{where} guidance must be a number or a list of numbers (the CFG scale w), got {g!r}")
+    if not scales:
+        raise SpecError(f"{where} guidance must not be an empty list")
+    decode = t.get("decode")
+    if decode is not None:
+        decode = _str(decode, f"{where} decode")
+        if decode.count(":") != 1 or not all(decode.split(":")):
+            raise SpecError(f"{where}: decode = {decode!r} must be written \"package.module:function\"")
+    return {"args": args, "trust_pickle": trust, "guidance": [None if w is None else float(w) for w in scales],
+            "decode": decode}
 
 
 def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
@@ -390,7 +456,7 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
     return out
 
 
-def _parse_metrics(doc: Mapping, text: str, n_samples: int = 2) -> list[MetricSpec]:
+def _parse_metrics(doc: Mapping, text: str, n_samples: int = 2, base: Path | None = None) -> list[MetricSpec]:
     tables = _array_of_tables(doc, "metric", text)
     if not tables:
         return []
@@ -422,7 +488,11 @@ def _parse_metrics(doc: Mapping, text: str, n_samples: int = 2) -> list[MetricSp
                     f"{where}: unknown feature extractor {fx!r}{closest(fx, extractors)}; "
                     f"available: {', '.join(extractors)}"
                 )
-        m = MetricSpec(n, fx, _table(t.get("params", {}), f"{where} params"))
+        params = _table(t.get("params", {}), f"{where} params")
+        for key in ("reference_stats", "reference_dir"):  # files, relative to the spec file
+            if isinstance(params.get(key), str) and base is not None and not Path(params[key]).expanduser().is_absolute():
+                params[key] = str(base / params[key])
+        m = MetricSpec(n, fx, params)
         info = M.info(n)
         try:  # options are checked again on the model; the sample count they need is known now
             opts = info.validate({k: v for k, v in m.params.items() if k in info.params})
@@ -548,7 +618,7 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             models=_parse_models(doc, text, base),
             samplers=_parse_samplers(doc, text),
             schedules=_parse_schedules(doc, text),
-            metrics=_parse_metrics(doc, text, n_samples),
+            metrics=_parse_metrics(doc, text, n_samples, base),
             n_samples=n_samples,
             seed=_seed(doc.get("seed", 0), n_samples),
             batch_size=_int(doc.get("batch_size", min(n_samples, 1000)), "batch_size", low=1),
@@ -557,6 +627,8 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             keep_samples=_int(doc.get("keep_samples", MAX_KEEP_SAMPLES), "keep_samples", low=0, high=MAX_KEEP_SAMPLES),
             reference=_parse_reference(doc, text),
             execution=_parse_execution(doc, text),
+            replicates=_int(doc.get("replicates", 1), "replicates (disjoint seed ranges per cell)", low=1),
+            confidence=_confidence(doc.get("confidence", 0.95)),
             source=text,
             path=str(path) if path else None,
         )

@@ -164,6 +164,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedM
                               "or a diffusers UNet2DModel folder")
     tensors, config = read_checkpoint(p)
     weights_path, _ = checkpoint_paths(p)
+    if config.get("adapter") == "edm":  # converted by `sampler-bench import edm`: EDM's class + these weights
+        from .edm import checked_model
+
+        return checked_model(tensors, config, weights_path, load_weights, device)
     try:
         process = process_from_config(config["process"])
         denoiser = build_denoiser(config)
