@@ -62,7 +62,7 @@ def image_model(size: int, channels: int, channel_mult, device: str, seed: int =
     from sampler_bench.models.checkpoint import TrainedModel
     from sampler_bench.models.networks import UNet
     from sampler_bench.models.precond import EDMPrecond
-    from sampler_bench.processes.base import process_from_config
+    from sampler_bench.processes.catalog import process_from_config
 
     torch.manual_seed(seed)
     net = UNet((3, size, size), channels=channels, channel_mult=tuple(channel_mult), attn_resolutions=tuple(attn),

@@ -8,11 +8,13 @@ Public API (DESIGN.md "Contracts")::
     sb.schedules.karras(n, sigma_min, sigma_max, rho=7.0); sb.schedules.log_snr_uniform(...)
 """
 
-__version__ = "0.1.0"
+from .version import __version__
+from ._interrupt import deferred as _deferred_interrupt
 
-from . import solvers
-from .solvers import schedules
-from .solvers.driver import sample
-from .models.checkpoint import load_model
+with _deferred_interrupt():  # Ctrl-C while the command line starts: one line, not an import traceback
+    from . import solvers
+    from .solvers import schedules
+    from .solvers.driver import sample
+    from .models.checkpoint import load_model
 
 __all__ = ["solvers", "schedules", "sample", "load_model", "__version__"]

@@ -29,8 +29,6 @@ GRID = schedules.karras(6, 0.1, 10.0)
 @pytest.mark.parametrize("typo, suggestion", [("eulr", "euler"), ("dpmpp2m", "dpmpp_2m"), ("uni_pc", "unipc"),
                                               ("lsm", "lms")])
 def test_unknown_solver_suggests_the_closest_name(typo, suggestion):
-    if suggestion not in sb.solvers.available():
-        pytest.skip(f"{suggestion} is not registered")
     with pytest.raises(ValueError, match=f"unknown solver '{typo}' \\(did you mean '{suggestion}'\\?\\)"):
         sb.sample(typo, never_called, X, GRID)
 

@@ -179,8 +179,6 @@ def test_first_order_members_are_euler(gmm3d):
 
 def test_dpmpp_3m_corrected_equals_unip_3_bh2_without_corrector(gmm3d):
     """Two derivations of a third-order exponential Adams step in the data form must agree."""
-    if "unipc" not in sb.solvers.available():
-        pytest.skip("unipc (sampler_bench/solvers/unipc.py) is not registered yet")
     x = start_state(4, seed=3)
     for sigmas in (sb.schedules.karras(10, 0.002, 80.0), sb.schedules.karras(10, 0.05, 80.0, append_zero=False)):
         torch.testing.assert_close(

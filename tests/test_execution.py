@@ -17,7 +17,7 @@ from sampler_bench.models.checkpoint import TrainedModel
 from sampler_bench.models.execution import ExecutedModel
 from sampler_bench.models.networks import MLP
 from sampler_bench.models.precond import EDMPrecond
-from sampler_bench.processes.base import process_from_config
+from sampler_bench.processes.catalog import process_from_config
 from sampler_bench.solvers import adams, driver, er_sde, unipc
 
 DIM = 4

@@ -11,7 +11,7 @@ from scipy import stats
 
 import sampler_bench as sb
 from sampler_bench.processes.analytic import PointSet
-from sampler_bench.processes.base import process_from_config
+from sampler_bench.processes.catalog import process_from_config
 from sampler_bench.processes.gaussian import GaussianProcess
 from sampler_bench.processes.pfgmpp import PFGMPPPointSet, PFGMPPProcess, beta_prime_radius
 from sampler_bench.solvers.noise import generators_for

@@ -252,7 +252,7 @@ def test_unusable_settings_are_rejected_before_any_cell(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # Reliability: real processes.
 
-RELIABILITY_SPEC = spec_text(("euler", "heun", "dpmpp_2m" if "dpmpp_2m" in sb.solvers.available() else "euler"),
+RELIABILITY_SPEC = spec_text(("euler", "heun", "dpmpp_2m"),
                              nfe=(10, 20, 30, 40), n=600, batch=600, metrics=("endpoint_error", "fd", "gmm_tv"))
 
 

@@ -77,8 +77,6 @@ COUNTERPARTS = [
 def test_zero_stochasticity_reproduces_the_deterministic_counterpart_and_draws_no_noise(
     name, opts, det, det_opts, bitwise, gmm3d
 ):
-    if det not in sb.solvers.available():
-        pytest.skip(f"deterministic counterpart {det!r} is not registered yet")
     x = _x()
     for sigmas in _grids():
         g = torch.Generator().manual_seed(1)

@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..solvers import budget as _budget
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
 from ..solvers.noise import generators_for
@@ -87,7 +87,21 @@ def load_model(m: ModelSpec, device: str = "cpu"):
             return builtin_model(m.builtin)
         except ValueError as e:
             raise SpecError(str(e)) from None
+    if m.python is not None:
+        return load_plugin_model(m, device)
     return load_checkpoint_model(m.checkpoint, device)
+
+
+def load_plugin_model(m: ModelSpec, device: str = "cpu"):
+    """A plug-in model (``python = "module:factory"``), checked and probed, guided when the spec asks."""
+    from ..models.guidance import GuidedModel
+    from ..models.plugin import load_plugin
+
+    try:
+        model = load_plugin(m.python, m.args, trust_pickle=m.trust_pickle, name=m.label, device=device)
+        return model if m.guidance is None else GuidedModel(model, m.guidance)
+    except ValueError as e:
+        raise SpecError(f"model {m.label!r}: {e}") from None
 
 
 def environment() -> dict[str, str]:
@@ -366,7 +380,7 @@ def cell_shard(
             ref = data_of(model, reference(a, b)).to(device=out.device, dtype=out.dtype)
         t2 = time.perf_counter()
         for m in metrics:
-            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None)
+            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None, index=a)
         _sync(device)
         metric_s += time.perf_counter() - t2
         if a < spec.keep_samples:
@@ -376,13 +390,16 @@ def cell_shard(
 
 
 def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[PreparedMetric], Any], M,
-                reference_key: str = "", device: str = "cpu", hosts: Sequence[str] | None = None) -> list[dict]:
+                reference_key: str = "", device: str = "cpu", hosts: Sequence[str] | None = None,
+                confidence: float = 0.95) -> list[dict]:
     """Reduce the shards' accumulator states and compute the metric rows of the store.
 
     ``reference_key`` identifies the cached ODE reference endpoints (see :class:`ReferenceCache`); it is
     the reference hash of the metrics that compare against them. ``device`` is recorded with the
     execution options in every value's provenance, and so is ``hosts`` (one host name per rank, in rank
-    order) as ``ranks`` and ``hosts``: a cell's wall time and samples/s depend on them.
+    order) as ``ranks`` and ``hosts``: a cell's wall time and samples/s depend on them. Every row
+    carries its interval (``ci_low``, ``ci_high``, ``corrected``, the bootstrap ``replicates``) at
+    level ``confidence``, and its method in ``provenance["interval"]``.
     """
     from ..models.execution import execution_provenance
 
@@ -394,7 +411,9 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[Prepa
         states = [s.states[m.spec.name] for s in shards]
         acc = make(m)
         acc.load_state(states[0] if len(states) == 1 else M.reduce_states(states))
-        values = acc.compute()
+        estimates = acc.estimates(confidence) if hasattr(acc, "estimates") else {
+            k: None for k in acc.compute()}
+        values = acc.compute() if any(e is None for e in estimates.values()) else {k: e.value for k, e in estimates.items()}
         prov = dict(getattr(acc, "provenance", {}) or {})
         prov.setdefault("params", m.spec.params)
         prov.setdefault("n_samples", sum(s.stop - s.start for s in shards))
@@ -409,12 +428,19 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], make: Callable[[Prepa
                 "sigma_max": cell.sigma_max, "sigma_min": cell.sigma_min, "ends_at_zero": cell.schedule.ends_at_zero,
             }
         for key, value in values.items():
+            est = estimates.get(key)
+            interval = {} if est is None else {
+                "ci_low": est.ci_low, "ci_high": est.ci_high, "corrected": est.corrected,
+                "replicates": list(est.replicates)}
+            key_prov = prov if est is None else {**prov, "interval": {
+                "method": est.method(), "confidence": est.confidence, "replicates": len(est.replicates),
+                "bias_corrected": est.bias_corrected, "se": est.se}}
             rows.append({
-                "metric": m.spec.name, "key": key, "value": float(value),
+                "metric": m.spec.name, "key": key, "value": float(value), **interval,
                 "lower_is_better": _lower_is_better(m.info, key),
                 "feature_extractor": str(prov.get("feature_extractor") or m.spec.feature_extractor or ""),
                 "reference_hash": str(prov.get("reference_hash") or ""),
-                "provenance": prov,
+                "provenance": key_prov,
             })
     return rows
 
@@ -549,7 +575,7 @@ class Sweep:
         if counted != plan.nfe:
             notes.append(f"counted {counted} NFE but the solver's NFE law promises {plan.nfe} (a solver bug: please report)")
         try:
-            metric_rows = finish_cell(cell, [shard], make, self.M,
+            metric_rows = finish_cell(cell, [shard], make, self.M, confidence=spec.confidence,
                                       reference_key=self._reference_key(cell) if needs_ref else "", device=spec.device,
                                       hosts=self.hosts)
         except Exception as e:
@@ -594,6 +620,7 @@ class Sweep:
                 return todo_ids
 
             todo_ids = world.broadcast_object(world.run(plan if main else lambda: None, "while opening the results store"))
+            world.run(lambda: self.store_floors(store) if main else None, "while computing the noise floor")
             todo = [c for c in self.cells if c.cell_id in set(todo_ids)]
             self.on_event("start", {"total": len(self.cells), "todo": len(todo), "reused": summary.reused})
             for cell in todo:
@@ -610,6 +637,35 @@ class Sweep:
             world.run(lambda: store.finish_sweep(sweep_id) if main else None, "while closing the sweep")
         summary.wall_s = time.perf_counter() - t0
         return world.broadcast_object(summary)
+
+    def store_floors(self, store: ResultsStore) -> None:
+        """The noise floor (:mod:`.floor`) of every model x distribution metric, unless already stored:
+        the metric of ``n_samples`` exact samples, with its interval. Endpoint error has none (exact
+        samples *are* the reference)."""
+        from .floor import floor_id, noise_floor
+
+        spec = self.spec
+        for pm in self.models:
+            for m in pm.metrics:
+                if m.needs_reference:
+                    continue
+                definition = {"name": m.spec.name, "feature_extractor": m.spec.feature_extractor, "params": m.spec.params}
+                fid = floor_id(pm.hash, definition, spec.n_samples, spec.seed)
+                if store.has_floor(fid) and not self.force:
+                    continue
+                self.on_event("floor", {"model": pm.label, "metric": m.spec.name})
+                got = noise_floor(pm.model, lambda: self._make(pm.model)(m), spec.n_samples, spec.seed,
+                                  spec.batch_size, spec.confidence)
+                if got is None:
+                    continue
+                estimates, prov = got
+                for key, est in estimates.items():
+                    store.put_floor(f"{fid}:{key}", {
+                        "model": pm.label, "model_hash": pm.hash, "metric": m.spec.name, "key": key,
+                        "n_samples": spec.n_samples, "seed": spec.seed, "value": est.value, "ci_low": est.ci_low,
+                        "ci_high": est.ci_high, "corrected": est.corrected,
+                        "lower_is_better": _lower_is_better(m.info, key), "replicates": list(est.replicates),
+                        "provenance": {**prov, "interval": est.method()}})
 
     @staticmethod
     def _count(summary: SweepSummary, status: str) -> None:

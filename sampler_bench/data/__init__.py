@@ -52,7 +52,7 @@ def available() -> list[str]:
 
 def load_dataset(config: dict[str, Any] | str) -> Dataset:
     """A dataset from ``{"name": ..., **params}`` (or just its name); ValueError naming what to change."""
-    from ..solvers.registry import closest
+    from ..options import closest
 
     if isinstance(config, str):
         config = {"name": config}
@@ -70,7 +70,5 @@ def load_dataset(config: dict[str, Any] | str) -> Dataset:
                              f"its parameters are: {', '.join(allowed) or 'none'}")
     return builder(**params)
 
-
-from . import digits_classifier  # noqa: E402  registers the "digits-classifier" feature extractor (lazily)
 
 __all__ = ["Dataset", "DATASETS", "available", "load_dataset", "digits", "lfw", "folder", "cifar10", "gaussian_mixture", "toy"]

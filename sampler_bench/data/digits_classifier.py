@@ -123,18 +123,6 @@ def save_classifier(net: DigitsClassifier, record: dict, path: str | Path) -> No
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata={"record": json.dumps(record)})
 
 
-def _register() -> None:
-    from ..metrics import features
-
-    if NAME not in features.available():
-        features.register_extractor(
-            NAME, _extractor, factory=True,
-            description="CNN trained on the sklearn digits training split; 64-d penultimate layer (inputs in [-1, 1])")
-
-
-_register()
-
-
 if __name__ == "__main__":  # pragma: no cover - retraining the committed asset
     import time
 

@@ -26,41 +26,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..models.base import tensor_hash
-from ..solvers.registry import closest
-
-
-class FeatureExtractor:
-    """Base class: ``extractor(x) -> [B, F]`` float64 features, plus fingerprint and provenance."""
-
-    name: str = ""
-    description: str = ""
-
-    def __init__(self, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out = self.extract(x.to(self.device))
-        return out.reshape(out.shape[0], -1).to(torch.float64)
-
-    def extract(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    @property
-    def fingerprint(self) -> str:
-        """Identifies the features: equal fingerprints give equal features for equal inputs."""
-        return self.name
-
-    def provenance(self) -> dict[str, Any]:
-        return {"feature_extractor": self.name, "extractor_fingerprint": self.fingerprint}
-
-    def check_input(self, shape: tuple[int, ...]) -> str | None:
-        """None if samples of this shape are accepted, else the reason they are not."""
-        return None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+from ..hashing import tensor_hash
+from ..options import closest
+from .extractor import FeatureExtractor, image_shape_problem  # noqa: F401  re-exported
 
 
 class Raw(FeatureExtractor):
@@ -211,13 +179,6 @@ def name_of(extractor) -> str:
     return extractor.name if isinstance(extractor, FeatureExtractor) else str(extractor)
 
 
-def image_shape_problem(shape: tuple[int, ...]) -> str | None:
-    """Why samples of ``shape`` are not images the Inception extractor takes (None if they are)."""
-    if len(shape) != 3 or shape[0] not in (1, 3):
-        return f"inception-v3-compat needs images of shape [1 or 3, H, W]; the model's samples are {list(shape)}"
-    return None
-
-
 def check_input(extractor, shape: tuple[int, ...]) -> str | None:
     """Why ``extractor`` (a name or an instance) cannot take samples of ``shape``; None if it can.
 
@@ -243,3 +204,15 @@ _REGISTRY["inception-v3-compat"] = _Entry(
     "torch-fidelity's TF-compatible InceptionV3 (FID features; images in [-1, 1], 1 or 3 channels)",
     ("weights_path", "feature_layer", "batch_size", "inference"),
 )
+
+
+def _lazy_digits_classifier(path: str | None = None):
+    # imported here: the classifier's weights load only when a sweep asks for its features
+    from ..data.digits_classifier import _extractor
+
+    return _extractor(path)
+
+
+register_extractor(
+    "digits-classifier", _lazy_digits_classifier, factory=True,
+    description="CNN trained on the sklearn digits training split; 64-d penultimate layer (inputs in [-1, 1])")

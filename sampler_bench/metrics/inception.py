@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..compat import import_torch_fidelity
-from .features import FeatureExtractor, image_shape_problem
+from .extractor import FeatureExtractor, image_shape_problem
 
 LAYERS = ("64", "192", "768", "2048", "logits_unbiased", "logits")
 INFERENCE_MODES = ("folded", "torch-fidelity")

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..models.base import tensor_hash
+from ..hashing import tensor_hash
 from ..processes.analytic import GaussianMixture, IsotropicGaussian
 
 #: reference draws are requested from the model in chunks of this many samples (part of the key)

@@ -2,7 +2,8 @@
 
 from .base import AnalyticModel, Model, tensor_hash
 from .builtin import builtin_model
-from .checkpoint import CheckpointError, TrainedModel, load_model, save_checkpoint
+from .checkpoint import load_model, save_checkpoint
+from .trained import CheckpointError, TrainedModel
 from .networks import MLP, UNet, build_network
 from .precond import EDMPrecond, VEPrecond, VPPrecond
 

@@ -13,13 +13,12 @@ outside network) satisfies :class:`Model`:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..solvers.noise import randn_like
+from ..hashing import tensor_hash  # noqa: F401  re-exported
+from ..rng import randn_like
 
 
 @runtime_checkable
@@ -35,16 +34,6 @@ class Model(Protocol):
     def prior(self, n: int, generator=None) -> torch.Tensor: ...
 
     def fingerprint(self) -> str: ...
-
-
-def tensor_hash(*tensors: torch.Tensor, extra: Any = None) -> str:
-    """sha256 over tensor bytes (float64, contiguous) and a JSON-able extra, first 16 hex digits."""
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().to(torch.float64).contiguous().cpu().numpy().tobytes())
-    if extra is not None:
-        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
 
 
 class AnalyticModel:

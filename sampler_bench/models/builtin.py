@@ -17,7 +17,7 @@ import torch
 
 from ..processes.analytic import GaussianMixture
 from ..processes.cld import CLD, CLDAnalyticModel
-from ..solvers.registry import closest
+from ..options import closest
 from .base import AnalyticModel
 
 

@@ -212,7 +212,7 @@ NETWORKS = {"mlp": MLP, "unet": UNet}
 
 def build_network(config: dict[str, Any], shape: Sequence[int]) -> nn.Module:
     """A network from ``{"type": "mlp" | "unet", ...its keyword arguments}`` for data of ``shape``."""
-    from ..solvers.registry import closest
+    from ..options import closest
 
     if not isinstance(config, dict) or "type" not in config:
         raise ValueError(f"a network config needs a 'type' (one of {', '.join(NETWORKS)}), got {config!r}")

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ..solvers.noise import randn_like
+from ..rng import randn_like
 
 
 def _sigma_column(sigma, x: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ Every process here is "data (+) an isotropic kernel family indexed by the noise 
 * ``kind`` / ``has_reverse_sde`` -- ``'gaussian'`` kernels have a reverse SDE (score = (D - x)/sigma^2),
   others (finite-D PFGM++) only the probability-flow ODE, so sweeps skip stochastic samplers there.
 
-Processes are plain data: ``config()`` round-trips through :func:`process_from_config`, which is how a
-checkpoint's JSON names its process.
+Processes are plain data: ``config()`` round-trips through
+:func:`sampler_bench.processes.catalog.process_from_config`, which is how a checkpoint's JSON names its process.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..solvers.noise import Generators, check_generator, randn_like
+from ..rng import Generators, check_generator, randn_like
 
 
 def standard_normal(n: int, generator: Generators) -> torch.Tensor:
@@ -109,7 +109,7 @@ class Process(ABC):
     # --- bookkeeping ------------------------------------------------------------------------
     @abstractmethod
     def config(self) -> dict[str, Any]:
-        """JSON-able parameters; ``process_from_config(p.config())`` rebuilds ``p``."""
+        """JSON-able parameters; ``catalog.process_from_config(p.config())`` rebuilds ``p``."""
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config().items())
@@ -130,37 +130,3 @@ def gaussian_noise(shape: Sequence[int], sigma, generator: Generators) -> torch.
     sig = _sigma_vector(sigma, shape[0]).reshape(-1, *([1] * (len(shape) - 1)))
     z = randn_like(torch.empty(shape, dtype=torch.float64), generator)
     return sig * z
-
-
-def process_from_config(config: dict[str, Any]) -> Process:
-    """Rebuild a process from its ``config()`` (as stored in a checkpoint's JSON or a train spec).
-
-    ``{"name": "edm" | "ve" | "vp" | "pfgmpp" | "cld", ...parameters}``; PFGM++ takes ``D`` (a number >= 1,
-    or ``"inf"`` for the Gaussian limit). ``"cld"`` is critically-damped Langevin diffusion
-    (:class:`sampler_bench.processes.cld.CLD`, kind ``'cld'``): its models predict eps of the state
-    u = (x, v) rather than a denoiser, so it is not a :class:`Process` subclass, but it has the same
-    ``kind``, ``sigma_min``/``sigma_max`` (t_eps/T), ``prior`` and ``config()``.
-    """
-    from .gaussian import GaussianProcess
-    from .pfgmpp import PFGMPPProcess
-    from ..solvers.registry import closest
-
-    if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"a process config must be a table with a 'name' (one of edm, ve, vp, pfgmpp), got {config!r}")
-    params = {k: v for k, v in config.items() if k not in ("name", "kind")}
-    name = config["name"]
-    if name == "cld":
-        from .cld import CLD
-
-        return CLD.from_config(config)
-    if name in GaussianProcess.VARIANTS:
-        cls, params = GaussianProcess, {"variant": name, **params}
-    elif name == "pfgmpp":
-        cls = PFGMPPProcess
-    else:
-        known = list(GaussianProcess.VARIANTS) + ["pfgmpp", "cld"]
-        raise ValueError(f"unknown process {name!r}{closest(str(name), known)}; available: {', '.join(known)}")
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise ValueError(f"process {name!r}: {e}") from None

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from ..solvers.noise import Generators, check_generator, randn_like
+from ..rng import Generators, check_generator, randn_like
 from .analytic import GaussianMixture
 
 # ---------------------------------------------------------------------------------------------
@@ -601,7 +601,7 @@ class CLDAnalyticModel:
         return self.exact.sample(n, generator=generator)
 
     def fingerprint(self) -> str:
-        from ..models.base import tensor_hash
+        from ..hashing import tensor_hash
 
         d = self.exact
         parts = [getattr(d, "points", None)]

@@ -24,8 +24,8 @@ from typing import Sequence
 
 import torch
 
-from ..solvers.noise import Generators
-from ..solvers.schedules import VP_BETA_D, VP_BETA_MIN, vp_sigma
+from ..rng import Generators
+from ..vp import VP_BETA_D, VP_BETA_MIN, vp_sigma
 from .analytic import PointSet
 from .base import Process, gaussian_noise, standard_normal
 

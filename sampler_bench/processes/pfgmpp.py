@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from ..solvers.noise import Generators, randn_like
+from ..rng import Generators, randn_like
 from .analytic import PointSet, _sigma_column
 from .base import Process, _sigma_vector, gaussian_noise, per_sample_gamma, standard_normal
 

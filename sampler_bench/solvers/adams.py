@@ -268,3 +268,132 @@ def ipndm(ctx, x, i):
     history = _eps_history(ctx, x, i, order)
     step = ctx.sigmas[i + 1] - ctx.sigmas[i]
     return _combine(x, [step * w for w in IPNDM_WEIGHTS[min(i + 1, order)]], history)
+
+
+# ---------------------------------------------------------------------------------------------
+# ipndm_v: diff-sampler's variable-step iPNDM.
+# ---------------------------------------------------------------------------------------------
+
+
+def ipndm_v_weights(steps: list[float], order: int) -> list[float]:
+    """diff-sampler's variable-step iPNDM weights on (eps_i, eps_{i-1}, ...), newest first.
+
+    ``steps`` are the sigma steps h_n = sigma_{i+1} - sigma_i, h_{n-1} = sigma_i - sigma_{i-1}, ...
+    (``order`` of them). The reference builds the weights as Adams–Bashforth 2 plus multiples
+    (``temp1``, ``temp2``) of the second and third backward differences of eps:
+
+    * order 2 is exact variable-step Adams–Bashforth;
+    * order 3: ``temp1`` is 5/12 on uniform steps (AB3) but not the variable-step AB3 weight; the
+      defect vanishes with the step-size variation, so on smooth grids the method is third order,
+      while on an uneven grid it integrates only polynomials of degree 1 exactly;
+    * order 4: the ``temp2`` term is not a third difference: on uniform steps it is 11/24 of one
+      (AB4 needs 3/8: weights (57, -65, 43, -11)/24 instead of (55, -59, 37, -9)/24), and where the
+      step ratio changes from step to step (Karras grids) its weights do not even sum to zero, so
+      the weights of the step miss 1 by O(h^2): globally second order on such grids, third order on
+      grids with a constant step ratio (uniform or geometric in sigma).
+    """
+    h = steps
+    if order == 1:
+        return [1.0]
+    r = h[0] / h[1]
+    if order == 2:
+        return [1.0 + 0.5 * r, -0.5 * r]
+    # Ratios of the recent steps that the second and third differences are built from.
+    t1 = (1.0 - h[0] / (3.0 * (h[0] + h[1])) * (h[0] * (h[0] + h[1])) / (h[1] * (h[1] + h[2]))) / 2.0
+    if order == 3:
+        return [1.0 + 0.5 * r + t1, -0.5 * r - (1.0 + h[1] / h[2]) * t1, t1 * h[1] / h[2]]
+    a = h[0] + h[1]
+    b = h[1] * (h[1] + h[2]) / (h[2] * (h[2] + h[3]))
+    t2 = ((1.0 - h[0] / (3.0 * a)) / 2.0 + (1.0 - h[0] / (2.0 * a)) * h[0] / (6.0 * (a + h[2]))) * (
+        h[0] * a * (a + h[2])) / (h[1] * (h[1] + h[2]) * (h[1] + h[2] + h[3]))
+    return [
+        1.0 + 0.5 * r + t1 + t2,
+        -0.5 * r - (1.0 + h[1] / h[2]) * t1 - (1.0 + h[1] / h[2] + b) * t2,
+        t1 * h[1] / h[2] + (h[1] / h[2] + b * (1.0 + h[2] / h[3])) * t2,
+        -t2 * b * h[1] / h[2],
+    ]
+
+
+def _ipndm_v_coefficients(sigmas, order: int) -> list[list[float]]:
+    out = []
+    for i in range(len(sigmas) - 1):
+        k = min(i + 1, order)
+        steps = [sigmas[i + 1 - j] - sigmas[i - j] for j in range(k)]
+        out.append([(sigmas[i + 1] - sigmas[i]) * w for w in ipndm_v_weights(steps, k)])
+    return out
+
+
+#: Global order of ipndm_v by its ``order`` option on smooth grids whose step ratio varies (Karras);
+#: see :func:`ipndm_v_weights`.
+IPNDM_V_ORDER = {1: 1, 2: 2, 3: 3, 4: 2}
+
+
+@register(
+    "ipndm_v",
+    order=2,
+    paper="Zhou et al., 'Fast ODE-based Sampling for Diffusion Models in Around 5 Steps' (arXiv 2312.00094), "
+    "diff-sampler (zju-pi) variable-step iPNDM; Zhang & Chen (arXiv 2204.13902) iPNDM",
+    description="diff-sampler's variable-step iPNDM: Adams–Bashforth-like weights built from the step ratios "
+    "(exact variable-step AB at order 2 only; the default order 4 is second order on Karras grids); the step "
+    "onto sigma=0 is the denoise; 1 NFE/step.",
+    options={"order": Option(4, int, "maximum number of stored eps (max_order)", low=1, high=4)},
+    order_of=lambda opts: IPNDM_V_ORDER[opts["order"]],
+)
+def ipndm_v(ctx, x, i):
+    """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) sum_j w_j eps_{i-j}, w from :func:`ipndm_v_weights`.
+
+    Reference: zju-pi/diff-sampler ``diff-solvers-main/solvers.py`` ``get_ipndm_v`` (as ported to
+    ComfyUI ``sample_ipndm_v``, comfyanonymous/ComfyUI@02159d81 ``comfy/k_diffusion/sampling.py``):
+    step i uses ``min(order, i + 1)`` eps; onto sigma = 0 it returns the denoiser output.
+    Declared global order (``IPNDM_V_ORDER``): ``order`` for 1-3; 2 for the default order 4, whose
+    weights miss consistency by O(h^2) where the step ratio varies (see :func:`ipndm_v_weights`);
+    tests measure the global order on the Karras grid and the one-step order.
+    """
+    order = ctx.options["order"]
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    history = ctx.state.setdefault("eps", [])
+    history.insert(0, (x - denoised) / s)
+    del history[order:]
+    if t == 0.0:
+        return denoised
+    coeffs = ctx.cached(("ipndm_v", order), lambda: _ipndm_v_coefficients(ctx.sigmas, order))[i]
+    return _combine(x, coeffs, history)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient_estimation: Permenter & Yuan's extrapolated denoiser step.
+# ---------------------------------------------------------------------------------------------
+
+
+@register(
+    "gradient_estimation",
+    order=1,
+    paper="Permenter & Yuan, 'Interpreting and Improving Diffusion Models from an Optimization Perspective' "
+    "(arXiv 2306.04848), §5 (the gradient-estimation sampler)",
+    description="Gradient estimation: Euler with eps replaced by gamma*eps_i + (1-gamma)*eps_{i-1} (gamma=2); "
+    "first order on general grids; the step onto sigma=0 is the denoise; 1 NFE/step.",
+    options={"gamma": Option(2.0, float, "extrapolation weight gamma of the current eps (1 = euler)", low=0.0,
+                             open_low=True)},
+)
+def gradient_estimation(ctx, x, i):
+    """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (gamma eps_i + (1 - gamma) eps_{i-1}); step 0 is Euler.
+
+    Permenter & Yuan (arXiv 2306.04848) §5: the denoiser error is estimated from the last two
+    steps, ``eps_bar = gamma eps_t + (1 - gamma) eps_{t+1}``. As ComfyUI ``sample_gradient_estimation``
+    (comfyanonymous/ComfyUI@02159d81 ``comfy/k_diffusion/sampling.py``): onto sigma = 0 it returns the
+    denoiser output. Read as a two-step method on dx/dsigma = eps it is consistent but second order
+    only when gamma = 1 + (sigma_{i-1} - sigma_i)/(2 (sigma_i - sigma_{i+1})) (gamma = 3/2 on a
+    sigma-uniform grid), so its global order is 1 (local error O(h^2)); tests measure both.
+    """
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    eps = (x - denoised) / s
+    previous = ctx.state.get("eps")
+    ctx.state["eps"] = eps
+    if t == 0.0:
+        return denoised
+    if previous is None:
+        return x + (t - s) * eps
+    gamma = ctx.options["gamma"]
+    return x + (t - s) * (gamma * eps + (1.0 - gamma) * previous)

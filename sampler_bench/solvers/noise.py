@@ -1,7 +1,4 @@
-"""Noise for stochastic samplers, driven only by the caller's generator(s).
-
-With one generator per sample (EDM's ``StackedRandomGenerator`` idea), sample ``i`` is a function
-of its own seed alone, whatever the batch it is drawn in.
+"""Noise sources for stochastic samplers, driven only by the caller's generator(s) (:mod:`sampler_bench.rng`).
 
 Two noise sources, chosen by every stochastic solver's ``noise`` option (declared once, in
 :func:`stochastic_options`):
@@ -22,44 +19,8 @@ import math
 
 import torch
 
-from .registry import Option
-
-Generators = torch.Generator | Sequence[torch.Generator] | None
-
-
-def check_generator(generator: Generators, batch: int) -> None:
-    """Reject a generator list whose length is not the batch size."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return
-    if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator) for g in generator):
-        raise ValueError("generator must be a torch.Generator or a list of one torch.Generator per sample")
-    if len(generator) != batch:
-        raise ValueError(f"got {len(generator)} generators for a batch of {batch} samples; pass one per sample")
-
-
-def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
-    """Standard normal noise shaped like ``x``; per-sample generators draw their own rows.
-
-    Noise is drawn on the generator's device in float32 and then cast, so a sample's noise is
-    the same whether the state is float32 or float64 (and the same across batch splits).
-    """
-    if generator is None or isinstance(generator, torch.Generator):
-        device = generator.device if generator is not None else x.device
-        z = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-        return z.to(device=x.device, dtype=x.dtype)
-    rows = [torch.randn(x.shape[1:], generator=g, device=g.device, dtype=torch.float32) for g in generator]
-    return torch.stack(rows).to(device=x.device, dtype=x.dtype)
-
-
-def generators_for(seeds: Sequence[int], device: str | torch.device = "cpu") -> list[torch.Generator]:
-    """One generator per sample, seeded with that sample's seed."""
-    out = []
-    for s in seeds:
-        g = torch.Generator(device=device)
-        g.manual_seed(int(s))
-        out.append(g)
-    return out
-
+from ..options import Option
+from ..rng import Generators, check_generator, generators_for, randn_like  # noqa: F401  re-exported
 
 #: The values of the shared ``noise`` option.
 NOISE_KINDS = ("gaussian", "brownian")

@@ -9,119 +9,15 @@ Solvers that cannot be written as steps (an adaptive reference integrator) regis
 
 from __future__ import annotations
 
-import difflib
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
+
+from ..options import Option, OptionError, SolverOptionError, closest  # noqa: F401  re-exported
 
 #: Processes whose probability-flow ODE is dx/dsigma = (x - D)/sigma (every isotropic kernel).
 ODE_PROCESSES = ("gaussian", "pfgmpp")
 #: Processes with a Gaussian kernel, hence a reverse SDE (score = (D - x)/sigma^2).
 SDE_PROCESSES = ("gaussian",)
-
-
-class SolverOptionError(ValueError):
-    """A bad solver name, option or budget; the message says what to change."""
-
-
-def closest(name: str, candidates: Sequence[str]) -> str:
-    """' (did you mean X?)' for the closest candidate, or '' when nothing is close."""
-    match = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-@dataclass(frozen=True)
-class Option:
-    """One validated solver option.
-
-    ``kind`` is the accepted Python type (bool, int, float, str, or ``"int_list"`` /
-    ``"float_list"`` for sequences); ``choices`` an allowed set; ``low``/``high`` inclusive
-    bounds unless ``open_low``/``open_high``; ``nullable`` allows ``None``.
-    """
-
-    default: Any
-    kind: Any
-    doc: str = ""
-    choices: tuple | None = None
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-    nullable: bool = False
-
-    def allowed(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.kind in ("int_list", "float_list"):
-            what = "a list of " + ("integers" if self.kind == "int_list" else "numbers")
-        else:
-            what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-                self.kind, str(self.kind)
-            )
-        bounds = []
-        if self.low is not None:
-            bounds.append(("> " if self.open_low else ">= ") + f"{self.low:g}")
-        if self.high is not None:
-            bounds.append(("< " if self.open_high else "<= ") + f"{self.high:g}")
-        if bounds:
-            what += " " + " and ".join(bounds)
-        if self.nullable:
-            what += " (or none)"
-        return what
-
-    def _check_number(self, v: float) -> bool:
-        if isinstance(v, float) and not math.isfinite(v):
-            return False
-        if self.low is not None and (v < self.low or (self.open_low and v == self.low)):
-            return False
-        if self.high is not None and (v > self.high or (self.open_high and v == self.high)):
-            return False
-        return True
-
-    def validate(self, solver: str, name: str, value: Any) -> Any:
-        def bad() -> SolverOptionError:
-            return SolverOptionError(
-                f"solver {solver!r}: option {name}={value!r} is not allowed; expected {self.allowed()}"
-            )
-
-        if value is None:
-            if self.nullable:
-                return None
-            raise bad()
-        if self.choices is not None:
-            if value not in self.choices or type(value) is not type(self.choices[0]) and not (
-                isinstance(value, (int, float)) and isinstance(self.choices[0], (int, float))
-                and not isinstance(value, bool)
-            ):
-                raise bad()
-            return value
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise bad()
-            return value
-        if self.kind is int:
-            if isinstance(value, bool) or not isinstance(value, int) or not self._check_number(value):
-                raise bad()
-            return int(value)
-        if self.kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not self._check_number(value):
-                raise bad()
-            return float(value)
-        if self.kind is str:
-            if not isinstance(value, str):
-                raise bad()
-            return value
-        if self.kind in ("int_list", "float_list"):
-            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-                raise bad()
-            out = []
-            for v in value:
-                ok_type = isinstance(v, int) if self.kind == "int_list" else isinstance(v, (int, float))
-                if isinstance(v, bool) or not ok_type or not self._check_number(v):
-                    raise bad()
-                out.append(int(v) if self.kind == "int_list" else float(v))
-            return tuple(out)
-        raise TypeError(f"unknown option kind {self.kind!r}")
 
 
 NfeLaw = Callable[[int, bool, Mapping[str, Any]], int]
@@ -135,7 +31,10 @@ class SolverInfo:
     stochastic samplers); ``nfe(steps, ends_at_zero, options)`` the exact number of denoiser
     evaluations for a grid of ``steps`` intervals; ``min_steps(options)`` the fewest steps the
     solver accepts; ``steps_for_nfe`` (optional) maps a budget to ``(steps, option updates)``
-    when the NFE law is not a simple function of the step count (DPM-Solver-fast).
+    when the NFE law is not a simple function of the step count (DPM-Solver-fast); ``plan_grid``
+    (optional) ``(schedule, build, steps, ends_at_zero, options, given) -> (sigmas, option updates)``
+    builds the planned grid itself when the solver's reference does not simply take ``steps`` levels
+    of the schedule (``build(n)`` is the schedule with n steps; ``given`` the caller's options).
     """
 
     name: str
@@ -152,6 +51,7 @@ class SolverInfo:
     init: Callable | None = None
     min_steps: Callable[[Mapping[str, Any]], int] = lambda opts: 1
     steps_for_nfe: Callable | None = None
+    plan_grid: Callable | None = None
     order_of: Callable[[Mapping[str, Any]], int] | None = None
     family: str = ""
     adaptive: bool = False
@@ -193,6 +93,7 @@ def register(
     init: Callable | None = None,
     min_steps: Callable | None = None,
     steps_for_nfe: Callable | None = None,
+    plan_grid: Callable | None = None,
     order_of: Callable | None = None,
     kind: str = "step",
     adaptive: bool = False,
@@ -226,6 +127,7 @@ def register(
             init=init,
             min_steps=min_steps or (lambda opts: 1),
             steps_for_nfe=steps_for_nfe,
+            plan_grid=plan_grid,
             order_of=order_of,
             adaptive=adaptive,
             family=fn.__module__.rsplit(".", 1)[-1],

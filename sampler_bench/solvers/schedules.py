@@ -15,10 +15,8 @@ from typing import Sequence
 
 import torch
 
-#: EDM's VP schedule constants (Karras et al. 2022, ``generate.py``): beta_d, beta_min, eps_s.
-VP_BETA_D = 19.9
-VP_BETA_MIN = 0.1
-VP_EPS_S = 1e-3
+from ..options import closest
+from ..vp import VP_BETA_D, VP_BETA_MIN, VP_EPS_S, vp_sigma, vp_time  # noqa: F401  re-exported (the map lives below solvers)
 
 
 def _check(n: int, sigma_min: float, sigma_max: float) -> None:
@@ -76,18 +74,6 @@ def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
     # k-diffusion's ramp linspace(1, 0, count): a single positive level is sigma_max, as in karras.
     ramp = torch.linspace(1, 0, n if append_zero else n + 1, dtype=torch.float64) ** rho
     return _finish(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)), append_zero)
-
-
-def vp_sigma(t, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN):
-    """EDM sigma of the VP SDE at time t: sqrt(exp(beta_d t^2/2 + beta_min t) - 1)."""
-    t = torch.as_tensor(t, dtype=torch.float64)
-    return torch.sqrt(torch.expm1(0.5 * beta_d * t**2 + beta_min * t))
-
-
-def vp_time(sigma, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN):
-    """Inverse of :func:`vp_sigma`: t(sigma) = (sqrt(beta_min^2 + 2 beta_d log(1+sigma^2)) - beta_min)/beta_d."""
-    sigma = torch.as_tensor(sigma, dtype=torch.float64)
-    return (torch.sqrt(beta_min**2 + 2 * beta_d * torch.log1p(sigma**2)) - beta_min) / beta_d
 
 
 def _vp_power_t(n, sigma_min, sigma_max, power, beta_d, beta_min, append_zero):
@@ -209,8 +195,6 @@ def available() -> list[str]:
 
 def build(name: str, n: int, sigma_min: float, sigma_max: float, append_zero: bool = True, **params) -> torch.Tensor:
     """Build schedule ``name`` with ``n`` steps; ValueError naming the closest schedule otherwise."""
-    from .registry import closest
-
     if name not in BUILDERS:
         raise ValueError(f"unknown schedule {name!r}{closest(name, list(BUILDERS))}; available: {', '.join(available())}")
     try:

@@ -47,14 +47,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..bench.distributed import World, init_from_env
 from ..data import load_dataset
 from ..hardware import describe
 from ..models.checkpoint import load_weights, model_config, save_checkpoint
 from ..models.networks import build_cld_network, build_network
 from ..models.precond import build_precond, precond_config
-from ..processes.base import process_from_config
+from ..processes.catalog import process_from_config
 from .ema import EMA
 from .spec import TrainSpec
 

@@ -8,7 +8,7 @@ Example (``benchmarks/train_digits_edm.toml``)::
     [data]                    # sampler_bench.data.load_dataset
     name = "digits"
 
-    [process]                 # sampler_bench.processes.base.process_from_config
+    [process]                 # sampler_bench.processes.catalog.process_from_config
     name = "edm"              # edm | ve | vp | pfgmpp (with D = 128, or D = "inf") | cld
 
     [network]                 # sampler_bench.models.networks.build_network
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..solvers.registry import closest
+from ..options import closest
 
 TOP_KEYS = ("name", "description", "data", "process", "network", "precond", "train")
 
@@ -149,7 +149,7 @@ def parse_spec(raw: dict[str, Any], source: str = "", where: str = "train spec")
     if network.get("type") not in NETWORKS:
         raise ValueError(f"{where}: [network].type {network.get('type')!r} is not a network"
                          f"{closest(str(network.get('type')), list(NETWORKS))}; available: {', '.join(NETWORKS)}")
-    from ..processes.base import process_from_config
+    from ..processes.catalog import process_from_config
 
     try:
         process_from_config(process)
