@@ -408,3 +408,84 @@ def test_ctrl_c_at_any_moment_of_a_real_sweep_never_prints_a_traceback(tmp_path)
     r = invoke("sweep", f, "--out", tmp_path / "o", "--no-report")
     assert r.exit_code == 0 and "4 cells" in r.output  # the rerun completes the sweep
     shutil.rmtree(tmp_path / "o")
+
+
+# ---------------------------------------------------------------------------------------------
+# item 11: NFE budgets
+
+
+def test_a_budget_of_1e9_is_refused_in_under_a_second(tmp_path):
+    import time
+
+    from sampler_bench.solvers import budget as B
+
+    f = tmp_path / "s.toml"
+    f.write_text(BASE.replace("nfe = [4]", "nfe = [1000000000]"))
+    t0 = time.perf_counter()
+    r = invoke("sweep", f, "--out", tmp_path / "out")
+    assert_refused(r, "every NFE budget must be <= 100000")
+    with pytest.raises(ValueError, match="above the supported maximum of 100000"):
+        B.plan("heun", 10**9)
+    assert time.perf_counter() - t0 < 1.0
+    t0 = time.perf_counter()
+    assert B.plan("heun", B.MAX_NFE_BUDGET, ends_at_zero=False).steps == B.MAX_NFE_BUDGET // 2
+    assert time.perf_counter() - t0 < 1.0  # the largest allowed budget is planned by bisection, not a walk
+
+
+def test_the_bisected_step_count_is_the_largest_grid_within_the_budget():
+    """Against the definition (walk up one step at a time) for every solver, both grid endings."""
+    import sampler_bench as sb
+    from sampler_bench.solvers import budget as B
+
+    checked = 0
+    for name in sb.solvers.available():
+        meta = sb.solvers.info(name)
+        if meta.adaptive or meta.steps_for_nfe is not None:
+            continue
+        opts = meta.validate({})
+        for ends in (True, False):
+            for budget in range(1, 40):
+                need = meta.min_steps(opts)
+                if meta.nfe(need, ends, opts) > budget:
+                    continue
+                walk = need
+                while meta.nfe(walk + 1, ends, opts) <= budget:
+                    walk += 1
+                assert B.steps_for_budget(name, budget, ends)[0] == walk, (name, budget, ends)
+                checked += 1
+    assert checked > 500
+    with pytest.raises(ValueError, match="at least one denoiser evaluation"):
+        B.largest_steps_within(lambda n: 0, 1, 10)  # a law that never grows cannot hang the planner
+
+
+# ---------------------------------------------------------------------------------------------
+# item 8: the denoiser's output shape
+
+
+@pytest.mark.parametrize("bad,shape", [
+    (lambda x, s: x[:, :1] * 0, "[4, 1]"),          # [B, 1] broadcasts over the features
+    (lambda x, s: x[:1] * 0, "[1, 2]"),             # [1, D] collapses the batch onto one sample
+    (lambda x, s: x.sum() * 0, "[]"),               # a scalar
+    (lambda x, s: (x * 0).reshape(2, 4), "[2, 4]"),
+])
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp_2m", "euler_ancestral"])
+def test_a_denoiser_output_not_shaped_like_x_is_refused_at_the_first_call(bad, shape, solver):
+    import torch
+
+    import sampler_bench as sb
+
+    calls = []
+
+    def denoiser(x, s):
+        calls.append(1)
+        return bad(x, s)
+
+    x = torch.randn(4, 2, dtype=torch.float64) * 80
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(f"returned shape {shape} for x of shape [4, 2]")):
+        sb.sample(solver, denoiser, x, sb.schedules.karras(4, 0.002, 80.0), generator=[torch.Generator().manual_seed(i) for i in range(4)])
+    assert len(calls) == 1
+    good = sb.sample(solver, lambda x, s: x * 0, x, sb.schedules.karras(4, 0.002, 80.0),
+                     generator=[torch.Generator().manual_seed(i) for i in range(4)])
+    assert good.shape == x.shape
