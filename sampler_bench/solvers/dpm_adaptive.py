@@ -117,6 +117,7 @@ def dpm_adaptive(ctx, x):
     b3 = opts["dcoeff"] / order
     errs = None
     x_prev = x
+    owned = False
     per_row = x[0].numel()
     while True:
         active = s < t_end - 1e-5
@@ -147,8 +148,8 @@ def dpm_adaptive(ctx, x):
         h[rows] = h[rows] * factor
         keep = rows[accept]
         if len(keep):
-            x_prev = x_prev.clone()
-            x = x.clone()
+            if not owned:  # the caller's x is never written to
+                x, x_prev, owned = x.clone(), x_prev.clone(), True
             x_prev[keep] = x_low[accept]
             x[keep] = x_high[accept]
             s[keep] = ta[accept]
