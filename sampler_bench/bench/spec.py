@@ -618,7 +618,9 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
         nfe = doc["nfe"]
         if not isinstance(nfe, list) or not nfe:
             raise SpecError(f"nfe must be a non-empty list of budgets, e.g. nfe = [4, 8, 16], got {nfe!r}")
-        nfe = sorted({_int(b, "every NFE budget", low=1) for b in nfe})
+        from ..solvers.budget import MAX_NFE_BUDGET
+
+        nfe = sorted({_int(b, "every NFE budget", low=1, high=MAX_NFE_BUDGET) for b in nfe})
         n_samples = _int(doc.get("n_samples", 1000), "n_samples", low=1)
         precision = doc.get("precision", "float64")
         if precision not in PRECISIONS:
