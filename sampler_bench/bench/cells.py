@@ -153,6 +153,8 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
                         "schedule_params": sch.params, "sigma_min": smin, "sigma_max": smax,
                         "ends_at_zero": sch.ends_at_zero, "nfe_budget": budget, "n_samples": spec.n_samples,
                         "seed": spec.seed, "precision": spec.precision,
+                        # what drives the noise changes a stochastic sampler's numbers only
+                        **({"noise_generator": spec.noise_generator} if meta.stochastic else {}),
                         # noise streams and arithmetic differ between device types (not between indices)
                         "device_type": torch.device(spec.device).type,
                         "reference_options": pm.reference_options if needs_reference else None,
