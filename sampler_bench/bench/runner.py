@@ -41,7 +41,8 @@ from ..version import __version__
 from ..solvers import budget as _budget
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
 from ..solvers.noise import generators_for
-from ..solvers.registry import info as solver_info
+from ..processes.catalog import process_kind
+from ..solvers.registry import info as solver_info, mismatch
 from .distributed import DistributedError, World, run_sharded
 from .reference_cache import ReferenceCache, reference_solver
 from .spec import MetricSpec, ModelSpec, SamplerSpec, ScheduleSpec, Spec, SpecError
@@ -213,7 +214,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
             except (ValueError, TypeError) as e:
                 raise SpecError(f"[[metric]] {ms.name!r} on model {m.label!r}: {e}") from None
             prepared.metrics.append(PreparedMetric(ms, info, bool(getattr(info, "needs_reference_endpoints", False))))
-        left_out = [s.name for s in spec.samplers if s.from_all and prepared.process not in solver_info(s.name).processes]
+        left_out = [s.name for s in spec.samplers if s.from_all and mismatch(s.name, prepared.process) is not None]
         if left_out:
             prepared.notes.append(
                 f"all_samplers: left out for model {m.label!r} ({prepared.process} process), as they apply to "
@@ -242,15 +243,10 @@ def make_accumulator(M, ms: MetricSpec, model, spec: Spec, cache_dir: Path | Non
     )
 
 
-#: Schedule parameters a process needs unless the spec sets them. CLD grids are in time t, where gDDIM's
-#: default grid is uniform in sqrt(t) (``karras`` with rho = 2; Zhang et al., arXiv 2206.05564), not EDM's
-#: rho = 7 in sigma, which would crowd the steps against t_eps.
-PROCESS_SCHEDULE_DEFAULTS = {"cld": {"karras": {"rho": 2.0}}}
-
-
 def schedule_for(schedule: ScheduleSpec, process: str) -> ScheduleSpec:
-    """``schedule`` with the process's default parameters filled in where the spec left them out."""
-    defaults = PROCESS_SCHEDULE_DEFAULTS.get(process, {}).get(schedule.name)
+    """``schedule`` with the process's default parameters (``ProcessKind.schedule_defaults``, e.g. CLD's
+    rho = 2 for ``karras``) filled in where the spec left them out."""
+    defaults = process_kind(process).schedule_defaults.get(schedule.name)
     if not defaults:
         return schedule
     return dataclasses.replace(schedule, params={**defaults, **schedule.params})
@@ -265,7 +261,7 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
             smin = sch.sigma_min if sch.sigma_min is not None else float(pm.model.sigma_min)
             for smp in spec.samplers:
                 meta = solver_info(smp.name)
-                if smp.from_all and pm.process not in meta.processes:
+                if smp.from_all and mismatch(smp.name, pm.process) is not None:
                     continue  # all_samplers means every sampler that applies; see prepare_models' note
                 metrics = [pm_ for pm_ in pm.metrics if not (meta.stochastic and pm_.needs_reference)]
                 for budget in spec.nfe:
@@ -505,13 +501,9 @@ class Sweep:
         spec = self.spec
         row = _base_row(cell, spec, sweep_id)
         meta = solver_info(cell.sampler.name)
-        if cell.model.process not in meta.processes:
-            # Only a Gaussian-kernel process lacking a reverse SDE (finite-D PFGM++) needs the SDE hint;
-            # CLD has a reverse SDE but its own state and samplers.
-            why = " (it needs a reverse SDE)" if meta.stochastic and cell.model.process == "pfgmpp" else ""
-            row.update(status="skipped", reason=(
-                f"sampler {cell.sampler.name!r} applies to {', '.join(meta.processes)} processes{why}; "
-                f"model {cell.model.label!r} is a {cell.model.process!r} process"))
+        why = mismatch(cell.sampler.name, cell.model.process)
+        if why is not None:  # the same question, and the same answer, as sb.sample's
+            row.update(status="skipped", reason=f"model {cell.model.label!r}: {why}")
             return row, [], None
         try:
             plan = _budget.plan(

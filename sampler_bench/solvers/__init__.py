@@ -7,7 +7,7 @@ describes one, ``sample(...)`` runs one, ``plan(...)`` turns an NFE budget into 
 from . import schedules
 from .budget import Plan, plan, steps_for_budget
 from .driver import CountingDenoiser, NonFiniteSampleError, run_solver, sample
-from .registry import Option, SolverInfo, SolverOptionError, available, info, register
+from .registry import Option, SolverInfo, SolverOptionError, available, check_applies, info, register, samplers_for
 
 # Solver families: importing a module registers its solvers.
 from . import first_order  # noqa: E402,F401  euler, heun
@@ -21,7 +21,7 @@ from . import sde_dpmpp  # noqa: E402,F401  dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sd
 from . import er_sde  # noqa: E402,F401  er_sde_1/2/3
 from . import euler_maruyama  # noqa: E402,F401  euler_maruyama
 from . import edm_stochastic  # noqa: E402,F401  edm_stochastic
-from . import gddim  # noqa: E402,F401  gddim, gddim_sde, cld_euler_maruyama, cld_euler, cld_heun (CLD only)
+from . import cld  # noqa: E402,F401  gddim, gddim_sde, cld_euler_maruyama, cld_euler, cld_heun, cld_reference (CLD only)
 
 __all__ = [
     "available", "info", "sample", "plan", "steps_for_budget", "run_solver", "schedules",
