@@ -5,6 +5,7 @@
     sampler-bench check DB --baseline FILE     exit 1 if any metric regressed beyond its tolerance
     sampler-bench list [WHAT]                  samplers, schedules, metrics, feature extractors, models, specs
     sampler-bench show DB [--csv F]            the stored results as a table (or CSV / Parquet)
+    sampler-bench import edm NETWORK.pkl --out DIR --trust-pickle   convert an EDM pickle to safetensors + JSON
 
 Everything a user can get wrong ends in one readable message (click's ``Error: ...``), never a
 traceback. Exit status: 0 success, 1 a regression found by ``check``, 2 bad input (spec, store,
@@ -23,12 +24,14 @@ import shlex
 import sys
 from pathlib import Path
 
-import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
+from ._interrupt import INTERRUPTED, deferred
 from .version import __version__
+
+with deferred():  # Ctrl-C during start-up: one line, no import traceback
+    import click
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
 console = Console(highlight=False)
 
@@ -36,7 +39,16 @@ console = Console(highlight=False)
 LAZY_COMMANDS = {"train": "sampler_bench.train.cli:train"}
 
 
+
+
 class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(f"\n{INTERRUPTED}", err=True)
+            ctx.exit(130)
+
     def list_commands(self, ctx):
         lazy = [n for n, target in LAZY_COMMANDS.items() if self._findable(target)]
         return sorted(set(super().list_commands(ctx)) | set(lazy))
@@ -72,12 +84,15 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         from .bench.check import BaselineError
         from .bench.spec import SpecError
-        from .bench.store import StoreError
+        from .bench.store import StoreError, StoreWriteError
 
         try:
             return fn(*args, **kwargs)
         except (SpecError, StoreError, BaselineError) as e:
             raise InputError(str(e)) from None
+        except StoreWriteError as e:  # the environment, not the input: exit 1, and say that nothing is lost
+            raise click.ClickException(f"{e}. Cells finished before are kept; once this is fixed, rerun the same "
+                                       "command to resume") from None
 
     return wrapper
 
@@ -152,11 +167,19 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
     Under `torchrun --nproc_per_node=N -m sampler_bench sweep SPEC` the samples of every cell are
     split over the N processes (one GPU each on CUDA); rank 0 writes the store and the report.
     """
-    from .bench.distributed import DistributedError, init_from_env, shutdown
-    from .bench.spec import load_spec, with_overrides
+    with deferred():  # the heavy imports of a sweep (torch, scipy): Ctrl-C acts once they are done
+        from .bench.distributed import DistributedError, init_from_env, shutdown
+        from .bench.runner import Sweep  # noqa: F401
+        from .bench.spec import check_device, load_spec, with_overrides
+        try:
+            import sampler_bench.metrics  # noqa: F401
+        except ImportError:
+            pass  # said by the spec, if it asks for metrics
 
     s = with_overrides(load_spec(spec), device=device, batch_size=batch_size)
+    check_device(s.device)  # before any model is loaded: a missing device is bad input, not failed cells
     out = out or Path("results") / s.name
+    _writable_directory(out, "--out")
     try:
         world = init_from_env(s.device)
     except ValueError as e:
@@ -171,6 +194,22 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
             "rerun the same command to resume") from None
     finally:
         shutdown(world)
+
+
+def _writable_directory(path: Path, option: str) -> None:
+    """Create ``path`` (a directory) or stop with one message saying why it cannot hold the output."""
+    import tempfile
+
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is" if parent == path else f"is below {str(parent)!r}, which is"
+            raise InputError(f"{option} {str(path)!r} {where} a file, not a directory; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # the one sure test of writability (ACLs, read-only mounts)
+            pass
+    except OSError as e:
+        raise InputError(f"{option} {str(path)!r} is not a writable directory: {e.strerror}") from None
 
 
 def _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, world):
@@ -245,14 +284,18 @@ def report(db, out):
     """Write a Markdown and a self-contained HTML report of the results store DB."""
     from .bench.store import ResultsStore
 
-    with ResultsStore(db, create=False) as store:
+    with ResultsStore(db, read_only=True) as store:
         path = store.path
     try:
         from .report import write_report
     except ImportError as e:
         raise click.ClickException(f"the report module is not available in this installation ({e})") from None
-    with console.status("writing the report"):
-        paths = write_report(path, out or path.parent)
+    _writable_directory(out or path.parent, "--out" if out else "the store's directory (use --out DIR)")
+    try:
+        with console.status("writing the report"):
+            paths = write_report(path, out or path.parent)
+    except OSError as e:
+        raise InputError(f"cannot write the report into {str(out or path.parent)!r}: {e.strerror or e}") from None
     _print_report_paths(paths)
 
 
@@ -285,7 +328,7 @@ def check(db, baseline, write_baseline, rel, abs_, show_all):
 
     if (baseline is None) == (write_baseline is None):
         raise click.UsageError("give exactly one of --baseline FILE (check) or --write-baseline FILE (create)")
-    with ResultsStore(db, create=False) as store:
+    with ResultsStore(db, read_only=True) as store:
         if write_baseline is not None:
             doc = C.write_baseline(store, write_baseline, rel=rel, abs=abs_)
             n = sum(len(c["values"]) for c in doc["cells"])
@@ -443,22 +486,28 @@ def show(db, key, model, long_, csv_path, parquet_path):
     """The results in DB as a table: sampler × NFE for one metric value (or --long), or exported."""
     from .bench.store import ResultsStore
 
-    with ResultsStore(db, create=False) as store:
+    with ResultsStore(db, read_only=True) as store:
         cells = store.cells()
         metrics = store.metrics()
     long_frame = cells.merge(metrics, on="cell_id", how="left")
+    # the interval next to the value it qualifies: value, ci_low, ci_high, corrected
+    cols = [c for c in long_frame.columns if c not in ("ci_low", "ci_high", "corrected")]
+    at = cols.index("value") + 1 if "value" in cols else len(cols)
+    long_frame = long_frame[cols[:at] + [c for c in ("ci_low", "ci_high", "corrected") if c in long_frame] + cols[at:]]
     if csv_path is not None or parquet_path is not None:
-        if csv_path is not None:
-            long_frame.to_csv(csv_path, index=False)
-            console.print(f"wrote {len(long_frame)} rows to {csv_path}")
-        if parquet_path is not None:
+        for path, write in ((csv_path, long_frame.to_csv), (parquet_path, long_frame.to_parquet)):
+            if path is None:
+                continue
             try:
-                long_frame.to_parquet(parquet_path, index=False)
+                write(path, index=False)
             except ImportError:
                 raise click.ClickException(
                     "writing Parquet needs pyarrow: pip install 'sampler-bench[parquet]'"
                 ) from None
-            console.print(f"wrote {len(long_frame)} rows to {parquet_path}")
+            except OSError as e:
+                missing = " (its directory does not exist)" if not Path(path).parent.is_dir() else ""
+                raise InputError(f"cannot write {str(path)!r}: {e.strerror or e}{missing}") from None
+            console.print(f"wrote {len(long_frame)} rows to {path}")
         return
     if cells.empty:
         console.print("the store holds no cells yet")
@@ -490,10 +539,14 @@ def show(db, key, model, long_, csv_path, parquet_path):
         from .options import closest
 
         raise click.UsageError(f"no value {key!r} in the store{closest(key, keys)}; values: {', '.join(keys)}")
-    vals = metrics[metrics["key"] == key].set_index("cell_id")["value"]
+    chosen = metrics[metrics["key"] == key].set_index("cell_id")
+    vals = chosen["value"]
+    half = (0.5 * (chosen["ci_high"] - chosen["ci_low"])) if "ci_high" in chosen else vals * float("nan")
     for mdl, group in cells.groupby("model", sort=False):
         budgets = sorted(group["nfe_budget"].dropna().unique())
-        t = Table(title=f"{mdl}: {key} (sampler × NFE budget; counted NFE in brackets when it differs)")
+        t = Table(title=f"{mdl}: {key} (sampler × NFE budget; counted NFE in brackets when it differs)",
+                  caption="value ± half-width of its 95% interval for the population value (the interval of a "
+                          "biased estimator such as fd is centred on the bias-corrected value: --csv column corrected)")
         t.add_column("sampler")
         for b in budgets:
             t.add_column(str(b), justify="right")
@@ -515,6 +568,9 @@ def show(db, key, model, long_, csv_path, parquet_path):
                     out.append(f"[dim]{r['status'] if r['status'] != 'ok' else '–'}[/dim]")
                     continue
                 text = f"{vals[r['cell_id']]:.3g}"
+                hw = half[r["cell_id"]]
+                if not _na(hw):
+                    text += f" ± {hw:.2g}"
                 if not _na(r["nfe_counted"]) and int(r["nfe_counted"]) != int(b):
                     text += f" ({int(r['nfe_counted'])})"
                 out.append(text)
@@ -537,6 +593,36 @@ def _cell_text(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# import
+
+
+@main.group(name="import")
+def import_():
+    """Convert an outside checkpoint into sampler-bench's format (safetensors + JSON), once."""
+
+
+@import_.command(name="edm")
+@click.argument("pickle_path", metavar="NETWORK.pkl", type=click.Path(path_type=Path))
+@click.option("--out", "-o", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for NAME.safetensors + NAME.json.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Required: unpickling runs code stored in the file (EDM's code must be on PYTHONPATH).")
+@click.option("--name", default=None, help="Checkpoint name [default: the pickle's file name].")
+@click.option("--module", default="training.networks", show_default=True,
+              help="EDM's module that defines the network classes (imported when the checkpoint loads).")
+def import_edm(pickle_path, out, trust_pickle, name, module):
+    """An NVlabs/edm network pickle -> a checkpoint that loads without unpickling."""
+    from .models.edm_import import import_pickle
+
+    try:
+        weights, config = import_pickle(pickle_path, out, trust_pickle=trust_pickle, name=name, module=module)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    console.print(f"wrote [bold]{escape(str(weights))}[/] and {escape(config.name)}; use it as "
+                  f"checkpoint = \"{escape(str(weights.with_suffix('')))}\" (EDM's module {module} must be importable)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -121,6 +121,11 @@ def test_show_tables_and_csv_export(tiny, tmp_path):
     assert invoke("show", db, "--csv", csv).exit_code == 0
     frame = pd.read_csv(csv)
     assert len(frame) == 4 and {"solver", "nfe_budget", "nfe_counted", "metric", "key", "value", "status"} <= set(frame.columns)
+    # every value is exported with its interval, next to it
+    cols = list(frame.columns)
+    assert cols[cols.index("value") + 1: cols.index("value") + 3] == ["ci_low", "ci_high"]
+    assert (frame["ci_low"] <= frame["corrected"]).all() and (frame["corrected"] <= frame["ci_high"]).all()
+    assert " ± " in invoke("show", db).output
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed: the hint is not shown")

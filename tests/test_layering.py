@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sampler_bench"
 #: ``sampler_bench`` itself, the public facade ``sb``, only by its exact name).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("sampler_bench.version", "sampler_bench.options", "sampler_bench.rng", "sampler_bench.vp",
-                    "sampler_bench.hashing", "sampler_bench.compat", "sampler_bench.hardware")),
+                    "sampler_bench.hashing", "sampler_bench.compat", "sampler_bench.hardware", "sampler_bench._interrupt",
+                    "sampler_bench.philox")),
     ("processes", ("sampler_bench.processes",)),
     ("solvers", ("sampler_bench.solvers",)),
     ("data", ("sampler_bench.data",)),

@@ -50,9 +50,10 @@ def fresh(name, model, **kw):
     return M.make(name, model, reference_samples=200, seed=3, **{**SMALL.get(name, {}), **kw})
 
 
-def feed(acc, x, ref, batch):
-    for xb, rb in zip(x.split(batch), ref.split(batch)):
-        acc.update(xb, reference=rb if M.info(acc.name).needs_reference_endpoints else None)
+def feed(acc, x, ref, batch, start=None):
+    for j, (xb, rb) in enumerate(zip(x.split(batch), ref.split(batch))):
+        acc.update(xb, reference=rb if M.info(acc.name).needs_reference_endpoints else None,
+                   index=None if start is None or j else start)
     return acc
 
 
@@ -72,7 +73,8 @@ def test_every_metric_gives_the_same_value_streamed_in_small_batches(name, gmm2d
 def test_every_metric_reduced_over_two_shards_equals_one_run_over_the_union(name, gmm2d, imperfect_batch):
     x, ref = imperfect_batch
     single = feed(fresh(name, gmm2d), x, ref, 32)
-    shards = [feed(fresh(name, gmm2d), x[a:b], ref[a:b], 32) for a, b in ((0, 41), (41, 96))]
+    # a shard tells its first sample index: the bootstrap weights are keyed on it
+    shards = [feed(fresh(name, gmm2d), x[a:b], ref[a:b], 32, start=a) for a, b in ((0, 41), (41, 96))]
     merged = fresh(name, gmm2d)
     merged.load_state(M.reduce_states([s.state() for s in shards]))
     for k, v in single.state().items():

@@ -16,7 +16,8 @@ CONTRACT_CELLS = (
     "schedule_params sigma_min sigma_max ends_at_zero nfe_budget nfe_planned nfe_counted steps n_samples seed "
     "batch_size device precision wall_time_s samples_per_s denoiser_fraction status reason version created_at"
 ).split()
-CONTRACT_METRICS = "cell_id metric key value lower_is_better feature_extractor reference_hash provenance".split()
+CONTRACT_METRICS = ("cell_id metric key value lower_is_better feature_extractor reference_hash provenance "
+                    "ci_low ci_high corrected").split()
 CONTRACT_SWEEPS = "sweep_id spec_name spec_toml command version hostname python torch started_at finished_at".split()
 
 

@@ -107,15 +107,83 @@ def _check_tolerance(name: str, t: Any) -> dict:
     return dict(t)
 
 
+#: The type each field of a baseline cell must have (JSON: numbers, strings, booleans, objects).
+CELL_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "solver": (str,), "options": (dict,), "schedule": (str,), "schedule_params": (dict,),
+    "sigma_min": (int, float), "sigma_max": (int, float), "ends_at_zero": (bool,), "nfe_budget": (int,),
+    "n_samples": (int,), "seed": (int,), "precision": (str,),
+}
+_TYPE_NAMES = {str: "a string", dict: "an object", bool: "true or false", int: "an integer", float: "a number"}
+#: Largest baseline file read (a baseline is JSON text of a few MB at most).
+MAX_BASELINE_BYTES = 256 << 20
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    if bool not in types and isinstance(value, bool):
+        return False  # JSON true is not the number 1
+    return isinstance(value, types)
+
+
+def _finite_number(value: Any) -> bool:
+    return _is(value, (int, float)) and math.isfinite(value)
+
+
+def _refuse_constant(name: str):
+    raise BaselineError(f"{name} is not a number a baseline may hold; every baseline value must be finite")
+
+
+def _check_cell(i: int, c: Any) -> None:
+    where = f"baseline cell #{i + 1}"
+    if not isinstance(c, dict):
+        raise BaselineError(f"{where} must be an object with {', '.join(MATCH_FIELDS)} and values, got {c!r:.60}")
+    missing = [f for f in MATCH_FIELDS + ("values",) if f not in c]
+    if missing:
+        raise BaselineError(f"{where} lacks {', '.join(missing)}")
+    for f, types in CELL_FIELD_TYPES.items():
+        if not _is(c[f], types) or (float in types and not math.isfinite(c[f])):
+            raise BaselineError(f"{where}: {f} must be {_TYPE_NAMES[types[-1]]}"
+                                f"{' (finite)' if float in types else ''}, got {c[f]!r:.60}")
+    where = f"{where} ({describe(c)})"
+    values = c["values"]
+    if not isinstance(values, list) or not values:
+        raise BaselineError(f"{where}: values must be a non-empty list of {{metric, key, value}} objects, got {values!r:.60}")
+    for v in values:
+        if not isinstance(v, dict) or not {"metric", "key", "value"} <= set(v):
+            raise BaselineError(f"{where}: each value needs metric, key and value, got {v!r:.80}")
+        if not isinstance(v["metric"], str) or not isinstance(v["key"], str):
+            raise BaselineError(f"{where}: metric and key must be strings, got {v['metric']!r} and {v['key']!r}")
+        if not _finite_number(v["value"]):
+            raise BaselineError(f"{where}: {v['metric']}/{v['key']} has value {v['value']!r}; a baseline value must be "
+                                "a finite number")
+        if "lower_is_better" in v and not isinstance(v["lower_is_better"], bool):
+            raise BaselineError(f"{where}: {v['metric']}/{v['key']} lower_is_better must be true or false (JSON), "
+                                f"got {v['lower_is_better']!r}")
+
+
 def load_baseline(path: str | Path) -> dict:
-    """Read and validate a baseline file."""
+    """Read and validate a baseline file: every field typed, every value finite, at least one value."""
     p = Path(path)
     if not p.is_file():
         raise BaselineError(f"baseline {str(p)!r} does not exist (create one with --write-baseline)")
     try:
-        doc = json.loads(p.read_text())
+        with open(p, "rb") as f:
+            data = f.read(MAX_BASELINE_BYTES + 1)
+    except OSError as e:
+        raise BaselineError(f"baseline {str(p)!r} cannot be read: {e.strerror}") from None
+    if len(data) > MAX_BASELINE_BYTES:
+        raise BaselineError(f"baseline {str(p)!r} is larger than {MAX_BASELINE_BYTES >> 20} MiB; it is not a baseline")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BaselineError(f"baseline {str(p)!r} is not UTF-8 JSON text (a binary file?)") from None
+    try:
+        doc = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise BaselineError(f"baseline {str(p)!r} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise BaselineError(f"baseline {str(p)!r} is nested too deeply to be a baseline") from None
+    except BaselineError as e:
+        raise BaselineError(f"baseline {str(p)!r}: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT:
         raise BaselineError(f"{str(p)!r} is not a sampler-bench baseline (\"format\": \"{BASELINE_FORMAT}\" is missing)")
     if doc.get("version") != BASELINE_VERSION:
@@ -126,14 +194,15 @@ def load_baseline(path: str | Path) -> dict:
     doc["tolerances"] = {name: _check_tolerance(name, t) for name, t in tol.items()}
     cells = doc.get("cells")
     if not isinstance(cells, list):
-        raise BaselineError("\"cells\" must be a list")
-    for i, c in enumerate(cells):
-        missing = [f for f in MATCH_FIELDS + ("values",) if f not in c]
-        if missing:
-            raise BaselineError(f"baseline cell #{i + 1} lacks {', '.join(missing)}")
-        for v in c["values"]:
-            if not {"metric", "key", "value"} <= set(v):
-                raise BaselineError(f"baseline cell #{i + 1} ({describe(c)}): each value needs metric, key and value")
+        raise BaselineError(f"baseline {str(p)!r}: \"cells\" must be a list")
+    if not cells:
+        raise BaselineError(f"baseline {str(p)!r} holds no cells, so a check would compare nothing; "
+                            "write it from a store with finished cells (--write-baseline)")
+    try:
+        for i, c in enumerate(cells):
+            _check_cell(i, c)
+    except BaselineError as e:
+        raise BaselineError(f"baseline {str(p)!r}: {e}") from None
     return doc
 
 
@@ -158,7 +227,11 @@ def make_baseline(store: ResultsStore, *, rel: float = DEFAULT_TOLERANCE["rel"],
             {"metric": r.metric, "key": r.key, "value": float(r.value), "lower_is_better": bool(r.lower_is_better)}
             for r in group.itertuples() if math.isfinite(r.value)
         ]
-        cells.append(entry)
+        if entry["values"]:  # a cell whose every value is NaN has nothing a check could compare
+            cells.append(entry)
+    if not cells:
+        raise BaselineError("the results store holds no 'ok' cell with a finite metric value, so there is no "
+                            "baseline to write; run the sweep first (`sampler-bench show DB --long` lists the cells)")
     tol = {"default": {**DEFAULT_TOLERANCE, "rel": float(rel), "abs": float(abs)}}
     for name, t in (tolerances or {}).items():
         tol[name] = _check_tolerance(name, t)
@@ -167,7 +240,12 @@ def make_baseline(store: ResultsStore, *, rel: float = DEFAULT_TOLERANCE["rel"],
 
 def write_baseline(store: ResultsStore, path: str | Path, **kwargs) -> dict:
     doc = make_baseline(store, **kwargs)
-    Path(path).write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    p = Path(path)
+    try:
+        p.write_text(json.dumps(doc, indent=1, sort_keys=False, allow_nan=False) + "\n")
+    except OSError as e:
+        raise BaselineError(f"cannot write the baseline {str(p)!r}: {e.strerror}"
+                            + (" (its directory does not exist)" if not p.parent.exists() else "")) from None
     return doc
 
 
@@ -242,6 +320,8 @@ def check(store: ResultsStore, baseline: Mapping) -> CheckResult:
     for _, row in cells.iterrows():  # later rows win: the most recent computation of a cell
         latest[match_key(row)] = row
     values = {(r.cell_id, r.metric, r.key): r.value for r in metrics.itertuples()}
+    if not baseline.get("cells") or not any(c.get("values") for c in baseline["cells"]):
+        raise BaselineError("the baseline holds no values, so the check would compare nothing")
     result = CheckResult()
     tol = baseline.get("tolerances", {})
     for entry in baseline["cells"]:

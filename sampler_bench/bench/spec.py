@@ -5,7 +5,7 @@ before any work starts: an unknown key, model, sampler, sampler option, schedule
 or metric stops with one :class:`SpecError` that names the place, the closest valid name and what
 is allowed; a malformed TOML file reports the line and column.
 
-A spec is expanded into *cells* by :mod:`sampler_bench.bench.runner`: one cell per
+A spec is expanded into *cells* by :mod:`sampler_bench.bench.cells`: one cell per
 (model, sampler + options, schedule, NFE budget), each run on the same seeds with the same metrics.
 """
 
@@ -29,16 +29,34 @@ from ..solvers.registry import info as solver_info
 
 #: Largest number of samples per cell kept in the store for the report's pictures.
 MAX_KEEP_SAMPLES = 256
+#: Seeds are stored as SQLite INTEGERs (signed 64-bit): sample i uses seed + i, so seed + n_samples - 1
+#: must fit.
+MAX_SEED = 2**63 - 1
+#: Noise levels a spec may ask for. Beyond 1e6 the solvers' float64 arithmetic (sigma^2, exp(-h) over
+#: the whole range) loses the digits that separate the levels; below 1e-6 the float32 networks cannot
+#: tell a level from 0.
+SIGMA_RANGE = (1e-6, 1e6)
+#: Documented bounds of schedule parameters (inclusive), checked before any grid is built; rho beyond
+#: 1000 makes sigma^(1/rho) equal at every level, M beyond 1e5 makes the iDDPM table slow to build.
+SCHEDULE_PARAM_RANGES: dict[str, tuple[float, float, type]] = {
+    "rho": (1e-3, 1e3, float), "M": (1, 100_000, int), "C1": (1e-12, 1.0, float), "C2": (0.0, 1.0, float),
+    "beta_d": (1e-6, 1e4, float), "beta_min": (0.0, 1e4, float), "eps_s": (1e-12, 1.0, float),
+}
+#: Largest spec file read (a spec is a few KB of TOML).
+MAX_SPEC_BYTES = 1 << 20
+#: Characters allowed in a spec name: it names the output directory results/<name> when --out is omitted.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 PRECISIONS = ("float64", "float32")
 
 TOP_KEYS = (
     "name", "description", "nfe", "n_samples", "seed", "batch_size", "device", "precision", "keep_samples",
     "all_samplers", "exclude_samplers", "reference", "execution", "model", "sampler", "schedule", "metric",
+    "replicates", "confidence", "noise_generator",
 )
 REFERENCE_KEYS = ("rtol", "atol")
 #: [execution]: how the network runs (sampler_bench.models.execution); only autocast changes the numbers
 EXECUTION_KEYS = ("compile", "compile_mode", "cuda_graphs", "autocast")
-MODEL_KEYS = ("builtin", "checkpoint", "name")
+MODEL_KEYS = ("builtin", "checkpoint", "python", "name", "args", "trust_pickle", "guidance", "decode")
 SAMPLER_KEYS = ("name", "options")
 SCHEDULE_KEYS = ("name", "params", "sigma_min", "sigma_max", "ends_at_zero")
 METRIC_KEYS = ("name", "feature_extractor", "params")
@@ -50,17 +68,33 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A built-in analytic model (``builtin``) or a trained checkpoint (``checkpoint`` path)."""
+    """A built-in analytic model (``builtin``), a trained checkpoint (``checkpoint`` path) or a plug-in
+    factory (``python = "module:factory"`` called with ``args``; see :mod:`sampler_bench.models.plugin`).
+
+    ``guidance``: classifier-free guidance scale of a class-conditional model (None: plain conditional
+    sampling); ``decode``: "module:fn" mapping samples (e.g. latents) to what the metrics score.
+    """
 
     builtin: str | None = None
     checkpoint: str | None = None
     name: str | None = None
+    python: str | None = None
+    args: dict = field(default_factory=dict, compare=True)
+    trust_pickle: bool = False
+    guidance: float | None = None
+    decode: str | None = None
 
     @property
     def label(self) -> str:
         if self.name:
-            return self.name
-        return self.builtin if self.builtin else Path(self.checkpoint).stem
+            base = self.name
+        elif self.builtin:
+            base = self.builtin
+        elif self.python:
+            base = self.python.split(":")[-1]
+        else:
+            base = Path(self.checkpoint).stem
+        return base if self.guidance is None or self.name else f"{base} w={self.guidance:g}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +147,14 @@ class Spec:
     device: str = "cpu"
     precision: str = "float64"
     keep_samples: int = MAX_KEEP_SAMPLES
-    #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see the runner)
+    #: every cell runs on this many disjoint seed ranges (replicate k: seeds seed + k*n_samples + i)
+    replicates: int = 1
+    #: level of every stored interval, strictly inside (0, 1)
+    confidence: float = 0.95
+    #: what drives a stochastic sampler's noise: "philox" (counter-based, keyed on (seed, i, draw)) or
+    #: "torch" (one torch.Generator per sample seeded seed + i, EDM's and k-diffusion's seeding)
+    noise_generator: str = "philox"
+    #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see bench/prepare.py)
     reference: dict = field(default_factory=dict)
     #: execution options of the network ({}: plain eager float32/float64), see [execution]
     execution: dict = field(default_factory=dict)
@@ -171,6 +212,49 @@ def _float(value: Any, where: str) -> float:
     return float(value)
 
 
+def _confidence(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 1):
+        raise SpecError(f"confidence must be a level strictly between 0 and 1, e.g. confidence = 0.95; got {value!r}")
+    return float(value)
+
+
+def _noise_generator(value: Any) -> str:
+    from ..rng import NOISE_GENERATORS
+
+    if value not in NOISE_GENERATORS:
+        raise SpecError(f"noise_generator must be one of {', '.join(NOISE_GENERATORS)}, got {value!r}"
+                        f"{closest(str(value), NOISE_GENERATORS)}")
+    return value
+
+
+def _seed(value: Any, n_samples: int) -> int:
+    seed = _int(value, "seed", low=0)
+    if seed + n_samples - 1 > MAX_SEED:
+        raise SpecError(f"seed = {seed} is too large: sample i uses seed + i, which the results store keeps as a "
+                        f"signed 64-bit integer, so seed must be <= {MAX_SEED - (n_samples - 1)} "
+                        f"for n_samples = {n_samples}")
+    return seed
+
+
+def _sigma(value: Any, where: str) -> float:
+    v = _float(value, where)
+    lo, hi = SIGMA_RANGE
+    if not lo <= v <= hi:
+        raise SpecError(f"{where} = {value!r} is outside the supported noise levels [{lo:g}, {hi:g}]")
+    return v
+
+
+def _name(value: Any) -> str:
+    """A spec name: one path component (it becomes results/<name>), never a path."""
+    n = _str(value, "name")
+    if not NAME_PATTERN.match(n) or n in (".", ".."):
+        raise SpecError(
+            f"name {n!r} is not a plain name: it becomes the output directory results/<name>, so it must be one "
+            "path component of letters, digits, '.', '_', '+' or '-' (no '/', '..' or absolute path); "
+            "use --out DIR to choose another directory")
+    return n
+
+
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise SpecError(f"{where} must be a non-empty string, got {value!r}")
@@ -208,10 +292,23 @@ def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]
     for k, t in enumerate(tables, 1):
         where = f"[[model]] #{k}"
         _check_keys(t, MODEL_KEYS, where, text)
-        has_b, has_c = "builtin" in t, "checkpoint" in t
-        if has_b == has_c:
-            raise SpecError(f"{where}: give exactly one of builtin = \"name\" or checkpoint = \"path\"")
+        has_b, has_c, has_p = "builtin" in t, "checkpoint" in t, "python" in t
+        if has_b + has_c + has_p != 1:
+            raise SpecError(f"{where}: give exactly one of builtin = \"name\", checkpoint = \"path\" or "
+                            "python = \"package.module:factory\"")
         name = _str(t["name"], f"{where} name") if "name" in t else None
+        extras = _model_extras(t, where, has_p)
+        if has_p:
+            ref = _str(t["python"], f"{where} python")
+            if ref.count(":") != 1 or not all(ref.split(":")):
+                raise SpecError(f"{where}: python = {ref!r} must be written \"package.module:factory\"")
+            scales = extras.pop("guidance")
+            for w in scales:
+                out.append(ModelSpec(python=ref, name=(f"{name} w={w:g}" if name and len(scales) > 1 else name),
+                                     guidance=w, **extras))
+            continue
+        if extras.pop("guidance") != [None]:
+            raise SpecError(f"{where}: guidance applies to class-conditional plug-in models (python = ...) only")
         if has_b:
             b = _str(t["builtin"], f"{where} builtin")
             if b not in builtin_names():
@@ -219,7 +316,7 @@ def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]
                     f"{where}: unknown built-in model {b!r}{_line_of_value(text, b)}{closest(b, builtin_names())}; "
                     f"built-in models: {', '.join(builtin_names())}"
                 )
-            out.append(ModelSpec(builtin=b, name=name))
+            out.append(ModelSpec(builtin=b, name=name, decode=extras["decode"]))
         else:
             c = Path(_str(t["checkpoint"], f"{where} checkpoint")).expanduser()
             if not c.is_absolute() and base is not None:
@@ -227,12 +324,38 @@ def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]
             # a checkpoint is a NAME.safetensors + NAME.json pair; any of NAME, either file or a directory names it
             if not any(Path(str(c) + ext).exists() for ext in ("", ".safetensors", ".json")):
                 raise SpecError(f"{where}: checkpoint {str(c)!r} does not exist")
-            out.append(ModelSpec(checkpoint=str(c), name=name))
+            out.append(ModelSpec(checkpoint=str(c), name=name, decode=extras["decode"]))
     labels = [m.label for m in out]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:
         raise SpecError(f"two [[model]] entries are both called {sorted(dup)[0]!r}; give them distinct name = \"...\"")
     return out
+
+
+def _model_extras(t: Mapping, where: str, plugin: bool) -> dict:
+    """args / trust_pickle / guidance (a scale or a list of scales: one model each) / decode of a [[model]]."""
+    if not plugin:
+        for key in ("args", "trust_pickle"):
+            if key in t:
+                raise SpecError(f"{where}: {key} is for plug-in models (python = \"package.module:factory\")")
+    args = _table(t.get("args", {}), f"{where} args")
+    trust = t.get("trust_pickle", False)
+    if not isinstance(trust, bool):
+        raise SpecError(f"{where} trust_pickle must be true or false, got {trust!r}")
+    g = t.get("guidance")
+    scales = g if isinstance(g, list) else [g]
+    for w in scales:
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)):
+            raise SpecError(f"{where} guidance must be a number or a list of numbers (the CFG scale w), got {g!r}")
+    if not scales:
+        raise SpecError(f"{where} guidance must not be an empty list")
+    decode = t.get("decode")
+    if decode is not None:
+        decode = _str(decode, f"{where} decode")
+        if decode.count(":") != 1 or not all(decode.split(":")):
+            raise SpecError(f"{where}: decode = {decode!r} must be written \"package.module:function\"")
+    return {"args": args, "trust_pickle": trust, "guidance": [None if w is None else float(w) for w in scales],
+            "decode": decode}
 
 
 def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
@@ -316,8 +439,18 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
                     f"{where}: schedule {name!r} has no parameter {p!r}{closest(p, allowed)}; "
                     f"its parameters: {', '.join(allowed) or 'none'}"
                 )
-        smin = _float(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
-        smax = _float(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
+        for p, v in params.items():
+            if p in SCHEDULE_PARAM_RANGES:
+                lo, hi, kind = SCHEDULE_PARAM_RANGES[p]
+                ok_type = (isinstance(v, int) if kind is int else isinstance(v, (int, float))) and not isinstance(v, bool)
+                # below the range the builder's own message says what is wrong ("rho must be positive");
+                # M = 0 it would report as "no levels in range", hence M's lower bound here
+                too_low = ok_type and math.isfinite(v) and v < lo and kind is not int
+                if not too_low and (not ok_type or not math.isfinite(v) or not lo <= v <= hi):
+                    raise SpecError(f"{where}: schedule {name!r} parameter {p} = {v!r} must be "
+                                    f"{'an integer' if kind is int else 'a number'} in [{lo:g}, {hi:g}]")
+        smin = _sigma(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
+        smax = _sigma(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
         if smin is not None and smax is not None and smin >= smax:
             raise SpecError(f"{where}: sigma_min ({smin}) must be smaller than sigma_max ({smax})")
         ends = t.get("ends_at_zero", True)
@@ -335,7 +468,7 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
     return out
 
 
-def _parse_metrics(doc: Mapping, text: str) -> list[MetricSpec]:
+def _parse_metrics(doc: Mapping, text: str, n_samples: int = 2, base: Path | None = None) -> list[MetricSpec]:
     tables = _array_of_tables(doc, "metric", text)
     if not tables:
         return []
@@ -367,7 +500,20 @@ def _parse_metrics(doc: Mapping, text: str) -> list[MetricSpec]:
                     f"{where}: unknown feature extractor {fx!r}{closest(fx, extractors)}; "
                     f"available: {', '.join(extractors)}"
                 )
-        m = MetricSpec(n, fx, _table(t.get("params", {}), f"{where} params"))
+        params = _table(t.get("params", {}), f"{where} params")
+        for key in ("reference_stats", "reference_dir"):  # files, relative to the spec file
+            if isinstance(params.get(key), str) and base is not None and not Path(params[key]).expanduser().is_absolute():
+                params[key] = str(base / params[key])
+        m = MetricSpec(n, fx, params)
+        info = M.info(n)
+        try:  # options are checked again on the model; the sample count they need is known now
+            opts = info.validate({k: v for k, v in m.params.items() if k in info.params})
+        except ValueError as e:
+            raise SpecError(f"{where}: {e}") from None
+        need = info.cls.min_samples(opts) if hasattr(info.cls, "min_samples") else 1
+        if n_samples < need:
+            raise SpecError(f"{where}: metric {n!r} needs at least {need} samples per cell, the spec asks for "
+                            f"n_samples = {n_samples}; raise n_samples")
         if m in out:
             raise SpecError(f"{where}: metric {n!r} is listed twice with the same settings")
         out.append(m)
@@ -417,19 +563,53 @@ def _parse_device(value: Any) -> str:
 
     d = _str(value, "device")
     try:
-        torch.device(d)
+        dev = torch.device(d)
     except (RuntimeError, ValueError):
         raise SpecError(f"device {d!r} is not a torch device; use e.g. \"cpu\", \"cuda\" or \"cuda:1\"") from None
+    if dev.type not in SWEEP_DEVICE_TYPES:
+        raise SpecError(f"device {d!r}: sweeps run on {', '.join(SWEEP_DEVICE_TYPES)} devices"
+                        + (" ('meta' tensors hold no data, so nothing can be sampled on them)" if dev.type == "meta" else ""))
     return d
+
+
+#: Device types a sweep can run on; :func:`check_device` says whether one is present on this machine.
+SWEEP_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: str) -> None:
+    """SpecError unless ``device`` exists on this machine (called before any model is loaded or cell is run;
+    a spec is parsed before command-line overrides, so parsing itself does not ask the hardware)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError(f"device {device!r} was asked for but CUDA is not available here; use device = \"cpu\"")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SpecError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SpecError(f"device {device!r} was asked for but Apple MPS is not available here; use device = \"cpu\"")
+
+
+def _default_name(stem: str) -> str:
+    """A spec without ``name =`` is named after its file: keep the file-name characters a name allows."""
+    n = re.sub(r"[^A-Za-z0-9._+-]+", "_", stem).lstrip("._+-")
+    return n or "sweep"
 
 
 def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = None) -> Spec:
     """Parse and validate the TOML ``text`` of a sweep spec; :class:`SpecError` on any problem."""
     where_file = f"{path}: " if path else ""
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (some editors write one) is not TOML
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{where_file}malformed TOML: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{where_file}malformed TOML: arrays or tables nested too deeply") from None
     base = Path(path).resolve().parent if path else None
     try:
         _check_keys(doc, TOP_KEYS, "spec", text)
@@ -438,27 +618,32 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
         nfe = doc["nfe"]
         if not isinstance(nfe, list) or not nfe:
             raise SpecError(f"nfe must be a non-empty list of budgets, e.g. nfe = [4, 8, 16], got {nfe!r}")
-        nfe = sorted({_int(b, "every NFE budget", low=1) for b in nfe})
+        from ..solvers.budget import MAX_NFE_BUDGET
+
+        nfe = sorted({_int(b, "every NFE budget", low=1, high=MAX_NFE_BUDGET) for b in nfe})
         n_samples = _int(doc.get("n_samples", 1000), "n_samples", low=1)
         precision = doc.get("precision", "float64")
         if precision not in PRECISIONS:
             raise SpecError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}{closest(str(precision), PRECISIONS)}")
         spec = Spec(
-            name=_str(doc.get("name", name or (Path(path).stem if path else "sweep")), "name"),
+            name=_name(doc["name"]) if "name" in doc else _default_name(name or (Path(path).stem if path else "sweep")),
             description=str(doc.get("description", "")),
             nfe=nfe,
             models=_parse_models(doc, text, base),
             samplers=_parse_samplers(doc, text),
             schedules=_parse_schedules(doc, text),
-            metrics=_parse_metrics(doc, text),
+            metrics=_parse_metrics(doc, text, n_samples, base),
             n_samples=n_samples,
-            seed=_int(doc.get("seed", 0), "seed", low=0),
+            seed=_seed(doc.get("seed", 0), n_samples),
             batch_size=_int(doc.get("batch_size", min(n_samples, 1000)), "batch_size", low=1),
             device=_parse_device(doc.get("device", "cpu")),
             precision=precision,
             keep_samples=_int(doc.get("keep_samples", MAX_KEEP_SAMPLES), "keep_samples", low=0, high=MAX_KEEP_SAMPLES),
             reference=_parse_reference(doc, text),
             execution=_parse_execution(doc, text),
+            replicates=_int(doc.get("replicates", 1), "replicates (disjoint seed ranges per cell)", low=1),
+            confidence=_confidence(doc.get("confidence", 0.95)),
+            noise_generator=_noise_generator(doc.get("noise_generator", "philox")),
             source=text,
             path=str(path) if path else None,
         )
@@ -489,11 +674,40 @@ def builtin_specs() -> list[str]:
         return []
 
 
+def read_spec_text(p: Path) -> str:
+    """The text of spec file ``p``; SpecError for a directory, a FIFO/device, an unreadable, binary or
+    non-UTF-8 file (a UTF-8 byte-order mark is accepted)."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as e:
+        raise SpecError(f"spec file {str(p)!r} cannot be read: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise SpecError(f"spec {str(p)!r} is a directory; give a sweep spec file (.toml) or a built-in spec name")
+    if not stat.S_ISREG(mode):
+        raise SpecError(f"spec {str(p)!r} is not a regular file (a pipe or device?); give a sweep spec file (.toml)")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+    except OSError as e:
+        raise SpecError(f"spec file {str(p)!r} cannot be read: {e.strerror}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"spec file {str(p)!r} is larger than {MAX_SPEC_BYTES // 1024} KiB; a sweep spec is a small TOML file")
+    if b"\0" in data:
+        raise SpecError(f"spec file {str(p)!r} is a binary file, not a TOML sweep spec")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"spec file {str(p)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
 def load_spec(ref: str | Path) -> Spec:
     """Load a spec from a file path, or a built-in spec by name (e.g. ``"quickstart"``)."""
     p = Path(ref).expanduser()
-    if p.is_file():
-        return parse_spec(p.read_text(), path=p)
+    if p.exists() or p.is_symlink():
+        return parse_spec(read_spec_text(p), path=p)
     name = str(ref)
     if name in builtin_specs():
         text = (resources.files("sampler_bench") / "specs" / f"{name}.toml").read_text()

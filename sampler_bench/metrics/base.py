@@ -6,6 +6,11 @@ An :class:`Accumulator` takes batches of samples and keeps float64 tensors in ``
 * a key starting with ``"cat:"`` is a **set of rows** (features KID / precision-recall / SWD need):
   shards reduce by concatenation along dim 0, and only the first ``max_samples`` rows are kept.
 
+Uncertainty (:mod:`.uncertainty`): a sum added with :meth:`Accumulator._add` also keeps ``R``
+Poisson-bootstrap weighted copies under ``"rep:<key>"`` (sums too, so shards still add); row sets
+keep the sample index of each row (``"cat:index"``) and are reweighted at compute time.
+:meth:`Accumulator.estimates` turns them into a value, a bias-corrected value and an interval.
+
 So a run split over ranks (contiguous index ranges, concatenated in rank order) reduces with
 :func:`reduce_states` to the state of one run over the union, and ``compute()`` turns the state into
 ``{key: float}``. Sum keys make memory independent of the sample count; ``"cat:"`` keys are the one
@@ -16,9 +21,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import math
+
 import torch
 
+from . import uncertainty as U
+
 CAT = "cat:"
+REP = "rep:"
 
 
 class Accumulator:
@@ -35,6 +45,10 @@ class Accumulator:
     max_samples: int | None = None
     #: True for metrics that work in a feature space against reference statistics
     uses_features: bool = False
+    #: value keys whose estimator has an O(1/n) bias: their estimate is bootstrap bias-corrected
+    bias_corrected_keys: tuple[str, ...] = ()
+    #: Poisson-bootstrap replicates kept (a subclass may lower it to bound memory)
+    replicates: int = U.REPLICATES
 
     def __init__(self, model, *, device: str | torch.device = "cpu", seed: int = 0, **params):
         self.model = model
@@ -42,12 +56,20 @@ class Accumulator:
         self.seed = int(seed)
         self.params = dict(params)
         self.shape = tuple(getattr(model, "shape", ()) or ())
-        self._state: dict[str, torch.Tensor] = {"count": self._zeros(())}
+        self._state: dict[str, torch.Tensor] = {"count": self._zeros(()), REP + "count": self._zeros((self.replicates,))}
+        self._next_index = 0  # sample index of the next row when update() is not told it
+        self._weights: torch.Tensor | None = None  # [R, B] Poisson weights of the current batch
         # feature_extractor / reference_hash are '' for metrics without them (store columns)
         self._provenance: dict[str, Any] = {"metric": self.name, "params": dict(params), "seed": self.seed,
                                             "model": getattr(model, "name", type(model).__name__),
                                             "feature_extractor": "", "reference_hash": ""}
         self._setup()
+
+    @classmethod
+    def min_samples(cls, params: dict) -> int:
+        """The fewest samples a cell needs for this metric with (validated) ``params``; a sweep with
+        fewer is refused before any sampling (overridden where an estimator needs more)."""
+        return 1
 
     def _setup(self) -> None:
         """Add the metric's own state keys (called at the end of ``__init__``)."""
@@ -56,12 +78,37 @@ class Accumulator:
     def _zeros(self, shape) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float64, device=self.device)
 
+    def _add(self, key: str, per_sample: torch.Tensor) -> None:
+        """Add per-sample values ``[B, ...]`` to sum ``key`` and to its replicate sums ``"rep:<key>"``."""
+        per_sample = per_sample.to(torch.float64)
+        if key not in self._state:
+            self._state[key] = self._zeros(per_sample.shape[1:])
+            self._state[REP + key] = self._zeros((self.replicates, *per_sample.shape[1:]))
+        self._state[key] += per_sample.sum(0)
+        self._state[REP + key] += torch.tensordot(self._weights, per_sample, dims=([1], [0]))
+
+    def _add_outer(self, key: str, rows: torch.Tensor) -> None:
+        """Add ``sum_i rows_i rows_i^T`` to ``key`` and the weighted sums to ``"rep:<key>"``."""
+        self._state[key] += rows.T @ rows
+        rep = self._state[REP + key]
+        # one batched product, in replicate chunks so the [r, B, d] temporary stays under ~128 MiB
+        chunk = max(1, 2**24 // max(1, rows.numel()))
+        for a in range(0, rep.shape[0], chunk):
+            weighted = self._weights[a:a + chunk, :, None] * rows  # [r, B, d]
+            rep[a:a + chunk] += weighted.transpose(1, 2) @ rows
+
     def _append_rows(self, key: str, rows: torch.Tensor) -> None:
-        """Append rows to a "cat:" key, keeping the first ``max_samples`` (deterministic first-N)."""
+        """Append rows to a "cat:" key, keeping the first ``max_samples`` (deterministic first-N).
+
+        The rows' sample indices go to ``"cat:index"`` (created on first use) so that the bootstrap
+        can reweight them by index at compute time."""
         kept = self._state[key]
         room = (self.max_samples - kept.shape[0]) if self.max_samples is not None else rows.shape[0]
         if room > 0:
             self._state[key] = torch.cat([kept, rows[:room].to(device=self.device, dtype=torch.float64)])
+            if CAT + "index" in self._state and key != CAT + "index":
+                idx = self._batch_index[:room, None].to(device=self.device, dtype=torch.float64)
+                self._state[CAT + "index"] = torch.cat([self._state[CAT + "index"], idx])
 
     def _check_samples(self, samples: torch.Tensor, what: str = "samples") -> torch.Tensor:
         if not isinstance(samples, torch.Tensor):
@@ -80,11 +127,22 @@ class Accumulator:
         return samples.to(device=self.device, dtype=torch.float64)
 
     # -- the public contract ----------------------------------------------------------------
-    def update(self, samples: torch.Tensor, reference: torch.Tensor | None = None) -> None:
-        """Add a batch ``[B, *model.shape]``; ``reference`` is only for endpoint error."""
+    def update(self, samples: torch.Tensor, reference: torch.Tensor | None = None, *,
+               index: int | None = None) -> None:
+        """Add a batch ``[B, *model.shape]``; ``reference`` is only for endpoint error.
+
+        ``index``: the sample index of the batch's first row (its seed offset); by default the batch
+        follows the previous one. The bootstrap weights are keyed on it, so pass it when a shard
+        does not start at sample 0.
+        """
         x = self._check_samples(samples)
         if x.shape[0] == 0:
             return
+        start = self._next_index if index is None else int(index)
+        self._next_index = start + x.shape[0]
+        self._batch_index = torch.arange(start, start + x.shape[0])
+        self._weights = U.poisson_weights(start, x.shape[0], self.replicates).to(self.device)
+        self._state[REP + "count"] += self._weights.sum(1)
         ref = None
         if reference is not None:
             ref = self._check_samples(reference, "reference endpoints")
@@ -123,6 +181,46 @@ class Accumulator:
         if self.count == 0:
             raise ValueError(f"metric {self.name!r}: no samples were given; call update() with at least one batch")
         return {k: float(v) for k, v in self._compute().items()}
+
+    def estimates(self, confidence: float = U.CONFIDENCE) -> dict[str, U.Estimate]:
+        """Every value with its bias-corrected estimate and interval (see :mod:`.uncertainty`).
+
+        Replicate ``r`` recomputes the metric from the ``r``-th weighted sums (and the row sets with
+        every row repeated by its weight). A metric without replicate state gets NaN intervals.
+        """
+        confidence = U.check_confidence(confidence)
+        values = self.compute()
+        reps: dict[str, list[float]] = {k: [] for k in values}
+        sum_keys = [k for k in self._state if not k.startswith((CAT, REP))]
+        has_reps = all(REP + k in self._state for k in sum_keys)
+        if has_reps:
+            plain = self._state
+            cat_index = plain.get(CAT + "index")
+            row_weights = None
+            if cat_index is not None:
+                row_weights = U.poisson_weights_at(cat_index[:, 0].cpu().numpy(), self.replicates)
+            try:
+                for r in range(self.replicates):
+                    state = {k: plain[REP + k][r] for k in sum_keys}
+                    for k, v in plain.items():
+                        if k.startswith(CAT):
+                            if row_weights is None:
+                                state[k] = v
+                            else:
+                                state[k] = v.repeat_interleave(row_weights[r].long().to(v.device), dim=0)
+                    if row_weights is not None:
+                        state["count"] = row_weights[r].sum().to(self.device)
+                    self._state = state
+                    try:
+                        out = self._compute()
+                    except (ValueError, RuntimeError, ZeroDivisionError):
+                        out = {}
+                    for k in values:
+                        reps[k].append(float(out.get(k, math.nan)))
+            finally:
+                self._state = plain
+        return {k: U.estimate(v, reps[k], bias_correct=k in self.bias_corrected_keys, confidence=confidence)
+                for k, v in values.items()}
 
     @property
     def count(self) -> int:

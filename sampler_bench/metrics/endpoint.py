@@ -28,8 +28,9 @@ from .registry import register_metric
 )
 class EndpointError(Accumulator):
     def _setup(self) -> None:
-        self._state["sq_sum"] = self._zeros(())  # sum_i |e_i|^2 / d
-        self._state["l2_sum"] = self._zeros(())  # sum_i |e_i|
+        for key in ("sq_sum", "l2_sum"):  # sum_i |e_i|^2 / d and sum_i |e_i|, with replicate sums
+            self._state[key] = self._zeros(())
+            self._state["rep:" + key] = self._zeros((self.replicates,))
 
     def _update(self, x, reference) -> None:
         if reference is None:
@@ -37,8 +38,8 @@ class EndpointError(Accumulator):
                              "in update(); it applies to deterministic samplers only")
         err = (x - reference).flatten(1)
         sq = (err**2).sum(1)
-        self._state["sq_sum"] += sq.sum() / err.shape[1]
-        self._state["l2_sum"] += sq.sqrt().sum()
+        self._add("sq_sum", sq / err.shape[1])
+        self._add("l2_sum", sq.sqrt())
 
     def _compute(self) -> dict[str, float]:
         n = self._state["count"]

@@ -56,18 +56,29 @@ class FrechetDistance(FeatureMetric):
 
     name = "fd"
     reference_kind = "moments"
+    # E[FD_n] = FD + O(1/n) (the sample covariance's spread enters the trace terms): bias-correct it
+    bias_corrected_keys = ("fd",)
+
+    @classmethod
+    def min_samples(cls, params: dict) -> int:
+        return 2  # an unbiased covariance divides by n - 1
 
     def _setup(self) -> None:
         self.ref_mean = self.reference.tensors["mean"].to(self.device, torch.float64)
         self.ref_cov = self.reference.tensors["cov"].to(self.device, torch.float64)
         dim = self.ref_mean.numel()
+        # R replicate outer-product sums cost R * dim^2 float64: at most ~1 GiB (32 for Inception's 2048)
+        self.replicates = int(min(self.replicates, max(8, 2**30 // (8 * dim * dim))))
+        self._state["rep:count"] = self._zeros((self.replicates,))
         self._state["sum"] = self._zeros((dim,))
+        self._state["rep:sum"] = self._zeros((self.replicates, dim))
         self._state["sum_outer"] = self._zeros((dim, dim))
+        self._state["rep:sum_outer"] = self._zeros((self.replicates, dim, dim))
 
     def _update(self, x, reference) -> None:
         f = self.features(x) - self.ref_mean
-        self._state["sum"] += f.sum(0)
-        self._state["sum_outer"] += f.T @ f
+        self._add("sum", f)
+        self._add_outer("sum_outer", f)
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample mean and (unbiased) covariance of the features seen so far."""

@@ -32,10 +32,11 @@ class MixtureNLL(Accumulator):
     def _setup(self) -> None:
         self.dist = self.model.distribution
         self._state["nll_sum"] = self._zeros(())
+        self._state["rep:nll_sum"] = self._zeros((self.replicates,))
         self._provenance["model_fingerprint"] = self.model.fingerprint()
 
     def _update(self, x, reference) -> None:
-        self._state["nll_sum"] -= self.dist.log_prob(x, 0.0).sum()
+        self._add("nll_sum", -self.dist.log_prob(x, 0.0))
 
     def _compute(self) -> dict[str, float]:
         return {"gmm_nll": self._state["nll_sum"] / self._state["count"]}
@@ -54,13 +55,14 @@ class MixtureTV(Accumulator):
     def _setup(self) -> None:
         self.dist = self.model.distribution
         self._state["assigned"] = self._zeros((self.dist.n_components,))
+        self._state["rep:assigned"] = self._zeros((self.replicates, self.dist.n_components))
         self._provenance["model_fingerprint"] = self.model.fingerprint()
 
     def _update(self, x, reference) -> None:
         r = self.dist.responsibilities(x, 0.0).to(self.device)
         if self.params["assignment"] == "hard":
             r = self._zeros(r.shape).scatter_(1, r.argmax(1, keepdim=True), 1.0)
-        self._state["assigned"] += r.sum(0)
+        self._add("assigned", r)
 
     def _compute(self) -> dict[str, float]:
         frac = self._state["assigned"] / self._state["count"]

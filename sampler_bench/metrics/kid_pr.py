@@ -36,6 +36,7 @@ class _FeatureSet(FeatureMetric):
         self.max_samples = self.params["max_samples"]
         self.ref_features = self.reference.tensors["features"].to(torch.float64)
         self._state["cat:features"] = self._zeros((0, self.ref_features.shape[1]))
+        self._state["cat:index"] = self._zeros((0, 1))  # sample index of each row (bootstrap weights)
 
     def _update(self, x, reference) -> None:
         self._append_rows("cat:features", self.features(x))
@@ -57,6 +58,10 @@ class _FeatureSet(FeatureMetric):
     },
 )
 class KernelDistance(_FeatureSet):
+    @classmethod
+    def min_samples(cls, params: dict) -> int:
+        return 2  # the unbiased MMD estimate pairs distinct samples
+
     def _compute(self) -> dict[str, float]:
         import_torch_fidelity()
         from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
@@ -85,6 +90,10 @@ class KernelDistance(_FeatureSet):
     },
 )
 class PrecisionRecall(_FeatureSet):
+    @classmethod
+    def min_samples(cls, params: dict) -> int:
+        return int(params["neighborhood"]) + 1  # each sample's k-NN ball needs k other samples
+
     def _compute(self) -> dict[str, float]:
         import_torch_fidelity()
         from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric

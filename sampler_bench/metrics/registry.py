@@ -8,6 +8,7 @@ the metric does not apply to -- and raises one readable ``ValueError`` before an
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -110,15 +111,25 @@ def info(name: str) -> MetricInfo:
                          f"available: {', '.join(available())}") from None
 
 
+def _feature_dim(extractor, model) -> int:
+    """Number of features the extractor gives for the model's samples (one probe of a zero sample)."""
+    shape = tuple(getattr(model, "shape", ()) or ())
+    return int(extractor(torch.zeros((1, *shape), dtype=torch.float64)).shape[1])
+
+
 def make(name: str, model, *, feature_extractor=None, reference_samples: int | torch.Tensor = DEFAULT_REFERENCE_SAMPLES,
-         seed: int = 0, cache_dir=None, device: str | torch.device = "cpu", **params):
+         seed: int = 0, cache_dir=None, device: str | torch.device = "cpu", reference_stats: str | None = None,
+         reference_dir: str | None = None, **params):
     """A fresh accumulator of metric ``name`` for samples of ``model``.
 
     ``feature_extractor``: a registered name or a :class:`~.features.FeatureExtractor` (default
     ``"raw"``); extractor parameters (e.g. ``weights_path=`` for ``"inception-v3-compat"``) may be
     passed with the metric's own ``params``. ``reference_samples``: how many reference draws
     (``model.sample_data``) the reference statistics use, or a tensor of reference data. ``seed`` fixes
-    the reference draws, projections and subsets. Metrics that use no features or reference
+    the reference draws, projections and subsets. ``reference_stats``: an EDM-format ``.npz`` of
+    feature mean/covariance (``mu``, ``sigma``) to compare with instead (Fréchet distances only);
+    ``reference_dir``: a folder of images whose features are the reference (see
+    :mod:`.reference_files`). Metrics that use no features or reference
     (``endpoint_error``, ``gmm_*``) ignore ``feature_extractor``, ``reference_samples`` and ``cache_dir``.
     """
     mi = info(name)
@@ -153,6 +164,25 @@ def make(name: str, model, *, feature_extractor=None, reference_samples: int | t
     reason = extractor.check_input(tuple(getattr(model, "shape", ()) or ()))
     if reason:
         raise ValueError(f"metric {name!r} with extractor {ex_name!r}: {reason}")
+
+    if reference_stats is not None and reference_dir is not None:
+        raise ValueError(f"metric {name!r}: give reference_stats or reference_dir, not both")
+    if reference_stats is not None:
+        from .reference_files import load_npz_stats
+
+        if mi.cls.reference_kind != "moments":
+            raise ValueError(f"metric {name!r} compares feature rows, which an .npz of mean and covariance does not "
+                             "hold; use reference_dir (images) instead of reference_stats")
+        if not isinstance(reference_stats, (str, os.PathLike)):
+            raise ValueError(f"metric {name!r}: reference_stats must be a path to an .npz file, got {reference_stats!r}")
+        stats = load_npz_stats(reference_stats, dim=_feature_dim(extractor, model))
+        return mi.cls(model, extractor=extractor, reference=stats, device=device, seed=seed, **opts)
+    if reference_dir is not None:
+        from .reference_files import folder_images
+
+        if not isinstance(reference_dir, (str, os.PathLike)):
+            raise ValueError(f"metric {name!r}: reference_dir must be a folder path, got {reference_dir!r}")
+        reference_samples = folder_images(reference_dir, tuple(getattr(model, "shape", ()) or ()))
 
     data = None
     if isinstance(reference_samples, torch.Tensor):

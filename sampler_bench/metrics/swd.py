@@ -67,6 +67,7 @@ class SlicedWasserstein(FeatureMetric):
         self.theta = projections(ref.shape[1], self.params["n_projections"], self.seed).to(self.device)
         self.ref_proj = ref @ self.theta
         self._state["cat:proj"] = self._zeros((0, self.theta.shape[1]))
+        self._state["cat:index"] = self._zeros((0, 1))  # sample index of each row (bootstrap weights)
 
     def _update(self, x, reference) -> None:
         self._append_rows("cat:proj", self.features(x) @ self.theta)

@@ -18,6 +18,8 @@ A diffusers folder may carry an optional ``sampler-bench.json`` with ``{"dataset
 "reference_split": "train" | "test"}`` (a :func:`sampler_bench.data.load_dataset` config, e.g.
 ``{"name": "cifar10", "root": "...", "download": true}``), which gives the model its reference data
 (``sample_data``) for FID in sweeps; CIFAR-10 FID conventionally uses the 50k training images.
+A class-conditional ``UNet2DModel`` (``num_class_embeds``) takes ``class_labels``; when it was trained for
+classifier-free guidance the sidecar's ``"null_class": k`` names the embedding that means "no label".
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ class _UNetCall(nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, t).sample
+    def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(x, t, class_labels=class_labels).sample
 
 
 class DiffusersDenoiser(TrainedModel):
@@ -72,7 +74,8 @@ class DiffusersDenoiser(TrainedModel):
     """
 
     def __init__(self, unet: nn.Module, alphas_cumprod, prediction_type: str = "epsilon", name: str = "diffusers",
-                 dataset: dict | None = None, source: str = "", reference_split: str = "test"):
+                 dataset: dict | None = None, source: str = "", reference_split: str = "test",
+                 null_class: int | None = None):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unsupported diffusers prediction_type {prediction_type!r}; allowed: {', '.join(PREDICTION_TYPES)}")
         self.time = DiscreteVPTime(alphas_cumprod)
@@ -85,10 +88,36 @@ class DiffusersDenoiser(TrainedModel):
                   "process": process.config(), "shape": [cfg.in_channels, h, w], "dataset": dataset or {},
                   "reference_split": reference_split,
                   "weights_sha256": _state_hash(unet), "alphas_cumprod_hash": tensor_hash(self.time.alphas_cumprod)}
+        # class-conditional UNet2DModel (num_class_embeds): labels 0..num_classes-1; a model trained for
+        # classifier-free guidance reserves one embedding for "no label" (the sidecar's "null_class")
+        embeds = int(getattr(cfg, "num_class_embeds", None) or 0)
+        if null_class is not None and not (0 <= null_class < embeds):
+            raise ValueError(f"null_class {null_class} is not an embedding of this UNet (num_class_embeds = {embeds})")
+        self.null_class = null_class
+        self.null_label = null_class is not None
+        self.num_classes = embeds - (1 if null_class is not None else 0)
+        if embeds:
+            config.update(num_class_embeds=embeds, null_class=null_class)
         super().__init__(denoiser, process, (cfg.in_channels, h, w), config, name=name)
 
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        if class_labels is None:
+            if self.num_classes and self.null_class is None:
+                raise ValueError(f"model {self.name!r} is class-conditional without a null class: give class_labels")
+            if self.null_class is not None:
+                class_labels = torch.full((x.shape[0],), -1, dtype=torch.int64)
+        if class_labels is None:
+            return super().__call__(x, sigma)
+        labels = torch.as_tensor(class_labels).to(self.device, torch.int64)
+        if self.null_class is not None:  # -1 ("no label", guidance's unconditional half) -> the null embedding
+            labels = torch.where(labels < 0, torch.full_like(labels, self.null_class), labels)
+        with torch.no_grad():
+            out = self.denoiser(x.to(self.device), torch.as_tensor(sigma).to(self.device), class_labels=labels)
+        return out.to(device=x.device, dtype=x.dtype)
+
     def fingerprint(self) -> str:
-        return tensor_hash(extra={k: self.config[k] for k in ("weights_sha256", "alphas_cumprod_hash", "prediction_type")})
+        keys = ("weights_sha256", "alphas_cumprod_hash", "prediction_type", "null_class")
+        return tensor_hash(extra={k: self.config[k] for k in keys if k in self.config and (k != "null_class" or self.config[k] is not None)})
 
 
 def _state_hash(module: nn.Module) -> str:
@@ -127,7 +156,8 @@ def load_diffusers(path: str | Path, device: str | torch.device = "cpu", name: s
     sidecar = json.loads((p / SIDECAR).read_text()) if (p / SIDECAR).exists() else {}
     model = DiffusersDenoiser(unet, scheduler.alphas_cumprod, sched_cfg.get("prediction_type", "epsilon"),
                               name=name or p.name, dataset=sidecar.get("dataset", {}), source=str(p),
-                              reference_split=sidecar.get("reference_split", "test"))
+                              reference_split=sidecar.get("reference_split", "test"),
+                              null_class=sidecar.get("null_class"))
     return model.to(device)
 
 

@@ -182,12 +182,12 @@ class VPPrecond(nn.Module):
         self.prediction = prediction
         self.time = time or ContinuousVPTime()
 
-    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma, **conditioning) -> torch.Tensor:
         sigma = _as_sigma(sigma, x).to(torch.float64)
         alpha = 1 / torch.sqrt(1 + sigma**2)
         dt = _net_dtype(self.net) if isinstance(self.net, nn.Module) else torch.float32
         x_vp = (_col(alpha, x) * x.to(torch.float64)).to(dt)
-        out = self.net(x_vp, self.time(sigma).to(dt))
+        out = self.net(x_vp, self.time(sigma).to(dt), **conditioning)
         return vp_output_to_denoised(out, x, sigma, self.prediction).to(x.dtype)
 
 

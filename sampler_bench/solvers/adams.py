@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from . import schedules
-from .registry import Option, register
+from .registry import Option, SolverOptionError, register
 
 # ---------------------------------------------------------------------------------------------
 # Shared pieces: eps history and exact integrals of a Lagrange basis.
@@ -268,3 +268,289 @@ def ipndm(ctx, x, i):
     history = _eps_history(ctx, x, i, order)
     step = ctx.sigmas[i + 1] - ctx.sigmas[i]
     return _combine(x, [step * w for w in IPNDM_WEIGHTS[min(i + 1, order)]], history)
+
+
+# ---------------------------------------------------------------------------------------------
+# ipndm_v: diff-sampler's variable-step iPNDM.
+# ---------------------------------------------------------------------------------------------
+
+
+def ipndm_v_weights(steps: list[float], order: int) -> list[float]:
+    """diff-sampler's variable-step iPNDM weights on (eps_i, eps_{i-1}, ...), newest first.
+
+    ``steps`` are the sigma steps h_n = sigma_{i+1} - sigma_i, h_{n-1} = sigma_i - sigma_{i-1}, ...
+    (``order`` of them). The reference builds the weights as Adams–Bashforth 2 plus multiples
+    (``temp1``, ``temp2``) of the second and third backward differences of eps:
+
+    * order 2 is exact variable-step Adams–Bashforth;
+    * order 3: ``temp1`` is 5/12 on uniform steps (AB3) but not the variable-step AB3 weight; the
+      defect vanishes with the step-size variation, so on smooth grids the method is third order,
+      while on an uneven grid it integrates only polynomials of degree 1 exactly;
+    * order 4: the ``temp2`` term is not a third difference: on uniform steps it is 11/24 of one
+      (AB4 needs 3/8: weights (57, -65, 43, -11)/24 instead of (55, -59, 37, -9)/24), and where the
+      step ratio changes from step to step (Karras grids) its weights do not even sum to zero, so
+      the weights of the step miss 1 by O(h^2): globally second order on such grids, third order on
+      grids with a constant step ratio (uniform or geometric in sigma).
+    """
+    h = steps
+    if order == 1:
+        return [1.0]
+    r = h[0] / h[1]
+    if order == 2:
+        return [1.0 + 0.5 * r, -0.5 * r]
+    # Ratios of the recent steps that the second and third differences are built from.
+    t1 = (1.0 - h[0] / (3.0 * (h[0] + h[1])) * (h[0] * (h[0] + h[1])) / (h[1] * (h[1] + h[2]))) / 2.0
+    if order == 3:
+        return [1.0 + 0.5 * r + t1, -0.5 * r - (1.0 + h[1] / h[2]) * t1, t1 * h[1] / h[2]]
+    a = h[0] + h[1]
+    b = h[1] * (h[1] + h[2]) / (h[2] * (h[2] + h[3]))
+    t2 = ((1.0 - h[0] / (3.0 * a)) / 2.0 + (1.0 - h[0] / (2.0 * a)) * h[0] / (6.0 * (a + h[2]))) * (
+        h[0] * a * (a + h[2])) / (h[1] * (h[1] + h[2]) * (h[1] + h[2] + h[3]))
+    return [
+        1.0 + 0.5 * r + t1 + t2,
+        -0.5 * r - (1.0 + h[1] / h[2]) * t1 - (1.0 + h[1] / h[2] + b) * t2,
+        t1 * h[1] / h[2] + (h[1] / h[2] + b * (1.0 + h[2] / h[3])) * t2,
+        -t2 * b * h[1] / h[2],
+    ]
+
+
+def _ipndm_v_coefficients(sigmas, order: int) -> list[list[float]]:
+    out = []
+    for i in range(len(sigmas) - 1):
+        k = min(i + 1, order)
+        steps = [sigmas[i + 1 - j] - sigmas[i - j] for j in range(k)]
+        out.append([(sigmas[i + 1] - sigmas[i]) * w for w in ipndm_v_weights(steps, k)])
+    return out
+
+
+#: Global order of ipndm_v by its ``order`` option on smooth grids whose step ratio varies (Karras);
+#: see :func:`ipndm_v_weights`.
+IPNDM_V_ORDER = {1: 1, 2: 2, 3: 3, 4: 2}
+
+
+@register(
+    "ipndm_v",
+    order=2,
+    paper="Zhou et al., 'Fast ODE-based Sampling for Diffusion Models in Around 5 Steps' (arXiv 2312.00094), "
+    "diff-sampler (zju-pi) variable-step iPNDM; Zhang & Chen (arXiv 2204.13902) iPNDM",
+    description="diff-sampler's variable-step iPNDM: Adams–Bashforth-like weights built from the step ratios "
+    "(exact variable-step AB at order 2 only; the default order 4 is second order on Karras grids); the step "
+    "onto sigma=0 is the denoise; 1 NFE/step.",
+    options={"order": Option(4, int, "maximum number of stored eps (max_order)", low=1, high=4)},
+    order_of=lambda opts: IPNDM_V_ORDER[opts["order"]],
+)
+def ipndm_v(ctx, x, i):
+    """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) sum_j w_j eps_{i-j}, w from :func:`ipndm_v_weights`.
+
+    Reference: zju-pi/diff-sampler ``diff-solvers-main/solvers.py`` ``get_ipndm_v`` (as ported to
+    ComfyUI ``sample_ipndm_v``, comfyanonymous/ComfyUI@02159d81 ``comfy/k_diffusion/sampling.py``):
+    step i uses ``min(order, i + 1)`` eps; onto sigma = 0 it returns the denoiser output.
+    Declared global order (``IPNDM_V_ORDER``): ``order`` for 1-3; 2 for the default order 4, whose
+    weights miss consistency by O(h^2) where the step ratio varies (see :func:`ipndm_v_weights`);
+    tests measure the global order on the Karras grid and the one-step order.
+    """
+    order = ctx.options["order"]
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    history = ctx.state.setdefault("eps", [])
+    history.insert(0, (x - denoised) / s)
+    del history[order:]
+    if t == 0.0:
+        return denoised
+    coeffs = ctx.cached(("ipndm_v", order), lambda: _ipndm_v_coefficients(ctx.sigmas, order))[i]
+    return _combine(x, coeffs, history)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient_estimation: Permenter & Yuan's extrapolated denoiser step.
+# ---------------------------------------------------------------------------------------------
+
+
+@register(
+    "gradient_estimation",
+    order=1,
+    paper="Permenter & Yuan, 'Interpreting and Improving Diffusion Models from an Optimization Perspective' "
+    "(arXiv 2306.04848), §5 (the gradient-estimation sampler)",
+    description="Gradient estimation: Euler with eps replaced by gamma*eps_i + (1-gamma)*eps_{i-1} (gamma=2); "
+    "first order on general grids; the step onto sigma=0 is the denoise; 1 NFE/step.",
+    options={"gamma": Option(2.0, float, "extrapolation weight gamma of the current eps (1 = euler)", low=0.0,
+                             open_low=True)},
+)
+def gradient_estimation(ctx, x, i):
+    """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (gamma eps_i + (1 - gamma) eps_{i-1}); step 0 is Euler.
+
+    Permenter & Yuan (arXiv 2306.04848) §5: the denoiser error is estimated from the last two
+    steps, ``eps_bar = gamma eps_t + (1 - gamma) eps_{t+1}``. As ComfyUI ``sample_gradient_estimation``
+    (comfyanonymous/ComfyUI@02159d81 ``comfy/k_diffusion/sampling.py``): onto sigma = 0 it returns the
+    denoiser output. Read as a two-step method on dx/dsigma = eps it is consistent but second order
+    only when gamma = 1 + (sigma_{i-1} - sigma_i)/(2 (sigma_i - sigma_{i+1})) (gamma = 3/2 on a
+    sigma-uniform grid), so its global order is 1 (local error O(h^2)); tests measure both.
+    """
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    eps = (x - denoised) / s
+    previous = ctx.state.get("eps")
+    ctx.state["eps"] = eps
+    if t == 0.0:
+        return denoised
+    if previous is None:
+        return x + (t - s) * eps
+    gamma = ctx.options["gamma"]
+    return x + (t - s) * (gamma * eps + (1.0 - gamma) * previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# pndm: PNDM / PLMS with its pseudo Runge–Kutta warm-up.
+# ---------------------------------------------------------------------------------------------
+
+#: Steps of PNDM's pseudo Runge–Kutta warm-up (4 evaluations each) before the 4-point PLMS steps.
+PNDM_WARMUP = 3
+
+
+def _pndm_nfe(steps: int, ends_at_zero: bool, opts) -> int:
+    """4 evaluations per warm-up step, 1 per PLMS step; a warm-up step onto sigma = 0 is a 1-NFE denoise."""
+    warmup = min(steps, PNDM_WARMUP)
+    nfe = 4 * warmup + (steps - warmup)
+    if ends_at_zero and steps <= PNDM_WARMUP:
+        nfe -= 3
+    return nfe
+
+
+@register(
+    "pndm",
+    order=2,
+    paper="Liu et al., 'Pseudo Numerical Methods for Diffusion Models on Manifolds' (arXiv 2202.09778), "
+    "transfer function eq. (9) with its pseudo Runge–Kutta and pseudo linear multistep methods (§3), "
+    "as diffusers' PNDMScheduler",
+    description="PNDM: three pseudo Runge–Kutta (4-evaluation) warm-up steps, then PLMS (fixed 4-point "
+    "Adams–Bashforth weights on eps times the DDIM step); NFE = steps + 9; second order on non-uniform grids.",
+    options={
+        "midpoints": Option(None, "float_list", "noise levels of the three Runge–Kutta midpoints (default: "
+                            "sqrt(sigma_i sigma_{i+1}), the midpoint in log sigma)", low=0.0, open_low=True,
+                            nullable=True),
+    },
+    nfe=_pndm_nfe,
+)
+def pndm(ctx, x, i):
+    """PNDM in the unscaled state, where its transfer function phi (DDIM, PNDM eq. 9) is
+    ``phi(x, e, s -> t) = x + (t - s) e``:
+
+    * steps 0-2, pseudo Runge–Kutta (PNDM §3; diffusers ``step_prk``), m the step's midpoint:
+      e1 = eps(x, s), e2 = eps(phi(x, e1, s -> m), m), e3 = eps(phi(x, e2, s -> m), m),
+      e4 = eps(phi(x, e3, s -> t), t), x' = phi(x, (e1 + 2 e2 + 2 e3 + e4)/6, s -> t);
+    * later steps, PLMS (PNDM §3; diffusers ``step_plms``): e' = (55 e_i - 59 e_{i-1} + 37 e_{i-2}
+      - 9 e_{i-3})/24 over the eps at the last four grid points (the warm-up's e1's included),
+      x' = phi(x, e', s -> t). The step onto sigma = 0 is the same PLMS step, as in diffusers (on
+      a grid of at most 3 steps, which diffusers never builds, it is the denoise x' = D).
+
+    diffusers places the midpoints at the discrete timestep halfway between the step's ends; here
+    they are an option (``midpoints``; tests pass diffusers' levels and match PNDMScheduler). The
+    fixed weights are Adams–Bashforth weights only for equal sigma steps, so, as ``ipndm``, PNDM is
+    globally second order on the grids sampler-bench builds. NFE = steps + 9 (from 3 steps on).
+    """
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    history = _eps_history(ctx, x, i, 4)
+    if i >= PNDM_WARMUP:
+        return _combine(x, [(t - s) * w for w in IPNDM_WEIGHTS[4]], history)
+    midpoints = ctx.options["midpoints"]
+    if midpoints is not None and len(midpoints) != PNDM_WARMUP:
+        raise SolverOptionError(f"solver {ctx.name!r}: option midpoints needs {PNDM_WARMUP} noise levels (one per "
+                                f"Runge–Kutta warm-up step), got {len(midpoints)}")
+    if t == 0.0:
+        return x - s * history[0]  # phi(x, e1, s -> 0) = D
+    m = math.sqrt(s * t) if midpoints is None else midpoints[i]
+    if not t < m < s:
+        raise SolverOptionError(f"solver {ctx.name!r}: midpoint {m!r} of warm-up step {i + 1} must lie strictly "
+                                f"between its noise levels {s!r} and {t!r}")
+    e1 = history[0]
+    e2 = _eps(ctx, x + (m - s) * e1, m)
+    e3 = _eps(ctx, x + (m - s) * e2, m)
+    e4 = _eps(ctx, x + (t - s) * e3, t)
+    return x + (t - s) / 6.0 * (e1 + 2.0 * e2 + 2.0 * e3 + e4)
+
+
+def _eps(ctx, x, sigma: float):
+    return (x - ctx.model(x, sigma)) / sigma
+
+
+# ---------------------------------------------------------------------------------------------
+# deis_logrho: Adams–Bashforth in rho = sigma with eps a polynomial in log rho (diffusers' DEIS).
+# ---------------------------------------------------------------------------------------------
+
+
+def log_rho_integrals(nodes, a: float, b: float) -> list[float]:
+    """``[int_a^b l_j(log s) ds for j]``, l_j the Lagrange basis in u = log(sigma) on ``nodes`` (sigmas).
+
+    Exact: with u = log(a) + v, the integrand e^u l_j(u) is e^{log a} e^v q_j(v) for a polynomial
+    q_j, and int_0^H e^v v^m dv = [e^v sum_k (-1)^k m!/(m-k)! v^(m-k)]_0^H with H = log(b/a).
+    """
+    base = math.log(a)
+    v = [math.log(n) - base for n in nodes]
+    H = math.log(b / a)
+    moments = []  # int_0^H e^v v^m dv
+    for m in range(len(nodes)):
+        at_h = math.exp(H) * sum((-1) ** k * math.factorial(m) / math.factorial(m - k) * H ** (m - k)
+                                 for k in range(m + 1))
+        at_0 = (-1) ** m * math.factorial(m)
+        moments.append(at_h - at_0)
+    out = []
+    for j, vj in enumerate(v):
+        poly, denominator = [1.0], 1.0
+        for k, vk in enumerate(v):
+            if k == j:
+                continue
+            poly = [(poly[m - 1] if m > 0 else 0.0) - vk * (poly[m] if m < len(poly) else 0.0)
+                    for m in range(len(poly) + 1)]
+            denominator *= vj - vk
+        out.append(a * sum(c * mom for c, mom in zip(poly, moments)) / denominator)
+    return out
+
+
+def _deis_logrho_coefficients(sigmas, order: int, lower_order_final: bool) -> list[list[float]]:
+    out = []
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        k = min(i + 1, order)
+        if lower_order_final:
+            k = min(k, steps - i)
+        if sigmas[i + 1] == 0.0:  # onto sigma = 0 (log rho unbounded): the denoise, in the step itself
+            out.append([])
+            continue
+        out.append(log_rho_integrals([sigmas[i - j] for j in range(k)], sigmas[i], sigmas[i + 1]))
+    return out
+
+
+@register(
+    "deis_logrho",
+    order=2,
+    paper="Zhang & Chen, 'Fast Sampling of Diffusion Models with Exponential Integrator' (arXiv 2204.13902), "
+    "rhoAB-DEIS with the eps polynomial taken in log rho, as diffusers' DEISMultistepScheduler "
+    "(solver_type='logrho')",
+    description="log-rho DEIS (diffusers' DEISMultistepScheduler): Adams–Bashforth in rho = sigma with eps "
+    "interpolated in log rho, order = number of points (diffusers default 2); 1 NFE/step.",
+    options={
+        "order": Option(2, int, "number of stored eps (diffusers solver_order); global order", low=1, high=3),
+        "lower_order_final": Option(False, bool, "the last two steps use orders 1 and min(order, 2) (diffusers "
+                                    "default True, applied there only below 15 steps)"),
+    },
+    # A first-order last step (lower_order_final) caps the global order at 2, as for dpmpp_3m and unipc.
+    order_of=lambda opts: min(opts["order"], 2) if opts["lower_order_final"] else opts["order"],
+)
+def deis_logrho(ctx, x, i):
+    """xh_{i+1} = xh_i + sum_j C_ij eps_{i-j}, C_ij = int_{sigma_i}^{sigma_{i+1}} l_j(log rho) drho.
+
+    DEIS (arXiv 2204.13902) rhoAB in the unscaled state v = x/alpha (rho = sigma), with the
+    extrapolation polynomial of eps taken in log rho: diffusers ``multistep_deis_second/third_order_
+    update`` (its ``ind_fn`` is the antiderivative of these Lagrange terms). Warm start with
+    ``min(i + 1, order)`` points, as diffusers' ``lower_order_nums``; ``lower_order_final`` lowers the
+    last two steps as diffusers does (which it applies only when there are fewer than 15 steps).
+    The step onto sigma = 0 (where log rho is unbounded) is the denoise. Coefficients are exact
+    (:func:`log_rho_integrals`), once per grid.
+    """
+    order = ctx.options["order"]
+    if ctx.sigmas[i + 1] == 0.0:
+        return ctx.model(x, ctx.sigmas[i])
+    history = _eps_history(ctx, x, i, order)
+    coeffs = ctx.cached(("deis_logrho", order), lambda: _deis_logrho_coefficients(
+        ctx.sigmas, order, ctx.options["lower_order_final"]))[i]
+    return _combine(x, coeffs, history)

@@ -16,6 +16,12 @@ from . import schedules
 from .registry import SolverOptionError, info as solver_info
 
 
+#: The largest NFE budget a plan accepts. Sampler comparisons live below ~1000 NFE (EDM's 2-D
+#: ablations stop at 1023, arXiv 2206.00364 Fig. 2); 100k leaves room for convergence studies while
+#: keeping a grid (and DPM-Solver-fast's per-step order list) a few MB. Larger budgets are refused.
+MAX_NFE_BUDGET = 100_000
+
+
 @dataclass(frozen=True)
 class Plan:
     """A budget resolved for one solver: ``sigmas`` to pass to ``sample`` with ``options``.
@@ -41,6 +47,9 @@ def steps_for_budget(name: str, budget: int, ends_at_zero: bool = True, **option
         raise SolverOptionError(f"solver {name!r} is adaptive: its NFE is set by its tolerances, not by a budget")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise SolverOptionError(f"solver {name!r}: the NFE budget must be an integer >= 1, got {budget!r}")
+    if budget > MAX_NFE_BUDGET:
+        raise SolverOptionError(f"solver {name!r}: an NFE budget of {budget} is above the supported maximum of "
+                                f"{MAX_NFE_BUDGET} (sampler_bench.solvers.budget.MAX_NFE_BUDGET)")
     if meta.steps_for_nfe is not None:
         steps, updates = meta.steps_for_nfe(budget, ends_at_zero, opts)
         opts = meta.validate({**options, **updates})
@@ -54,20 +63,35 @@ def steps_for_budget(name: str, budget: int, ends_at_zero: bool = True, **option
             f"solver {name!r}: a budget of {budget} NFE is too small; with these options it needs at least "
             f"{least} NFE ({need} steps)"
         )
-    best = need
-    steps = need
-    # NFE laws are non-decreasing in the step count; walk up until the budget is exceeded.
-    while True:
-        cost = meta.nfe(steps + 1, ends_at_zero, opts)
-        if cost > budget:
-            break
-        steps += 1
-        best = steps
+    best = largest_steps_within(lambda n: meta.nfe(n, ends_at_zero, opts), need, budget)
     cost = meta.nfe(best, ends_at_zero, opts)
     note = "" if cost == budget else (
         f"{name} costs {meta.nfe_per_step} NFE per step, so {budget} NFE cannot be met exactly; using {best} steps = {cost} NFE"
     )
     return best, {}, note
+
+
+def largest_steps_within(nfe, least: int, budget: int) -> int:
+    """The largest step count n >= ``least`` with ``nfe(n) <= budget``, given ``nfe(least) <= budget``.
+
+    NFE laws are non-decreasing in the step count, so a doubling search brackets the answer and a
+    bisection finds it: O(log budget) evaluations of the law, not one per step (a budget of 1e9 used
+    to walk 1e9 steps). A law that never exceeds the budget (a step that costs nothing) is a bug in
+    the solver's declaration and is refused rather than searched for ever.
+    """
+    lo, hi = least, max(2 * least, 1)
+    while nfe(hi) <= budget:  # invariant: nfe(lo) <= budget
+        lo, hi = hi, 2 * hi
+        if hi > 4 * (budget + 1) + least:
+            raise SolverOptionError(f"the NFE law stays within {budget} NFE beyond {lo} steps: every step must "
+                                    "cost at least one denoiser evaluation")
+    while hi - lo > 1:  # invariant: nfe(lo) <= budget < nfe(hi)
+        mid = (lo + hi) // 2
+        if nfe(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def plan(
@@ -88,8 +112,20 @@ def plan(
         plan("heun", 35).steps == 18
     """
     steps, updates, note = steps_for_budget(name, budget, ends_at_zero, **options)
-    sigmas = schedules.build(schedule, steps, sigma_min, sigma_max, append_zero=ends_at_zero, **(schedule_params or {}))
     meta = solver_info(name)
+
+    def build(n: int):
+        return schedules.build(schedule, n, sigma_min, sigma_max, append_zero=ends_at_zero, **(schedule_params or {}))
+
+    if meta.plan_grid is None:
+        sigmas = build(steps)
+    else:  # the solver's reference places its grid itself (DPM-Solver singlestep on its time grids)
+        sigmas, more = meta.plan_grid(schedule, build, steps, ends_at_zero, meta.validate({**options, **updates}),
+                                      options)
+        updates = {**updates, **more}
+        if "beta_d" in (schedule_params or {}) or "beta_min" in (schedule_params or {}):
+            updates.update({k: v for k, v in schedule_params.items() if k in ("beta_d", "beta_min")
+                            and k in meta.options and k not in options})
     opts = meta.validate({**options, **updates})
     return Plan(
         solver=name, budget=budget, steps=steps, nfe=meta.nfe(steps, ends_at_zero, opts),

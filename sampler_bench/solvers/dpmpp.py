@@ -83,12 +83,12 @@ def dpmpp_3s_update(ctx, x, denoised, s: float, t: float, r1: float, r2: float, 
     return lincomb([(t / s, x), (-phi_1 - b1 - b2, denoised), (b1, denoised_1), (b2, denoised_2)])
 
 
-def _dpmpp_singlestep(ctx, x, i, r_order2: float):
-    return singlestep_step(ctx, x, i, r_order2, dpmpp_2s_update, dpmpp_3s_update)
+def _dpmpp_singlestep(ctx, x, i):
+    return singlestep_step(ctx, x, i, dpmpp_2s_update, dpmpp_3s_update)
 
 
 @register_singlestep(
-    "dpmpp_2s", order=2, r1=0.5, r2=None, paper=DPMPP_PAPER,
+    "dpmpp_2s", order=2, r1=0.5, r2=None, paper=DPMPP_PAPER, r_order2=None,
     description="Singlestep DPM-Solver++(2S) (data prediction), r1=1/2 in lambda; "
     "= k-diffusion dpmpp_2s_ancestral(eta=0).",
 )
@@ -99,11 +99,11 @@ def dpmpp_2s(ctx, x, i):
     r1 = 1/2, the step onto sigma=0 a single denoise (2N-1 NFE to zero, 2N otherwise). Options as
     DPM-Solver-2: ``r1``, ``solver_type``, per-step ``orders`` (1 or 2), ``split``.
     """
-    return _dpmpp_singlestep(ctx, x, i, ctx.options["r1"])
+    return _dpmpp_singlestep(ctx, x, i)
 
 
 @register_singlestep(
-    "dpmpp_3s", order=3, r1=1.0 / 3.0, r2=2.0 / 3.0, paper=DPMPP_PAPER,
+    "dpmpp_3s", order=3, r1=1.0 / 3.0, r2=2.0 / 3.0, paper=DPMPP_PAPER, r_order2=0.5,
     description="Singlestep DPM-Solver++(3S) (data prediction), r1=1/3, r2=2/3; planned budgets use DPM-Solver-fast.",
 )
 def dpmpp_3s(ctx, x, i):
@@ -112,7 +112,7 @@ def dpmpp_3s(ctx, x, i):
     Options as DPM-Solver-3: ``r1``, ``r2`` (order-2 steps use r1 = 1/2), ``solver_type``, per-step
     ``orders`` (1..3), ``split`` ('fast' = DPM-Solver-fast split when planned from a budget).
     """
-    return _dpmpp_singlestep(ctx, x, i, 0.5)
+    return _dpmpp_singlestep(ctx, x, i)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,3 +267,41 @@ def dpmpp_3m(ctx, x, i):
     return dpmpp_3m_update(
         x, denoised, history[1], history[2], ctx.sigmas[i - 2], ctx.sigmas[i - 1], s, t, opts["d2"]
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# RES multistep (ComfyUI's res_multistep, eta = 0).
+# ---------------------------------------------------------------------------------------------
+
+
+@register(
+    "res_multistep",
+    order=2,
+    paper="Zhang et al., 'Improved Order Analysis and Design of Exponential Integrator for Diffusion Models "
+    "Sampling' (arXiv 2308.02157), RES second-order multistep, as ComfyUI res_multistep",
+    description="RES second-order multistep exponential integrator (data prediction, phi_2 weights); "
+    "= dpmpp_2m(variant='taylor'); Euler first step, denoise onto sigma=0; 1 NFE/step.",
+)
+def res_multistep(ctx, x, i):
+    """xh_{i+1} = e^{-h} xh_i + h (b1 D_i + b2 D_{i-1}), b1 = phi_1(-h) - phi_2(-h)/c2, b2 = phi_2(-h)/c2.
+
+    Zhang et al. (arXiv 2308.02157) §4, RES order conditions for the two-step exponential
+    integrator, in ComfyUI's form (``res_multistep`` with eta = 0, comfyanonymous/ComfyUI@02159d81
+    ``comfy/k_diffusion/sampling.py``): h = lambda_{i+1} - lambda_i, c2 = (lambda_{i-1} - lambda_i)/h
+    (< 0), phi_1(z) = expm1(z)/z, phi_2(z) = (phi_1(z) - 1)/z. The first step and the step onto
+    sigma = 0 are Euler (= the denoise). Expanding the weights gives exactly DPM-Solver++(2M) in its
+    'taylor' form (D linear in lambda integrated exactly), which tests check to round-off.
+    Global order 2.
+    """
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    previous = ctx.state.get("denoised")
+    ctx.state["denoised"] = denoised
+    if t == 0.0 or previous is None:
+        return first_order_update(x, denoised, s, t)
+    h = math.log(s / t)
+    c2 = -math.log(ctx.sigmas[i - 1] / s) / h
+    phi_1 = math.expm1(-h) / -h
+    phi_2 = (phi_1 - 1.0) / -h
+    b1, b2 = phi_1 - phi_2 / c2, phi_2 / c2
+    return lincomb([(t / s, x), (h * b1, denoised), (h * b2, previous)])

@@ -1,0 +1,87 @@
+"""Published anchors: the committed table is complete and documented, and the report prints the
+paper's value beside ours exactly when a cell measured the same thing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sampler_bench.bench.store import CELL_COLUMNS, ResultsStore
+from sampler_bench.report.anchors import ANCHORS_FILE, anchor_blocks, load_anchors, matched
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_anchor_table_holds_the_field_reference_numbers():
+    anchors = {a["id"]: a for a in load_anchors()}
+    grid = {(a["sb_solver"], a["nfe"]): a["value"] for a in anchors.values() if a["id"].startswith("diff-sampler")}
+    assert len(grid) == 20 and grid[("ipndm", 10)] == 2.77 and grid[("euler", 5)] == 49.66
+    assert anchors["edm-cifar10-uncond-vp-heun-nfe35"]["value"] == 1.97
+    assert anchors["er-sde-imagenet64-nfe20"]["value"] == 3.45
+    assert anchors["gddim-cld-cifar10-nfe50"]["value"] == 2.26
+    assert anchors["pfgmpp-cifar10-uncond-d2048-nfe35"]["value"] == 1.91
+    for a in anchors.values():  # every row names its source and what was checked
+        assert a["arxiv"] and a["source"] and a["verified"] and a["fid_implementation"]
+    readme = (ANCHORS_FILE.parent / "README.md").read_text()
+    for column in ("sb_solver", "sb_options", "sb_schedule", "nfe_convention", "verified", "fid_implementation"):
+        assert column in readme
+
+
+def _cell(**over):
+    row = {c: None for c in CELL_COLUMNS if c != "created_at"}
+    row.update(cell_id="c1", sweep_id="s", spec_name="calib", model="edm-cifar10-32x32-uncond-vp", model_hash="h",
+               process="gaussian", solver="ipndm", options=json.dumps({"order": 4}), requested_options=json.dumps({"order": 4}),
+               stochastic=False, declared_order=2, schedule="karras", schedule_params=json.dumps({"rho": 7.0}),
+               sigma_min=0.002, sigma_max=80.0, ends_at_zero=False, nfe_budget=10, nfe_planned=10, nfe_counted=10, steps=10,
+               n_samples=50000, seed=0, batch_size=500, device="cuda", precision="float64", wall_time_s=1.0,
+               samples_per_s=1.0, denoiser_fraction=0.9, metric_time_s=0.1, status="ok", reason="", version="x")
+    row.update(over)
+    return row
+
+
+def _fid(cell_id, value, extractor="inception-v3-compat"):
+    return {"cell_id": cell_id, "metric": "fd", "key": "fd", "value": value, "lower_is_better": True,
+            "feature_extractor": extractor, "reference_hash": "r", "provenance": {}}
+
+
+@pytest.mark.parametrize("change, matches", [
+    ({}, True),
+    ({"model": "my-cifar10"}, False),                       # another checkpoint
+    ({"model_hash": "edm-cifar10-32x32-uncond-vp", "model": "renamed"}, True),  # the name may be the fingerprint
+    ({"nfe_counted": 11}, False),                           # counted NFE must agree, not the budget
+    ({"ends_at_zero": True}, False),                        # a final denoise step is another NFE convention
+    ({"schedule": "log_snr_uniform", "schedule_params": "{}"}, False),
+    ({"schedule_params": json.dumps({"rho": 5.0})}, False),
+    ({"options": json.dumps({"order": 3})}, False),
+    ({"sigma_min": 0.01}, False),
+])
+def test_a_cell_matches_an_anchor_only_when_it_measured_the_same_thing(change, matches):
+    cells = pd.DataFrame([_cell(**change)])
+    values = pd.DataFrame([_fid("c1", 2.9)])
+    found = matched(cells, values, load_anchors())
+    assert (len(found) == 1) == matches
+    if matches:
+        assert found[0][0]["value"] == 2.77 and found[0][2] == 2.9
+
+
+def test_only_inception_fid_is_put_beside_a_paper_fid():
+    cells = pd.DataFrame([_cell()])
+    assert not matched(cells, pd.DataFrame([_fid("c1", 2.9, extractor="raw")]), load_anchors())
+
+
+def test_the_report_prints_the_papers_value_beside_ours(tmp_path):
+    from sampler_bench.report import write_report
+
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        store.begin_sweep("s", spec_name="calib", spec_toml="", command="", environment={})
+        store.put_cell(_cell(), [_fid("c1", 2.912)])
+        store.put_cell(_cell(cell_id="c2", solver="euler", options="{}", requested_options="{}", declared_order=1),
+                       [_fid("c2", 16.2)])
+        store.finish_sweep("s")
+    paths = write_report(tmp_path / "results.sqlite", tmp_path / "report")
+    md = Path(paths["markdown"]).read_text()
+    assert "published anchors" in md and "2.77" in md and "2.91" in md and "15.7" in md and "16.2" in md
+    assert "arXiv 2312.00094" in md
