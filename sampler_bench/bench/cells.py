@@ -98,6 +98,14 @@ def _plan(meta: SolverInfo, pm: PreparedModel, sampler: SamplerSpec, schedule: S
         )
     except ValueError as e:
         return None, sampler.options, str(e)
+    first = float(plan.sigmas[0])
+    if abs(first - sigma_max) > 1e-9 * sigma_max:
+        # The starting states (and the reference endpoints) are drawn at the cell's sigma_max; a grid
+        # that starts elsewhere (a training table's top level, a published AYS table) would be fed states
+        # at the wrong noise level.
+        return None, sampler.options, (
+            f"schedule {schedule.name!r} starts at sigma = {first!r}, not at sigma_max = {sigma_max!r} where the "
+            f"starting states are drawn; set the schedule's sigma_max to {first!r}")
     return plan, meta.validate(plan.options), ""
 
 
