@@ -82,7 +82,7 @@ def test_zero_stochasticity_reproduces_the_deterministic_counterpart_and_draws_n
         g = torch.Generator().manual_seed(1)
         before = g.get_state()
         ours = sb.sample(name, gmm3d, x, sigmas, generator=g, **opts)
-        assert torch.equal(g.get_state(), before), f"{name}{opts} drew noise although it adds none (pitfall 8)"
+        assert torch.equal(g.get_state(), before), f"{name}{opts} drew noise although it adds none (eta = 0 draws nothing)"
         ref = sb.sample(det, gmm3d, x, sigmas, **det_opts)
         if bitwise:
             assert torch.equal(ours, ref)
