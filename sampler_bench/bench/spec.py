@@ -360,7 +360,8 @@ def _model_extras(t: Mapping, where: str, plugin: bool) -> dict:
 
 def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
     names = solver_names()
-    sweepable = [n for n in names if not solver_info(n).adaptive]
+    # Adaptive solvers are swept only when they map a budget to tolerances (the yardsticks do not).
+    sweepable = [n for n in names if not solver_info(n).adaptive or solver_info(n).tolerance_for_nfe is not None]
     out: list[SamplerSpec] = []
     all_samplers = doc.get("all_samplers", False)
     if not isinstance(all_samplers, bool):
@@ -385,7 +386,7 @@ def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
                 "run `sampler-bench list` to see the registered samplers"
             )
         meta = solver_info(n)
-        if meta.adaptive:
+        if meta.adaptive and meta.tolerance_for_nfe is None:
             raise SpecError(
                 f"{where}: {n!r} is adaptive (its NFE is set by tolerances, not a budget) and cannot be swept; "
                 "it is the yardstick the endpoint error is measured against"
