@@ -575,7 +575,7 @@ class Sweep:
         if counted != plan.nfe:
             notes.append(f"counted {counted} NFE but the solver's NFE law promises {plan.nfe} (a solver bug: please report)")
         try:
-            metric_rows = finish_cell(cell, [shard], make, self.M,
+            metric_rows = finish_cell(cell, [shard], make, self.M, confidence=spec.confidence,
                                       reference_key=self._reference_key(cell) if needs_ref else "", device=spec.device,
                                       hosts=self.hosts)
         except Exception as e:
@@ -620,6 +620,7 @@ class Sweep:
                 return todo_ids
 
             todo_ids = world.broadcast_object(world.run(plan if main else lambda: None, "while opening the results store"))
+            world.run(lambda: self.store_floors(store) if main else None, "while computing the noise floor")
             todo = [c for c in self.cells if c.cell_id in set(todo_ids)]
             self.on_event("start", {"total": len(self.cells), "todo": len(todo), "reused": summary.reused})
             for cell in todo:
@@ -636,6 +637,35 @@ class Sweep:
             world.run(lambda: store.finish_sweep(sweep_id) if main else None, "while closing the sweep")
         summary.wall_s = time.perf_counter() - t0
         return world.broadcast_object(summary)
+
+    def store_floors(self, store: ResultsStore) -> None:
+        """The noise floor (:mod:`.floor`) of every model x distribution metric, unless already stored:
+        the metric of ``n_samples`` exact samples, with its interval. Endpoint error has none (exact
+        samples *are* the reference)."""
+        from .floor import floor_id, noise_floor
+
+        spec = self.spec
+        for pm in self.models:
+            for m in pm.metrics:
+                if m.needs_reference:
+                    continue
+                definition = {"name": m.spec.name, "feature_extractor": m.spec.feature_extractor, "params": m.spec.params}
+                fid = floor_id(pm.hash, definition, spec.n_samples, spec.seed)
+                if store.has_floor(fid) and not self.force:
+                    continue
+                self.on_event("floor", {"model": pm.label, "metric": m.spec.name})
+                got = noise_floor(pm.model, lambda: self._make(pm.model)(m), spec.n_samples, spec.seed,
+                                  spec.batch_size, spec.confidence)
+                if got is None:
+                    continue
+                estimates, prov = got
+                for key, est in estimates.items():
+                    store.put_floor(f"{fid}:{key}", {
+                        "model": pm.label, "model_hash": pm.hash, "metric": m.spec.name, "key": key,
+                        "n_samples": spec.n_samples, "seed": spec.seed, "value": est.value, "ci_low": est.ci_low,
+                        "ci_high": est.ci_high, "corrected": est.corrected,
+                        "lower_is_better": _lower_is_better(m.info, key), "replicates": list(est.replicates),
+                        "provenance": {**prov, "interval": est.method()}})
 
     @staticmethod
     def _count(summary: SweepSummary, status: str) -> None:

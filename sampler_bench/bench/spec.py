@@ -51,6 +51,7 @@ PRECISIONS = ("float64", "float32")
 TOP_KEYS = (
     "name", "description", "nfe", "n_samples", "seed", "batch_size", "device", "precision", "keep_samples",
     "all_samplers", "exclude_samplers", "reference", "execution", "model", "sampler", "schedule", "metric",
+    "replicates", "confidence",
 )
 REFERENCE_KEYS = ("rtol", "atol")
 #: [execution]: how the network runs (sampler_bench.models.execution); only autocast changes the numbers
@@ -146,6 +147,10 @@ class Spec:
     device: str = "cpu"
     precision: str = "float64"
     keep_samples: int = MAX_KEEP_SAMPLES
+    #: every cell runs on this many disjoint seed ranges (replicate k: seeds seed + k*n_samples + i)
+    replicates: int = 1
+    #: level of every stored interval, strictly inside (0, 1)
+    confidence: float = 0.95
     #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see the runner)
     reference: dict = field(default_factory=dict)
     #: execution options of the network ({}: plain eager float32/float64), see [execution]
@@ -201,6 +206,12 @@ def _int(value: Any, where: str, low: int | None = None, high: int | None = None
 def _float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise SpecError(f"{where} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _confidence(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 1):
+        raise SpecError(f"confidence must be a level strictly between 0 and 1, e.g. confidence = 0.95; got {value!r}")
     return float(value)
 
 
@@ -616,6 +627,8 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             keep_samples=_int(doc.get("keep_samples", MAX_KEEP_SAMPLES), "keep_samples", low=0, high=MAX_KEEP_SAMPLES),
             reference=_parse_reference(doc, text),
             execution=_parse_execution(doc, text),
+            replicates=_int(doc.get("replicates", 1), "replicates (disjoint seed ranges per cell)", low=1),
+            confidence=_confidence(doc.get("confidence", 0.95)),
             source=text,
             path=str(path) if path else None,
         )

@@ -20,6 +20,7 @@ Read side (the contract ``sampler_bench.report`` relies on)::
     store.samples(cell_id)   # up to 256 float32 samples kept for pictures, or None
     store.sweeps()     # one row per sweep run
     store.replicates()       # {(cell_id, metric, key): float64 array of bootstrap replicate values}
+    store.floors()     # the noise floor: each metric of exact samples per (model, sample count, seed)
 
 Uncertainty (schema 2): every metric row has ``ci_low``, ``ci_high`` (the interval for the population
 value, see :mod:`sampler_bench.metrics.uncertainty`) and ``corrected`` (the bias-corrected value the
@@ -83,6 +84,9 @@ CREATE TABLE IF NOT EXISTS metrics (
 CREATE TABLE IF NOT EXISTS replicates (
     cell_id TEXT NOT NULL, metric TEXT NOT NULL, key TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (cell_id, metric, key));
 CREATE TABLE IF NOT EXISTS samples (cell_id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS floors (
+    floor_id TEXT PRIMARY KEY, model TEXT, model_hash TEXT, metric TEXT, key TEXT, n_samples INTEGER, seed INTEGER,
+    value REAL, ci_low REAL, ci_high REAL, corrected REAL, lower_is_better INTEGER, replicates BLOB, provenance TEXT);
 CREATE TABLE IF NOT EXISTS sweep_cells (sweep_id TEXT NOT NULL, cell_id TEXT NOT NULL, PRIMARY KEY (sweep_id, cell_id));
 """
 
@@ -504,6 +508,40 @@ class ResultsStore:
         wanted = None if cell_ids is None else set(cell_ids)
         return {(c, m, k): np.frombuffer(bytes(d), dtype="<f8").copy() for c, m, k, d in rows
                 if wanted is None or c in wanted}
+
+    FLOOR_COLUMNS = ("floor_id", "model", "model_hash", "metric", "key", "n_samples", "seed", "value", "ci_low",
+                     "ci_high", "corrected", "lower_is_better", "provenance")
+
+    def put_floor(self, floor_id: str, row: Mapping[str, Any]) -> None:
+        """Store one noise-floor value (the metric of exact samples, :mod:`sampler_bench.bench.floor`)."""
+        prov = row.get("provenance", {})
+        reps = row.get("replicates")
+        values = [floor_id] + [row.get(c) for c in self.FLOOR_COLUMNS[1:-1]]
+        values[-1] = int(bool(values[-1]))
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT OR REPLACE INTO floors ({', '.join(self.FLOOR_COLUMNS)}, replicates) VALUES "
+                f"({', '.join('?' * (len(self.FLOOR_COLUMNS) + 1))})",
+                [*values, prov if isinstance(prov, str) else json.dumps(prov, sort_keys=True, default=str),
+                 None if reps is None else np.asarray(reps, dtype="<f8").tobytes()])
+
+    def floors(self) -> pd.DataFrame:
+        """One row per stored noise-floor value, with its ``replicates`` (array) column; empty for old stores."""
+        cols = list(self.FLOOR_COLUMNS) + ["replicates"]
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'floors'").fetchone():
+            return pd.DataFrame(columns=cols)
+        df = self._frame(f"SELECT {', '.join(cols)} FROM floors ORDER BY rowid")
+        df["replicates"] = [np.frombuffer(bytes(b), dtype="<f8").copy() if b is not None else np.array([])
+                            for b in df["replicates"]]
+        for c in ("value", "ci_low", "ci_high", "corrected"):
+            df[c] = df[c].astype(float)
+        df["lower_is_better"] = df["lower_is_better"].astype(bool)
+        return df
+
+    def has_floor(self, floor_id: str) -> bool:
+        """True when a floor value of ``floor_id`` (alone or as ``floor_id:key``) is stored."""
+        return self._db.execute("SELECT 1 FROM floors WHERE floor_id = ? OR floor_id LIKE ?",
+                                (floor_id, floor_id + ":%")).fetchone() is not None
 
     def samples(self, cell_id: str) -> torch.Tensor | None:
         row = self._db.execute("SELECT data FROM samples WHERE cell_id = ?", (cell_id,)).fetchone()

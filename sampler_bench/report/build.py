@@ -44,8 +44,10 @@ def write_report(store_or_path, out_dir, *, title: str | None = None,
     """
     store, opened = _open_store(store_or_path)
     try:
+        replicates = store.replicates() if hasattr(store, "replicates") else None
+        floors = store.floors() if hasattr(store, "floors") else None
         return render(store.cells(), store.metrics(), store.samples, store.sweeps(), out_dir,
-                      title=title, sample_budgets=sample_budgets)
+                      title=title, sample_budgets=sample_budgets, replicates=replicates, floors=floors)
     finally:
         if opened and hasattr(store, "close"):
             store.close()
@@ -68,12 +70,16 @@ def _open_store(store_or_path):
 
 
 def render(cells: pd.DataFrame, metrics: pd.DataFrame, samples: SamplesFn | None, sweeps: pd.DataFrame | None,
-           out_dir, *, title: str | None = None, sample_budgets: Sequence[int] | None = None) -> dict:
+           out_dir, *, title: str | None = None, sample_budgets: Sequence[int] | None = None,
+           replicates=None, floors: pd.DataFrame | None = None) -> dict:
     """Write the report of the given store tables into ``out_dir``; returns the written paths.
 
-    ``samples(cell_id)`` returns the stored samples of a cell (a tensor or array) or ``None``.
+    ``samples(cell_id)`` returns the stored samples of a cell (a tensor or array) or ``None``;
+    ``replicates`` (``ResultsStore.replicates()``) and ``floors`` (``ResultsStore.floors()``) feed
+    the ties and the noise floor; without them the tables only mark the best value.
     """
-    doc = build_document(cells, metrics, samples, sweeps, title=title, sample_budgets=sample_budgets)
+    doc = build_document(cells, metrics, samples, sweeps, title=title, sample_budgets=sample_budgets,
+                         replicates=replicates, floors=floors)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, figures = write_markdown(doc, out)
@@ -105,7 +111,16 @@ class _Names:
         return name
 
 
-def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budgets=None) -> Document:
+def _floor_lookup(floors: pd.DataFrame | None):
+    """(model, metric, key, n_samples, seed) -> the stored noise-floor row as a dict."""
+    if floors is None or len(floors) == 0:
+        return {}
+    return {(str(f["model"]), str(f["metric"]), str(f["key"]), int(f["n_samples"]), int(f["seed"])): dict(f)
+            for _, f in floors.iterrows()}
+
+
+def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budgets=None, replicates=None,
+                   floors=None) -> Document:
     """The report content (see :mod:`sampler_bench.report.document`) from the store tables."""
     budgets_asked = _check_budgets(sample_budgets)
     if cells is None or len(cells) == 0:
@@ -116,10 +131,18 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
     values = metrics.copy()
     values["value"] = pd.to_numeric(values["value"], errors="coerce").astype(float)
     values["lower_is_better"] = values["lower_is_better"].fillna(True).astype(bool)
+    for c in ("ci_low", "ci_high", "corrected"):
+        values[c] = pd.to_numeric(values[c], errors="coerce").astype(float) if c in values.columns else np.nan
+    extra = [c for c in ("seed", "n_samples") if c in kept.columns]
     joined = values.merge(
-        kept[["cell_id", "model", "row", "solver", "nfe_budget", "nfe_counted", "stochastic", "declared_order", "status"]],
+        kept[["cell_id", "model", "row", "solver", "nfe_budget", "nfe_counted", "stochastic", "declared_order", "status",
+              *extra]],
         on="cell_id", how="inner",
     )
+    reps = {}
+    for (cid, metric, key), arr in (replicates or {}).items():
+        reps.setdefault((metric, key), {})[cid] = arr
+    floor_of = _floor_lookup(floors)
     sweeps = sweeps if sweeps is not None else pd.DataFrame(columns=["sweep_id"])
 
     if budgets_asked is not None:
@@ -161,7 +184,7 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
     for model in models:
         m_cells = kept[kept["model"].astype(str) == model]
         m_values = joined[(joined["model"].astype(str) == model) & (joined["status"] == "ok")]
-        _model_section(doc, names, model, m_cells, m_values, samples, budgets_asked)
+        _model_section(doc, names, model, m_cells, m_values, samples, budgets_asked, reps, floor_of)
 
     doc.add(Heading(2, "Provenance", names("provenance")))
     sweep_ids = sorted(kept["sweep_id"].dropna().unique(), key=str) if "sweep_id" in kept.columns else []
@@ -173,7 +196,18 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
     return doc
 
 
-def _model_section(doc, names, model, cells, values, samples, budgets_asked) -> None:
+def _floor_for(floor_of, model, metric, key, sub) -> dict | None:
+    """The noise floor of one table: that of the sample count and seed most of its cells used."""
+    if not floor_of or "n_samples" not in sub.columns or sub.empty:
+        return None
+    n = pd.to_numeric(sub["n_samples"], errors="coerce").mode()
+    seed = pd.to_numeric(sub["seed"], errors="coerce").mode() if "seed" in sub.columns else pd.Series([0])
+    if n.empty or seed.empty:
+        return None
+    return floor_of.get((str(model), str(metric), str(key), int(n.iloc[0]), int(seed.iloc[0])))
+
+
+def _model_section(doc, names, model, cells, values, samples, budgets_asked, reps=None, floor_of=None) -> None:
     doc.add(Heading(2, f"Model {model}", names("model", model)))
     facts = []
     for col, label in (("process", "process"), ("model_hash", "hash")):
@@ -205,9 +239,11 @@ def _model_section(doc, names, model, cells, values, samples, budgets_asked) -> 
         name = key if key_count.get(key, 0) == 1 else f"{metric}: {key}"
         lower = bool(sub["lower_is_better"].iloc[0])
         doc.add(Heading(3, f"{model}: {name}", names(model, metric, key)))
-        doc.add(metric_table(cells, sub, lower))
+        floor = _floor_for(floor_of, model, metric, key, sub)
+        doc.add(metric_table(cells, sub, lower, (reps or {}).get((metric, key), {}), floor))
         orders = fitted_orders(cells, sub) if key == ORDER_KEY else None
-        doc.add(_metric_figure(names, model, name, sub, orders, style, lower, sorted(cells["nfe_budget"].unique())))
+        doc.add(_metric_figure(names, model, name, sub, orders, style, lower, sorted(cells["nfe_budget"].unique()),
+                               floor))
         if orders is not None and len(orders):
             doc.add(Heading(3, f"{model}: empirical order", names(model, "order")))
             doc.add(order_table(orders, key))
@@ -244,7 +280,7 @@ def _not_run(cells) -> list[str]:
     return out
 
 
-def _metric_figure(names, model, name, sub, orders, style, lower, budgets) -> Figure:
+def _metric_figure(names, model, name, sub, orders, style, lower, budgets, floor=None) -> Figure:
     fitted = {}
     if orders is not None:
         for o in orders.itertuples(index=False):
@@ -258,6 +294,8 @@ def _metric_figure(names, model, name, sub, orders, style, lower, budgets) -> Fi
             declared, fit = fitted[row]
             label += f": p={declared}, fit {fit:.2f}" if math.isfinite(fit) else f": p={declared}"
         series.append({"row": row, "label": label, "nfe": s["nfe_counted"].to_numpy(), "value": s["value"].to_numpy(),
+                       "ci_low": s["ci_low"].to_numpy() if "ci_low" in s else None,
+                       "ci_high": s["ci_high"].to_numpy() if "ci_high" in s else None,
                        "stochastic": bool(s["stochastic"].iloc[0])})
     direction = "lower" if lower else "higher"
     fig = plots.metric_vs_nfe(series, title=f"{model}: {name} vs NFE", ylabel=f"{name} ({direction} is better)",
@@ -288,7 +326,8 @@ def _pareto_blocks(names, model, cells, values, head, style) -> list:
         Figure(names(model, key, "pareto"), plots.to_png(fig),
                f"{key} against wall time per sample (1 / samples per second) for every finished cell; circled, "
                "numbered points joined by the black line form the Pareto front (no other cell is both faster and "
-               "better), listed below. "
+               "better by value), listed below; the front compares values, not tested differences: the tables mark "
+               "which samplers are statistically tied. "
                "Wall time depends on the device and its load: compare cells of one sweep.",
                alt=f"{model} Pareto plot"),
         Paragraph(f"Pareto front: {listing}."),

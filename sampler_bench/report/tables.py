@@ -241,24 +241,40 @@ def kind_label(stochastic: bool, order: int) -> str:
     return f"{'SDE' if stochastic else 'ODE'}, p={order}" if order > 0 else ("SDE" if stochastic else "ODE")
 
 
-def metric_table(cells: pd.DataFrame, values: pd.DataFrame, lower_is_better: bool) -> Table:
+def format_interval(value: float, ci_low: Any = None, ci_high: Any = None) -> str:
+    """``value ±h`` with h the half-width of the 95% interval (2 significant digits); the value alone
+    when no interval is stored."""
+    text = format_value(value)
+    try:
+        half = 0.5 * (float(ci_high) - float(ci_low))
+    except (TypeError, ValueError):
+        return text
+    return f"{text} ±{half:.2g}" if math.isfinite(half) else text
+
+
+def metric_table(cells: pd.DataFrame, values: pd.DataFrame, lower_is_better: bool,
+                 replicates: Mapping[str, Any] | None = None, floor: Mapping[str, Any] | None = None) -> Table:
     """Sampler x NFE table of one metric key for one model.
 
     ``cells``: the model's (deduplicated) prepared cells; ``values``: the metric rows of this key
-    joined with ``row`` and ``nfe_budget``. Rows are the samplers with at least one value; columns
-    every budget of the model. The best finite value of each column is marked; a cell whose
-    counted NFE differs from the budget shows the count in parentheses; a skipped, failed or
-    unmeasured cell shows a dash with a footnote saying why.
+    joined with ``row`` and ``nfe_budget`` (and, when stored, ``ci_low``, ``ci_high``, ``corrected``,
+    ``seed``, ``n_samples``). ``replicates``: bootstrap replicate values per cell_id; ``floor``: the
+    noise floor of this metric (value, ci_low, ci_high, n_samples) or None. Rows are the samplers with
+    at least one value; columns every budget of the model. Each value shows ± the half-width of its
+    95% interval; the best value of each column and every value tied with it are marked
+    (:mod:`.ties`); a value inside the noise floor says so; a cell whose counted NFE differs from the
+    budget shows the count in parentheses; a skipped, failed or unmeasured cell shows a dash with a
+    footnote saying why.
     """
+    from .ties import TIE_RULE, column_verdict
+
     budgets = sorted(int(b) for b in cells["nfe_budget"].unique())
     rows = [r for r in row_order(cells) if r in set(values["row"])]
     by_cell = {(c.row, int(c.nfe_budget)): c for c in cells.itertuples(index=False)}
-    by_value = {(v.row, int(v.nfe_budget)): float(v.value) for v in values.itertuples(index=False)}
-    best = {}
-    for b in budgets:
-        finite = [by_value[(r, b)] for r in rows if (r, b) in by_value and math.isfinite(by_value[(r, b)])]
-        if finite:
-            best[b] = min(finite) if lower_is_better else max(finite)
+    by_value = {(v.row, int(v.nfe_budget)): v for v in values.itertuples(index=False)}
+    replicates = replicates or {}
+    verdicts = {b: column_verdict(values[values["nfe_budget"].astype(int) == b], replicates, lower_is_better, floor)
+                for b in budgets}
     notes: list[str] = []
 
     def note_for(text: str) -> int:
@@ -273,11 +289,14 @@ def metric_table(cells: pd.DataFrame, values: pd.DataFrame, lower_is_better: boo
         for b in budgets:
             cell = by_cell.get((r, b))
             if (r, b) in by_value:
-                v = by_value[(r, b)]
-                text = format_value(v)
+                rec = by_value[(r, b)]
+                v = float(rec.value)
+                text = format_interval(v, getattr(rec, "ci_low", None), getattr(rec, "ci_high", None))
                 if cell is not None and int(cell.nfe_counted) != b:
                     text += f" ({int(cell.nfe_counted)})"
-                line.append(TableCell(text, best=math.isfinite(v) and v == best.get(b)))
+                if r in verdicts[b].in_floor:
+                    text += " (floor)"
+                line.append(TableCell(text, best=math.isfinite(v) and r in verdicts[b].tied))
             elif cell is None:
                 line.append(TableCell(""))
             elif cell.status != "ok":
@@ -288,9 +307,15 @@ def metric_table(cells: pd.DataFrame, values: pd.DataFrame, lower_is_better: boo
         out_rows.append(tuple(line))
     columns = ("sampler", "kind", *[str(b) for b in budgets])
     direction = "lower" if lower_is_better else "higher"
+    floor_text = ""
+    if floor is not None:
+        floor_text = (f" Noise floor: the same metric of {int(floor['n_samples'])} exact samples is "
+                      f"{format_interval(floor['value'], floor.get('ci_low'), floor.get('ci_high'))}; '(floor)' marks a "
+                      "value whose interval reaches the floor's (not distinguishable from exact sampling).")
     caption = (
-        f"Columns: NFE budget. Best value per column marked ({direction} is better). "
-        "A number in parentheses is the NFE actually counted where it differs from the budget. "
+        f"Columns: NFE budget ({direction} is better). Each value ± the half-width of its 95% interval for the "
+        f"population value (bootstrap over samples; bias-corrected where the estimator is biased). {TIE_RULE}"
+        f"{floor_text} A number in parentheses is the NFE actually counted where it differs from the budget. "
         "Kind: ODE or SDE sampler and its declared order p (weak order for SDE samplers)."
     )
     return Table(columns, tuple(out_rows), tuple(notes), caption, label_columns=2)
