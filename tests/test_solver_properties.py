@@ -84,6 +84,9 @@ ORDER_TABLE = [
     ("dpm_solver_2", {"split": "fixed", "solver_type": "taylor"}, 2, B2),
     ("dpm_solver_3", {"split": "fixed"}, 3, B3),
     ("dpm_solver_3", {"split": "fixed", "solver_type": "taylor"}, 3, B3),
+    # Per-step intermediate points uniform in VP time (DPM-Solver's time_uniform/quadratic rule).
+    ("dpm_solver_3", {"split": "fixed", "inner": "vp_time"}, 3, B3),
+    ("dpmpp_2s", {"split": "fixed", "inner": "vp_time_quadratic"}, 2, B2),
     ("dpmpp_2s", {"split": "fixed"}, 2, B2),
     ("dpmpp_3s", {"split": "fixed"}, 3, B3),
     ("dpmpp_2m", {"lower_order_final": False}, 2, B2),
