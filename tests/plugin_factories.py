@@ -117,3 +117,14 @@ def stack_squares(z):
 
 def nan_decoder(z):
     return z * float("nan")
+
+
+class LatentGaussian(Gaussian):
+    """Latents N(0, I); its reference data are decoded images (what a latent model's data set holds)."""
+
+    def sample_data(self, n, generator=None):
+        return stack_squares(torch.randn(n, self.shape[0], generator=generator, dtype=torch.float64))
+
+
+def latent_gaussian(dim=2):
+    return LatentGaussian(dim)

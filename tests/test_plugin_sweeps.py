@@ -54,8 +54,8 @@ def test_a_decoder_feeds_the_metrics_and_is_timed_apart(tmp_path):
 nfe = [3]
 n_samples = 8
 [[model]]
-python = "plugin_factories:gaussian"
-args = { dim = 2 }
+python = "plugin_factories:latent_gaussian"
+name = "latent"
 decode = "plugin_factories:stack_squares"
 [[sampler]]
 name = "euler"
@@ -64,7 +64,7 @@ name = "fd"
 """
     cells, metrics, kept = _run(tmp_path, text, "d")
     assert cells["status"].iloc[0] == "ok"
-    assert kept["gaussian"].shape == (8, 4)  # the decoded samples are what is kept and scored
+    assert kept["latent"].shape == (8, 4)  # the decoded samples are what is kept and scored
     prov = json.loads(metrics["provenance"].iloc[0])
     assert prov["decode"]["decoder"] == "plugin_factories:stack_squares" and prov["decode"]["seconds"] >= 0
 
