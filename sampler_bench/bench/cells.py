@@ -105,6 +105,14 @@ def _plan(meta: SolverInfo, pm: PreparedModel, sampler: SamplerSpec, schedule: S
         )
     except ValueError as e:
         return None, sampler.options, str(e)
+    first = float(plan.sigmas[0])
+    if abs(first - sigma_max) > 1e-9 * sigma_max:
+        # The starting states (and the reference endpoints) are drawn at the cell's sigma_max; a grid
+        # that starts elsewhere (a training table's top level, a published AYS table) would be fed states
+        # at the wrong noise level.
+        return None, sampler.options, (
+            f"schedule {schedule.name!r} starts at sigma = {first!r}, not at sigma_max = {sigma_max!r} where the "
+            f"starting states are drawn; set the schedule's sigma_max to {first!r}")
     return plan, meta.validate(plan.options), ""
 
 
@@ -145,6 +153,8 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
                         "schedule_params": sch.params, "sigma_min": smin, "sigma_max": smax,
                         "ends_at_zero": sch.ends_at_zero, "nfe_budget": budget, "n_samples": spec.n_samples,
                         "seed": spec.seed, "precision": spec.precision,
+                        # what drives the noise changes a stochastic sampler's numbers only
+                        **({"noise_generator": spec.noise_generator} if meta.stochastic else {}),
                         # noise streams and arithmetic differ between device types (not between indices)
                         "device_type": torch.device(spec.device).type,
                         "reference_options": pm.reference_options if needs_reference else None,

@@ -20,7 +20,7 @@ import torch
 
 from ..models.guidance import Conditioned, EvaluationCounter, draw_class_labels
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
-from ..rng import generators_for
+from ..rng import generators_for, noise_generator
 from .cells import Cell
 from .distributed import DistributedError, World, run_sharded
 from .reference_cache import ReferenceCache
@@ -91,9 +91,13 @@ def cell_shard(cell: Cell, start: int, stop: int,
         x = initial_states(model, spec.seed, a, b, cell.sigma_max, device, generators=gens).to(dtype)
         # class labels come after the prior from the same generators (EDM's generate.py order)
         labels = draw_class_labels(gens, num_classes, device) if num_classes else None
+        # the starting states always come from the per-sample generators (deterministic samplers do not
+        # depend on the noise generator); a stochastic sampler's noise from the spec's noise_generator
+        noise = gens if spec.noise_generator == "torch" or not cell.solver.stochastic else \
+            noise_generator(spec.noise_generator, spec.seed, a, b, device)
         evaluations = EvaluationCounter()
         counter = CountingDenoiser(Conditioned(model, labels, evaluations), timed=True)
-        out = data_of(model, run_solver(cell.solver.name, counter, x, cell.plan.sigmas, generator=gens,
+        out = data_of(model, run_solver(cell.solver.name, counter, x, cell.plan.sigmas, generator=noise,
                                         options=cell.options))
         _sync(device)
         t1 = time.perf_counter()
@@ -158,6 +162,8 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
         prov["evaluations"] = evaluations_of(shards)
         if cell.model.decode is not None:
             prov["decode"] = {"decoder": cell.model.spec.decode, "seconds": sum(s.decode_s for s in shards)}
+        if cell.solver.stochastic:
+            prov["noise_generator"] = cell.spec.noise_generator
         if hosts is not None:
             prov["execution"].update(ranks=len(hosts), hosts=sorted(set(hosts)))
         ref = cell.reference
@@ -220,7 +226,9 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
     notes = [cell.plan.note] if cell.plan.note else []
     if len(set(shard.nfe_counted)) > 1:
         notes.append(f"batches counted different NFE: {sorted(set(shard.nfe_counted))}")
-    if counted != cell.plan.nfe:
+    if cell.plan.nfe is None:  # adaptive: the budget set tolerances; the cell sits at the NFE counted
+        notes.append(f"adaptive: asked {budget} NFE, counted {counted}")
+    elif counted != cell.plan.nfe:
         notes.append(f"counted {counted} NFE but the solver's NFE law promises {cell.plan.nfe} (a solver bug: please report)")
     try:
         metric_rows = finish_cell(cell, [shard], hosts=hosts, confidence=cell.spec.confidence)

@@ -16,6 +16,7 @@ from . import dpmpp  # noqa: E402,F401  dpmpp_2s, dpmpp_3s, dpmpp_2m, dpmpp_3m
 from . import adams  # noqa: E402,F401  lms, deis (tAB), deis_rho, ipndm
 from . import unipc  # noqa: E402,F401  unipc
 from . import reference  # noqa: E402,F401  adaptive DOP853 yardstick
+from . import dpm_adaptive  # noqa: E402,F401  dpm_adaptive (DPM-Solver-12/23, PID step control)
 from . import ancestral  # noqa: E402,F401  ddim(eta), euler_ancestral, dpmpp_2s_ancestral, dpm_2_ancestral, ddpm
 from . import sde_dpmpp  # noqa: E402,F401  dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde
 from . import er_sde  # noqa: E402,F401  er_sde_1/2/3

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from . import schedules
-from .registry import Option, register
+from .registry import Option, SolverOptionError, register
 
 # ---------------------------------------------------------------------------------------------
 # Shared pieces: eps history and exact integrals of a Lagrange basis.
@@ -397,3 +397,160 @@ def gradient_estimation(ctx, x, i):
         return x + (t - s) * eps
     gamma = ctx.options["gamma"]
     return x + (t - s) * (gamma * eps + (1.0 - gamma) * previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# pndm: PNDM / PLMS with its pseudo Runge–Kutta warm-up.
+# ---------------------------------------------------------------------------------------------
+
+#: Steps of PNDM's pseudo Runge–Kutta warm-up (4 evaluations each) before the 4-point PLMS steps.
+PNDM_WARMUP = 3
+
+
+def _pndm_nfe(steps: int, ends_at_zero: bool, opts) -> int:
+    """4 evaluations per warm-up step, 1 per PLMS step; a warm-up step onto sigma = 0 is a 1-NFE denoise."""
+    warmup = min(steps, PNDM_WARMUP)
+    nfe = 4 * warmup + (steps - warmup)
+    if ends_at_zero and steps <= PNDM_WARMUP:
+        nfe -= 3
+    return nfe
+
+
+@register(
+    "pndm",
+    order=2,
+    paper="Liu et al., 'Pseudo Numerical Methods for Diffusion Models on Manifolds' (arXiv 2202.09778), "
+    "transfer function eq. (9) with its pseudo Runge–Kutta and pseudo linear multistep methods (§3), "
+    "as diffusers' PNDMScheduler",
+    description="PNDM: three pseudo Runge–Kutta (4-evaluation) warm-up steps, then PLMS (fixed 4-point "
+    "Adams–Bashforth weights on eps times the DDIM step); NFE = steps + 9; second order on non-uniform grids.",
+    options={
+        "midpoints": Option(None, "float_list", "noise levels of the three Runge–Kutta midpoints (default: "
+                            "sqrt(sigma_i sigma_{i+1}), the midpoint in log sigma)", low=0.0, open_low=True,
+                            nullable=True),
+    },
+    nfe=_pndm_nfe,
+)
+def pndm(ctx, x, i):
+    """PNDM in the unscaled state, where its transfer function phi (DDIM, PNDM eq. 9) is
+    ``phi(x, e, s -> t) = x + (t - s) e``:
+
+    * steps 0-2, pseudo Runge–Kutta (PNDM §3; diffusers ``step_prk``), m the step's midpoint:
+      e1 = eps(x, s), e2 = eps(phi(x, e1, s -> m), m), e3 = eps(phi(x, e2, s -> m), m),
+      e4 = eps(phi(x, e3, s -> t), t), x' = phi(x, (e1 + 2 e2 + 2 e3 + e4)/6, s -> t);
+    * later steps, PLMS (PNDM §3; diffusers ``step_plms``): e' = (55 e_i - 59 e_{i-1} + 37 e_{i-2}
+      - 9 e_{i-3})/24 over the eps at the last four grid points (the warm-up's e1's included),
+      x' = phi(x, e', s -> t). The step onto sigma = 0 is the same PLMS step, as in diffusers (on
+      a grid of at most 3 steps, which diffusers never builds, it is the denoise x' = D).
+
+    diffusers places the midpoints at the discrete timestep halfway between the step's ends; here
+    they are an option (``midpoints``; tests pass diffusers' levels and match PNDMScheduler). The
+    fixed weights are Adams–Bashforth weights only for equal sigma steps, so, as ``ipndm``, PNDM is
+    globally second order on the grids sampler-bench builds. NFE = steps + 9 (from 3 steps on).
+    """
+    s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
+    history = _eps_history(ctx, x, i, 4)
+    if i >= PNDM_WARMUP:
+        return _combine(x, [(t - s) * w for w in IPNDM_WEIGHTS[4]], history)
+    midpoints = ctx.options["midpoints"]
+    if midpoints is not None and len(midpoints) != PNDM_WARMUP:
+        raise SolverOptionError(f"solver {ctx.name!r}: option midpoints needs {PNDM_WARMUP} noise levels (one per "
+                                f"Runge–Kutta warm-up step), got {len(midpoints)}")
+    if t == 0.0:
+        return x - s * history[0]  # phi(x, e1, s -> 0) = D
+    m = math.sqrt(s * t) if midpoints is None else midpoints[i]
+    if not t < m < s:
+        raise SolverOptionError(f"solver {ctx.name!r}: midpoint {m!r} of warm-up step {i + 1} must lie strictly "
+                                f"between its noise levels {s!r} and {t!r}")
+    e1 = history[0]
+    e2 = _eps(ctx, x + (m - s) * e1, m)
+    e3 = _eps(ctx, x + (m - s) * e2, m)
+    e4 = _eps(ctx, x + (t - s) * e3, t)
+    return x + (t - s) / 6.0 * (e1 + 2.0 * e2 + 2.0 * e3 + e4)
+
+
+def _eps(ctx, x, sigma: float):
+    return (x - ctx.model(x, sigma)) / sigma
+
+
+# ---------------------------------------------------------------------------------------------
+# deis_logrho: Adams–Bashforth in rho = sigma with eps a polynomial in log rho (diffusers' DEIS).
+# ---------------------------------------------------------------------------------------------
+
+
+def log_rho_integrals(nodes, a: float, b: float) -> list[float]:
+    """``[int_a^b l_j(log s) ds for j]``, l_j the Lagrange basis in u = log(sigma) on ``nodes`` (sigmas).
+
+    Exact: with u = log(a) + v, the integrand e^u l_j(u) is e^{log a} e^v q_j(v) for a polynomial
+    q_j, and int_0^H e^v v^m dv = [e^v sum_k (-1)^k m!/(m-k)! v^(m-k)]_0^H with H = log(b/a).
+    """
+    base = math.log(a)
+    v = [math.log(n) - base for n in nodes]
+    H = math.log(b / a)
+    moments = []  # int_0^H e^v v^m dv
+    for m in range(len(nodes)):
+        at_h = math.exp(H) * sum((-1) ** k * math.factorial(m) / math.factorial(m - k) * H ** (m - k)
+                                 for k in range(m + 1))
+        at_0 = (-1) ** m * math.factorial(m)
+        moments.append(at_h - at_0)
+    out = []
+    for j, vj in enumerate(v):
+        poly, denominator = [1.0], 1.0
+        for k, vk in enumerate(v):
+            if k == j:
+                continue
+            poly = [(poly[m - 1] if m > 0 else 0.0) - vk * (poly[m] if m < len(poly) else 0.0)
+                    for m in range(len(poly) + 1)]
+            denominator *= vj - vk
+        out.append(a * sum(c * mom for c, mom in zip(poly, moments)) / denominator)
+    return out
+
+
+def _deis_logrho_coefficients(sigmas, order: int, lower_order_final: bool) -> list[list[float]]:
+    out = []
+    steps = len(sigmas) - 1
+    for i in range(steps):
+        k = min(i + 1, order)
+        if lower_order_final:
+            k = min(k, steps - i)
+        if sigmas[i + 1] == 0.0:  # onto sigma = 0 (log rho unbounded): the denoise, in the step itself
+            out.append([])
+            continue
+        out.append(log_rho_integrals([sigmas[i - j] for j in range(k)], sigmas[i], sigmas[i + 1]))
+    return out
+
+
+@register(
+    "deis_logrho",
+    order=2,
+    paper="Zhang & Chen, 'Fast Sampling of Diffusion Models with Exponential Integrator' (arXiv 2204.13902), "
+    "rhoAB-DEIS with the eps polynomial taken in log rho, as diffusers' DEISMultistepScheduler "
+    "(solver_type='logrho')",
+    description="log-rho DEIS (diffusers' DEISMultistepScheduler): Adams–Bashforth in rho = sigma with eps "
+    "interpolated in log rho, order = number of points (diffusers default 2); 1 NFE/step.",
+    options={
+        "order": Option(2, int, "number of stored eps (diffusers solver_order); global order", low=1, high=3),
+        "lower_order_final": Option(False, bool, "the last two steps use orders 1 and min(order, 2) (diffusers "
+                                    "default True, applied there only below 15 steps)"),
+    },
+    # A first-order last step (lower_order_final) caps the global order at 2, as for dpmpp_3m and unipc.
+    order_of=lambda opts: min(opts["order"], 2) if opts["lower_order_final"] else opts["order"],
+)
+def deis_logrho(ctx, x, i):
+    """xh_{i+1} = xh_i + sum_j C_ij eps_{i-j}, C_ij = int_{sigma_i}^{sigma_{i+1}} l_j(log rho) drho.
+
+    DEIS (arXiv 2204.13902) rhoAB in the unscaled state v = x/alpha (rho = sigma), with the
+    extrapolation polynomial of eps taken in log rho: diffusers ``multistep_deis_second/third_order_
+    update`` (its ``ind_fn`` is the antiderivative of these Lagrange terms). Warm start with
+    ``min(i + 1, order)`` points, as diffusers' ``lower_order_nums``; ``lower_order_final`` lowers the
+    last two steps as diffusers does (which it applies only when there are fewer than 15 steps).
+    The step onto sigma = 0 (where log rho is unbounded) is the denoise. Coefficients are exact
+    (:func:`log_rho_integrals`), once per grid.
+    """
+    order = ctx.options["order"]
+    if ctx.sigmas[i + 1] == 0.0:
+        return ctx.model(x, ctx.sigmas[i])
+    history = _eps_history(ctx, x, i, order)
+    coeffs = ctx.cached(("deis_logrho", order), lambda: _deis_logrho_coefficients(
+        ctx.sigmas, order, ctx.options["lower_order_final"]))[i]
+    return _combine(x, coeffs, history)

@@ -34,7 +34,9 @@ class SolverInfo:
     when the NFE law is not a simple function of the step count (DPM-Solver-fast); ``plan_grid``
     (optional) ``(schedule, build, steps, ends_at_zero, options, given) -> (sigmas, option updates)``
     builds the planned grid itself when the solver's reference does not simply take ``steps`` levels
-    of the schedule (``build(n)`` is the schedule with n steps; ``given`` the caller's options).
+    of the schedule (``build(n)`` is the schedule with n steps; ``given`` the caller's options);
+    ``tolerance_for_nfe`` (adaptive solvers that can be swept) maps a budget to tolerance options: the
+    NFE is then an output, counted, and the plan's ``nfe`` is None.
     """
 
     name: str
@@ -52,6 +54,7 @@ class SolverInfo:
     min_steps: Callable[[Mapping[str, Any]], int] = lambda opts: 1
     steps_for_nfe: Callable | None = None
     plan_grid: Callable | None = None
+    tolerance_for_nfe: Callable | None = None
     order_of: Callable[[Mapping[str, Any]], int] | None = None
     family: str = ""
     adaptive: bool = False
@@ -94,6 +97,7 @@ def register(
     min_steps: Callable | None = None,
     steps_for_nfe: Callable | None = None,
     plan_grid: Callable | None = None,
+    tolerance_for_nfe: Callable | None = None,
     order_of: Callable | None = None,
     kind: str = "step",
     adaptive: bool = False,
@@ -128,6 +132,7 @@ def register(
             min_steps=min_steps or (lambda opts: 1),
             steps_for_nfe=steps_for_nfe,
             plan_grid=plan_grid,
+            tolerance_for_nfe=tolerance_for_nfe,
             order_of=order_of,
             adaptive=adaptive,
             family=fn.__module__.rsplit(".", 1)[-1],

@@ -201,3 +201,13 @@ def build(name: str, n: int, sigma_min: float, sigma_max: float, append_zero: bo
         return BUILDERS[name](n, sigma_min, sigma_max, append_zero=append_zero, **params)
     except TypeError as e:
         raise ValueError(f"schedule {name!r}: {e}") from None
+
+
+# The schedules of issue #15 (ComfyUI's, diffusers' spacings, Align Your Steps) live in their own module.
+from .field_schedules import (  # noqa: E402  (imports this module's helpers, so it comes last)
+    ays, beta, kl_optimal, laplace, leading, linear_quadratic, linspace, sgm_uniform, simple, trailing,
+    vp_training_sigmas,
+)
+from .field_schedules import BUILDERS as _FIELD_BUILDERS  # noqa: E402
+
+BUILDERS.update(_FIELD_BUILDERS)
