@@ -107,7 +107,7 @@ def test_the_calibration_spec_has_the_settings_of_every_reproducible_diff_sample
 def test_sample_i_starts_from_edms_draw_for_seed_i():
     import torch
 
-    from sampler_bench.bench.runner import initial_states
+    from sampler_bench.bench.states import initial_states
     from sampler_bench.models.plugin import load_plugin
 
     m = load_plugin("plugin_factories:gaussian", {"dim": 12})
