@@ -42,7 +42,7 @@ import math
 import numpy as np
 import torch
 
-from .schedules import _check, _finish
+from .grids import _check, _finish
 
 #: diffusers' discrete VP beta schedules.
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
