@@ -296,15 +296,28 @@ def _metric_figure(names, model, name, sub, orders, style, lower, budgets, floor
         series.append({"row": row, "label": label, "nfe": s["nfe_counted"].to_numpy(), "value": s["value"].to_numpy(),
                        "ci_low": s["ci_low"].to_numpy() if "ci_low" in s else None,
                        "ci_high": s["ci_high"].to_numpy() if "ci_high" in s else None,
-                       "stochastic": bool(s["stochastic"].iloc[0])})
+                       "stochastic": bool(s["stochastic"].iloc[0]), "family": _family(s["solver"].iloc[0])})
     direction = "lower" if lower else "higher"
     fig = plots.metric_vs_nfe(series, title=f"{model}: {name} vs NFE", ylabel=f"{name} ({direction} is better)",
-                              style=style, budgets=budgets)
-    caption = (f"{name} against counted NFE (log x; log y when the values span a decade or more); dashed lines "
-               "are stochastic samplers.")
+                              style=style, budgets=budgets, floor=floor)
+    caption = (f"{name} against counted NFE (log x; log y when the values span a decade or more), one panel per "
+               "sampler family with shared axes; shaded bands are the 95% intervals, dashed lines stochastic samplers.")
+    if floor is not None:
+        caption += (f" Grey band: the noise floor, i.e. {name} of {int(floor['n_samples'])} exact samples with its "
+                    "interval (dotted: its value); a sampler inside it cannot be told apart from exact sampling.")
     if orders is not None:
         caption += " Legend: declared order p and fitted order (upper half of the budgets where possible)."
     return Figure(names(model, name, "vs-nfe"), plots.to_png(fig), caption, alt=f"{model} {name} vs NFE")
+
+
+def _family(solver: str) -> str:
+    """The family (solver module) a sampler belongs to: the panel of its line."""
+    from ..solvers.registry import info
+
+    try:
+        return str(getattr(info(str(solver)), "family", "") or "other").replace("_", " ")
+    except ValueError:
+        return "other"
 
 
 def _pareto_blocks(names, model, cells, values, head, style) -> list:
