@@ -13,7 +13,7 @@ EXPECTED_SOLVERS = sorted([
     # Adams family (solvers/adams.py) and UniPC (solvers/unipc.py)
     "deis", "deis_rho", "ipndm", "lms", "unipc",
     # ComfyUI / diff-sampler ODE samplers (solvers/adams.py, solvers/dpmpp.py)
-    "gradient_estimation", "ipndm_v", "res_multistep",
+    "gradient_estimation", "ipndm_v", "pndm", "res_multistep",
     # adaptive yardsticks (solvers/reference.py; CLD's in the CLD subpackage)
     "reference", "cld_reference",
     # stochastic (solvers/ancestral.py, sde_dpmpp.py, er_sde.py, euler_maruyama.py, edm_stochastic.py)
@@ -21,6 +21,8 @@ EXPECTED_SOLVERS = sorted([
     "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde",
     "er_sde_1", "er_sde_2", "er_sde_3",
     "euler_maruyama", "edm_stochastic",
+    # issue #15 SDE samplers (solvers/ancestral.py, sa_solver.py, seeds.py, restart.py)
+    "dpm_2_ancestral", "ddpm", "sa_solver", "seeds_2", "seeds_3", "restart",
     # critically-damped Langevin diffusion (CLD samplers)
     "gddim", "gddim_sde", "cld_euler", "cld_euler_maruyama", "cld_heun",
 ])

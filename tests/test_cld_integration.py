@@ -17,7 +17,9 @@ import pytest
 import torch
 
 import sampler_bench as sb
+from sampler_bench.bench import prepare as P
 from sampler_bench.bench import runner as R
+from sampler_bench.bench.states import sample_seeds
 from sampler_bench.bench.reference_cache import ReferenceCache, reference_solver
 from sampler_bench.bench.spec import load_spec, parse_spec
 from sampler_bench.models.builtin import builtin_model
@@ -88,7 +90,7 @@ def test_the_reference_integrator_is_chosen_by_the_models_process():
     # existing cache keys of the sigma-ODE reference are unchanged; the CLD reference has its own
     assert ReferenceCache.key(*args) == ReferenceCache.key(*args, solver="reference")
     assert ReferenceCache.key(*args) != ReferenceCache.key(*args, solver="cld_reference")
-    assert R.reference_options(builtin_model("gmm2d_cld"), parse_spec(SWEEP))["rtol"] == 1e-10  # exact eps
+    assert P.reference_options(builtin_model("gmm2d_cld"), parse_spec(SWEEP))["rtol"] == 1e-10  # exact eps
 
 
 # --- a sweep on the exact CLD model --------------------------------------------------------------
@@ -147,7 +149,7 @@ def test_cld_sweep_counts_the_planned_nfe_on_gddims_time_grid_and_skips_sigma_sa
 def test_cld_endpoint_error_is_the_data_error_against_cld_reference_from_the_same_seeds(exact_sweep):
     store, _ = exact_sweep
     model = builtin_model("gmm2d_cld")
-    u0 = model.prior(24, generators_for(R.sample_seeds(0, 0, 24)))
+    u0 = model.prior(24, generators_for(sample_seeds(0, 0, 24)))
     ref = sb.sample("cld_reference", model, u0, [1.0, 1e-3, 0.0])
     plan = sb.solvers.plan("gddim", 40, schedule="karras", sigma_min=1e-3, sigma_max=1.0, schedule_params={"rho": 2.0})
     out = sb.sample("gddim", model, u0, plan.sigmas, order=3)
@@ -268,7 +270,7 @@ params = {{ reference_samples = 64 }}
     (r,) = rows(tmp_path / "results.sqlite", "select m.provenance from cells c join metrics m using(cell_id) "
                                              "where c.solver = 'gddim' and m.key = 'endpoint_rmse'")
     ref = json.loads(r["provenance"])["reference_endpoints"]
-    assert ref["solver"] == "cld_reference" and ref["options"] == R.NETWORK_REFERENCE
+    assert ref["solver"] == "cld_reference" and ref["options"] == P.NETWORK_REFERENCE
 
 
 @pytest.mark.parametrize("edit,message", [

@@ -170,6 +170,7 @@ def scenario_collectives() -> dict:
 
 def scenario_sweep_fail_then_resume(out_root: str, fail_rank: int, fail_at: int) -> dict:
     """A sweep in which ``fail_rank`` raises in its ``fail_at``-th cell, then the same sweep again."""
+    from sampler_bench.bench import compute as C
     from sampler_bench.bench import runner as R
     from sampler_bench.bench.spec import parse_spec
     from sampler_bench.bench.store import ResultsStore
@@ -177,7 +178,7 @@ def scenario_sweep_fail_then_resume(out_root: str, fail_rank: int, fail_at: int)
     world = D.init_from_env("cpu")
     out = Path(out_root) / f"rank{world.rank}"  # a directory per rank: whatever rank 1 wrote would show
     opened = []
-    original_init, original_shard = ResultsStore.__init__, R.cell_shard
+    original_init, original_shard = ResultsStore.__init__, C.cell_shard
 
     def counting_init(self, *args, **kwargs):
         opened.append(str(args[0] if args else kwargs.get("path")))
@@ -191,7 +192,7 @@ def scenario_sweep_fail_then_resume(out_root: str, fail_rank: int, fail_at: int)
             raise RuntimeError(f"injected: rank {world.rank} lost its device")
         return original_shard(cell, *args, **kwargs)
 
-    ResultsStore.__init__, R.cell_shard = counting_init, flaky
+    ResultsStore.__init__, C.cell_shard = counting_init, flaky
     spec = parse_spec(SWEEP_SPEC)
     failure = None
     try:
@@ -204,7 +205,7 @@ def scenario_sweep_fail_then_resume(out_root: str, fail_rank: int, fail_at: int)
         with ResultsStore(out / "results.sqlite", create=False) as store:
             after_failure = {"cells": store.cells()[["cell_id", "status"]].values.tolist(),
                              "finished": store.sweeps()["finished_at"].notna().tolist()}
-    R.cell_shard = original_shard
+    C.cell_shard = original_shard
     opened.clear()
     summary = R.Sweep(spec, out, world=world).run()
     return {"failure": failure, "after_failure": after_failure, "opened": opened_by_sweep + opened,

@@ -70,7 +70,7 @@ name = "endpoint_error"
 FAIL_AT = 4
 
 #: Rank 1's failure in its FAIL_AT-th cell, injected the way tests/test_distributed.py injects it
-#: (runner.cell_shard raises), here through sitecustomize because torchrun starts the processes:
+#: (compute.cell_shard raises), here through sitecustomize because torchrun starts the processes:
 #: ``raise`` an exception, or ``kill`` the process outright (SIGKILL, like the kernel's OOM killer).
 #: Only the worker with RANK=1 is touched, whichever node the rendezvous made it.
 INJECT = """
@@ -78,10 +78,10 @@ import os
 if os.environ.get("RANK") == "1" and os.environ.get("SB_TEST_FAIL"):
     import signal
 
-    from sampler_bench.bench import runner as _runner
+    from sampler_bench.bench import compute as _compute
 
     _how, _at = os.environ["SB_TEST_FAIL"], int(os.environ["SB_TEST_FAIL_AT"])
-    _original, _calls = _runner.cell_shard, []
+    _original, _calls = _compute.cell_shard, []
 
     def _flaky(cell, *args, **kwargs):
         _calls.append(cell.label)
@@ -91,7 +91,7 @@ if os.environ.get("RANK") == "1" and os.environ.get("SB_TEST_FAIL"):
             raise OSError("injected: this node's local scratch disk is full")
         return _original(cell, *args, **kwargs)
 
-    _runner.cell_shard = _flaky
+    _compute.cell_shard = _flaky
 """
 
 #: A few AdamW steps of a small MLP on the 2-D ring, global batch 32 (16 per node). A constant learning

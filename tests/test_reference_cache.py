@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from sampler_bench.bench import distributed as D
-from sampler_bench.bench.reference_cache import ReferenceCache, owned_chunks, split_chunks
+from sampler_bench.bench.reference_cache import ReferenceCache, ReferenceTarget, owned_chunks, split_chunks
 from sampler_bench.models.base import AnalyticModel
 from sampler_bench.processes.analytic import GaussianMixture
 from test_distributed import run_ranks
@@ -42,7 +42,7 @@ def initial(a: int, b: int) -> torch.Tensor:
 
 
 def fetch(cache: ReferenceCache, a: int, b: int, n: int) -> torch.Tensor:
-    return cache.endpoints(small_model(), "k", a, b, n, initial, 0.002, 80.0, True, options=FAST)
+    return cache.endpoints(ReferenceTarget(small_model(), "k", n, initial, 0.002, 80.0, True, options=FAST), a, b)
 
 
 N, CHUNK, BOUND = 30, 4, 3  # 8 chunks, the last one [28, 30)
@@ -184,10 +184,10 @@ def scenario_two_sweeps(out_root: str) -> dict:
 
     original = RC.ReferenceCache._chunk
 
-    def broken(self, model, key, a, b, *args, **kwargs):
+    def broken(self, target, a, b, *args, **kwargs):
         if world.rank == 0 and (a, b) == (8, 16):
             raise OSError("node-local disk full")
-        return original(self, model, key, a, b, *args, **kwargs)
+        return original(self, target, a, b, *args, **kwargs)
 
     RC.ReferenceCache._chunk = broken
     try:

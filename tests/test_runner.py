@@ -16,9 +16,11 @@ import pytest
 import torch
 
 import sampler_bench as sb
+from sampler_bench.bench import compute as C
+from sampler_bench.bench import prepare as P
 from sampler_bench.bench import runner as R
 from sampler_bench.bench.reference_cache import ReferenceCache
-from sampler_bench.bench.spec import parse_spec
+from sampler_bench.bench.spec import SpecError, parse_spec
 from sampler_bench.bench.store import ResultsStore
 from sampler_bench.models import builtin_model
 from sampler_bench.solvers.noise import generators_for
@@ -172,8 +174,8 @@ class WrappedModel:
 
 
 def patch_models(monkeypatch, models):
-    real = R.load_model
-    monkeypatch.setattr(R, "load_model", lambda m, device="cpu": models[m.label]() if m.label in models else real(m, device))
+    real = P.load_model
+    monkeypatch.setattr(P, "load_model", lambda m, device="cpu": models[m.label]() if m.label in models else real(m, device))
 
 
 def test_nan_in_one_cell_fails_it_with_sampler_nfe_and_step_and_the_sweep_goes_on(tmp_path, monkeypatch):
@@ -226,12 +228,12 @@ def test_shard_states_reduce_to_the_whole_cell(tmp_path):
     spec = parse_spec(spec_text(("heun",), nfe=(8,), n=10, batch=3, metrics=("endpoint_error", "fd", "gmm_tv")))
     sweep = R.Sweep(spec, tmp_path)
     cell = sweep.cells[0]
-    plan = sb.solvers.plan("heun", 8)
-    make, ref = sweep._make(cell.model.model), sweep._reference(cell)
-    whole = R.cell_shard(cell, plan, plan.options, spec, make, 0, 10, reference=ref)
-    parts = [R.cell_shard(cell, plan, plan.options, spec, make, a, b, reference=ref) for a, b in ((0, 4), (4, 10))]
-    one = {r["key"]: r["value"] for r in R.finish_cell(cell, [whole], make, sweep.M)}
-    two = {r["key"]: r["value"] for r in R.finish_cell(cell, parts, make, sweep.M)}
+    assert cell.plan.sigmas.tolist() == sb.solvers.plan("heun", 8).sigmas.tolist()
+    ref = sweep.references.for_rank(sweep.world, cell.reference)
+    whole = C.cell_shard(cell, 0, 10, reference=ref)
+    parts = [C.cell_shard(cell, a, b, reference=ref) for a, b in ((0, 4), (4, 10))]
+    one = {r["key"]: r["value"] for r in C.finish_cell(cell, [whole])}
+    two = {r["key"]: r["value"] for r in C.finish_cell(cell, parts)}
     assert one.keys() == two.keys() == {"endpoint_rmse", "endpoint_mean_l2", "fd", "gmm_tv"}
     for k in one:
         assert two[k] == pytest.approx(one[k], rel=1e-9, abs=1e-12), k
@@ -242,9 +244,9 @@ def test_unusable_settings_are_rejected_before_any_cell(tmp_path, monkeypatch):
     text = spec_text(("euler",), nfe=(4,), n=4, metrics=())
     patch_models(monkeypatch, {"p": lambda: WrappedModel(process="pfgmpp")})
     pfgm_text = text.replace('builtin = "gmm2d"', 'builtin = "gmm2d"\nname = "p"') + "[[schedule]]\nsigma_max = 10.0\n"
-    with pytest.raises(R.SpecError, match="only supported for Gaussian"):
+    with pytest.raises(SpecError, match="only supported for Gaussian"):
         R.Sweep(parse_spec(pfgm_text), tmp_path)
-    with pytest.raises(R.SpecError, match="fd.*no option 'nprojections'"):
+    with pytest.raises(SpecError, match="fd.*no option 'nprojections'"):
         R.Sweep(parse_spec(text + '[[metric]]\nname = "fd"\nparams = { nprojections = 3 }\n'), tmp_path)
     assert not (tmp_path / "results.sqlite").exists()
 
@@ -333,10 +335,10 @@ def test_two_concurrent_sweeps_on_one_store_do_not_corrupt_it(tmp_path, uninterr
 
 def test_reference_tolerances_suit_the_model_and_the_spec_can_set_them():
     spec = parse_spec(spec_text(("euler",), nfe=(4,), n=4, metrics=()))
-    assert R.reference_options(builtin_model("gmm2d"), spec)["rtol"] == 1e-10  # exact float64 denoiser
-    assert R.reference_options(WrappedModel(), spec)["rtol"] == R.NETWORK_REFERENCE["rtol"]  # anything else
+    assert P.reference_options(builtin_model("gmm2d"), spec)["rtol"] == 1e-10  # exact float64 denoiser
+    assert P.reference_options(WrappedModel(), spec)["rtol"] == P.NETWORK_REFERENCE["rtol"]  # anything else
     tight = parse_spec(spec_text(("euler",), nfe=(4,), n=4, metrics=()) + "[reference]\nrtol = 1e-9\n")
-    assert R.reference_options(WrappedModel(), tight) == {**sb.solvers.info("reference").validate({}), "rtol": 1e-9,
-                                                         "atol": R.NETWORK_REFERENCE["atol"]}
+    assert P.reference_options(WrappedModel(), tight) == {**sb.solvers.info("reference").validate({}), "rtol": 1e-9,
+                                                         "atol": P.NETWORK_REFERENCE["atol"]}
     keys = {ReferenceCache.key("h", 0, 0.002, 80.0, True, "cpu", o) for o in ({}, {"rtol": 1e-9})}
     assert len(keys) == 2  # other tolerances, other cached endpoints

@@ -84,6 +84,9 @@ ORDER_TABLE = [
     ("dpm_solver_2", {"split": "fixed", "solver_type": "taylor"}, 2, B2),
     ("dpm_solver_3", {"split": "fixed"}, 3, B3),
     ("dpm_solver_3", {"split": "fixed", "solver_type": "taylor"}, 3, B3),
+    # Per-step intermediate points uniform in VP time (DPM-Solver's time_uniform/quadratic rule).
+    ("dpm_solver_3", {"split": "fixed", "inner": "vp_time"}, 3, B3),
+    ("dpmpp_2s", {"split": "fixed", "inner": "vp_time_quadratic"}, 2, B2),
     ("dpmpp_2s", {"split": "fixed"}, 2, B2),
     ("dpmpp_3s", {"split": "fixed"}, 3, B3),
     ("dpmpp_2m", {"lower_order_final": False}, 2, B2),
@@ -109,6 +112,8 @@ ORDER_TABLE = [
     # The reference default (order 3, lower_order_final=True): the first-order last step caps it at 2
     # (its O(h^2) term has a small constant, so the slope reaches 2 only from ~200 NFE).
     ("unipc", {}, 2, B4),
+    # PNDM: its PLMS weights are fixed (uniform-step) Adams–Bashforth weights, as iPNDM's.
+    ("pndm", {}, 2, B2),
     # RES multistep (ComfyUI) is DPM-Solver++(2M) in its 'taylor' form.
     ("res_multistep", {}, 2, B2),
     # Gradient estimation's fixed gamma = 2 is consistent but not second order (adams.gradient_estimation).

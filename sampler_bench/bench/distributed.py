@@ -294,7 +294,7 @@ def run_sharded(world: World, n: int, compute: Callable[[int, int], Any], *, cel
                 what: str = "") -> Any:
     """Compute one cell over ``n`` samples split across the ranks; every rank gets the combined result.
 
-    ``compute(start, stop)`` returns a shard result with the runner's ``ShardResult`` fields
+    ``compute(start, stop)`` returns a shard result with the fields of :class:`~.compute.ShardResult`
     (``states``: metric name -> accumulator state, ``nfe_counted``, ``sampling_s``, ``denoiser_s``,
     ``metric_s``, ``kept``). The combined result covers ``[0, n)``: states reduced in float64
     (:meth:`World.reduce_state`), NFE lists and kept samples concatenated in rank (= sample) order,

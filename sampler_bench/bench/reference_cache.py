@@ -36,7 +36,7 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -104,6 +104,25 @@ def split_chunks(n: int, world: int, chunk: int) -> list[SplitChunk]:
 # The cache.
 
 
+@dataclass(frozen=True, eq=False)
+class ReferenceTarget:
+    """What one setting's reference endpoints are: ``solver`` (with ``options``) integrates ``model``
+    from ``initial(a, b)`` (the float64 starting states of samples ``[a, b)`` at ``sigma_max``, drawn
+    exactly as the cells draw them) down to ``sigma_min`` (and on to 0 when ``ends_at_zero``), for
+    samples ``[0, n_samples)``. ``key`` is :meth:`ReferenceCache.key` of that setting: the cache
+    files' name."""
+
+    model: Callable
+    key: str
+    n_samples: int
+    initial: Callable[[int, int], torch.Tensor]
+    sigma_min: float
+    sigma_max: float
+    ends_at_zero: bool
+    solver: str = "reference"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
 class ReferenceCache:
     """Reference endpoints on disk under ``directory``, at most ``max_chunks`` of them in memory.
 
@@ -150,35 +169,19 @@ class ReferenceCache:
             payload["solver"] = solver
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
-    def endpoints(
-        self,
-        model: Callable,
-        key: str,
-        start: int,
-        stop: int,
-        limit: int,
-        initial: Callable[[int, int], torch.Tensor],
-        sigma_min: float,
-        sigma_max: float,
-        ends_at_zero: bool,
-        on_compute: Callable[[int, int], Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        solver: str = "reference",
-    ) -> torch.Tensor:
-        """Float64 endpoints of samples ``[start, stop)`` (all below ``limit``, the sweep's sample count).
+    def endpoints(self, target: ReferenceTarget, start: int, stop: int,
+                  on_compute: Callable[[int, int], Any] | None = None) -> torch.Tensor:
+        """Float64 endpoints of ``target``'s samples ``[start, stop)`` (all below ``target.n_samples``).
 
-        ``initial(a, b)`` returns the float64 starting states of samples ``[a, b)`` at ``sigma_max``,
-        drawn exactly as the cells draw them. ``on_compute(a, b)`` is called before a chunk is integrated.
-        ``options`` are the reference solver's and ``solver`` its name (both as ``key`` was made with).
+        ``on_compute(a, b)`` is called before a chunk is integrated.
         """
-        if not 0 <= start < stop <= limit:
-            raise ValueError(f"bad sample range [{start}, {stop}) for {limit} samples")
+        if not 0 <= start < stop <= target.n_samples:
+            raise ValueError(f"bad sample range [{start}, {stop}) for {target.n_samples} samples")
         parts = []
         first, last = start // self.chunk, (stop - 1) // self.chunk
         for k in range(first, last + 1):
-            a, b = k * self.chunk, min((k + 1) * self.chunk, limit)
-            block = self._chunk(model, key, a, b, initial, sigma_min, sigma_max, ends_at_zero, on_compute, options,
-                                solver)
+            a, b = k * self.chunk, min((k + 1) * self.chunk, target.n_samples)
+            block = self._chunk(target, a, b, on_compute)
             lo, hi = max(start, a) - a, min(stop, b) - a
             parts.append(block[lo:hi])
         return torch.cat(parts)
@@ -186,21 +189,13 @@ class ReferenceCache:
     def for_rank(
         self,
         world: World,
-        model: Callable,
-        key: str,
-        limit: int,
-        initial: Callable[[int, int], torch.Tensor],
-        sigma_min: float,
-        sigma_max: float,
-        ends_at_zero: bool,
+        target: ReferenceTarget,
         on_compute: Callable[[int, int], Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        solver: str = "reference",
         cell_errors: tuple = (),
         what: str = "while computing reference endpoints",
     ) -> Callable[[int, int], torch.Tensor]:
-        """``get(a, b)``: the endpoints of samples ``[a, b)`` inside this rank's shard of ``limit``
-        (:meth:`World.shard`); the other arguments are those of :meth:`endpoints`.
+        """``get(a, b)``: the endpoints of samples ``[a, b)`` inside this rank's shard of
+        ``target.n_samples`` (:meth:`World.shard`), as :meth:`endpoints` returns them.
 
         In a world of one this is :meth:`endpoints`, lazily. Under torchrun every rank must call it for
         the same cell at the same point (it holds collectives): each rank first integrates the straddling
@@ -214,10 +209,10 @@ class ReferenceCache:
         samples are: one of ``cell_errors`` (e.g. NaN endpoints) fails the cell on every rank; a failure
         on some ranks only is a rank failure, :class:`~.distributed.DistributedError` on every rank.
         """
+        limit = target.n_samples
 
         def fetch(a: int, b: int) -> torch.Tensor:
-            return self.endpoints(model, key, a, b, limit, initial, sigma_min, sigma_max, ends_at_zero,
-                                  on_compute, options, solver)
+            return self.endpoints(target, a, b, on_compute)
 
         if not world.distributed:
             return fetch
@@ -227,8 +222,7 @@ class ReferenceCache:
         try:  # before any collective, so that the owners integrate their chunks in parallel
             for s in splits:
                 if s.owner == world.rank:
-                    block = self._chunk(model, key, s.start, s.stop, initial, sigma_min, sigma_max, ends_at_zero,
-                                        on_compute, options, solver)
+                    block = self._chunk(target, s.start, s.stop, on_compute)
                     sent[s.start] = block[s.cut - s.start:].clone()  # a view would pickle the whole chunk
         except Exception as exc:
             error = exc
@@ -268,8 +262,8 @@ class ReferenceCache:
                 self._memory.popitem(last=False)
         return block
 
-    def _chunk(self, model, key, a, b, initial, sigma_min, sigma_max, ends_at_zero, on_compute, options,
-               solver="reference") -> torch.Tensor:
+    def _chunk(self, target: ReferenceTarget, a: int, b: int, on_compute=None) -> torch.Tensor:
+        key = target.key
         name = f"{key}-{a}-{b}"
         if name in self._memory:
             self._memory.move_to_end(name)
@@ -286,10 +280,10 @@ class ReferenceCache:
                 return self._remember(name, block)
         if on_compute is not None:
             on_compute(a, b)
-        x = initial(a, b).to(torch.float64)
-        levels = [sigma_max, sigma_min] + ([0.0] if ends_at_zero else [])
+        x = target.initial(a, b).to(torch.float64)
+        levels = [target.sigma_max, target.sigma_min] + ([0.0] if target.ends_at_zero else [])
         sigmas = torch.tensor(levels, dtype=torch.float64)
-        block = run_solver(solver, CountingDenoiser(model), x, sigmas, options=dict(options or {}))
+        block = run_solver(target.solver, CountingDenoiser(target.model), x, sigmas, options=dict(target.options))
         block = block.detach().to("cpu", torch.float64)
         self.computed += 1
         if path is not None:

@@ -5,7 +5,7 @@ before any work starts: an unknown key, model, sampler, sampler option, schedule
 or metric stops with one :class:`SpecError` that names the place, the closest valid name and what
 is allowed; a malformed TOML file reports the line and column.
 
-A spec is expanded into *cells* by :mod:`sampler_bench.bench.runner`: one cell per
+A spec is expanded into *cells* by :mod:`sampler_bench.bench.cells`: one cell per
 (model, sampler + options, schedule, NFE budget), each run on the same seeds with the same metrics.
 """
 
@@ -151,7 +151,7 @@ class Spec:
     replicates: int = 1
     #: level of every stored interval, strictly inside (0, 1)
     confidence: float = 0.95
-    #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see the runner)
+    #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see bench/prepare.py)
     reference: dict = field(default_factory=dict)
     #: execution options of the network ({}: plain eager float32/float64), see [execution]
     execution: dict = field(default_factory=dict)

@@ -16,11 +16,14 @@ from . import dpmpp  # noqa: E402,F401  dpmpp_2s, dpmpp_3s, dpmpp_2m, dpmpp_3m
 from . import adams  # noqa: E402,F401  lms, deis (tAB), deis_rho, ipndm
 from . import unipc  # noqa: E402,F401  unipc
 from . import reference  # noqa: E402,F401  adaptive DOP853 yardstick
-from . import ancestral  # noqa: E402,F401  ddim(eta), euler_ancestral, dpmpp_2s_ancestral
+from . import ancestral  # noqa: E402,F401  ddim(eta), euler_ancestral, dpmpp_2s_ancestral, dpm_2_ancestral, ddpm
 from . import sde_dpmpp  # noqa: E402,F401  dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde
 from . import er_sde  # noqa: E402,F401  er_sde_1/2/3
 from . import euler_maruyama  # noqa: E402,F401  euler_maruyama
 from . import edm_stochastic  # noqa: E402,F401  edm_stochastic
+from . import seeds  # noqa: E402,F401  seeds_2, seeds_3
+from . import restart  # noqa: E402,F401  restart
+from . import sa_solver  # noqa: E402,F401  sa_solver
 from . import gddim  # noqa: E402,F401  gddim, gddim_sde, cld_euler_maruyama, cld_euler, cld_heun (CLD only)
 
 __all__ = [

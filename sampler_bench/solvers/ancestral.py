@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from .noise import stochastic_options
 from .updates import first_order_update
 from .registry import Option, register
@@ -116,4 +118,84 @@ def dpmpp_2s_ancestral(ctx, x, i):
     x = (sigma_down / s) * x - math.expm1(-h) * denoised_mid
     if sigma_up > 0:
         x = x + ctx.noise(x, i) * (ctx.options["s_noise"] * sigma_up)
+    return x
+
+
+@register(
+    "dpm_2_ancestral",
+    order=1,
+    nfe_per_step=2,
+    stochastic=True,
+    paper="k-diffusion sample_dpm_2_ancestral (Crowson): the midpoint in log sigma of "
+    "Lu et al., 'DPM-Solver' (arXiv 2206.00927) eq. 3.8 (k=2, r1=1/2) down to sigma_down, then ancestral noise",
+    description="DPM-Solver-2 (k-diffusion's midpoint in log sigma) down to sigma_down, then ancestral noise. "
+    "eta=0: dpm_2. 2 NFE per step; the step onto sigma=0 is one Euler step (2N-1 NFE).",
+    # eta <= 1 keeps sigma_down > 0 whenever sigma_next > 0, so only the final step onto 0 is a
+    # 1-NFE Euler step and the NFE law is the 2-stage default (k-diffusion's fallback is sigma_down == 0).
+    options=stochastic_options(eta=_eta(1.0), s_noise=_S_NOISE),
+    order_of=lambda o: 2 if o["eta"] == 0 else 1,
+)
+def dpm_2_ancestral(ctx, x, i):
+    """Midpoint in log sigma from sigma_i to sigma_down, then sigma_up * s_noise * z (k-diffusion).
+
+    x2 = x + (sigma_mid - s) d(x), x' = x + (sigma_down - s) d(x2, sigma_mid), sigma_mid the
+    geometric mean of s and sigma_down; written like ``dpm_2`` so that eta = 0 reproduces it bit for bit.
+    """
+    s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    sigma_down, sigma_up = ancestral_split(s, s_next, ctx.options["eta"])
+    if sigma_down == 0.0:  # only the step onto sigma = 0: Euler, i.e. the denoised value
+        return first_order_update(x, denoised, s, 0.0)
+    sigma_mid = math.exp(0.5 * (math.log(s) + math.log(sigma_down)))
+    x_mid = first_order_update(x, denoised, s, sigma_mid)
+    x = torch.add(x, x_mid - ctx.model(x_mid, sigma_mid), alpha=(sigma_down - s) / sigma_mid)
+    if sigma_up > 0:
+        x = x + ctx.noise(x, i) * (ctx.options["s_noise"] * sigma_up)
+    return x
+
+
+#: DDPM's two fixed reverse-process variances (Ho et al. 2020 §3.2): the posterior's beta-tilde and beta.
+DDPM_VARIANCES = ("fixed_small", "fixed_large")
+
+
+@register(
+    "ddpm",
+    order=1,
+    stochastic=True,
+    paper="Ho, Jain, Abbeel, 'Denoising Diffusion Probabilistic Models' (arXiv 2006.11239) eq. 6-7 "
+    "(posterior mean and variance) and §3.2 (sigma_t^2 = beta-tilde or beta); diffusers DDPMScheduler.step",
+    description="Ancestral DDPM: a draw from the DDPM posterior given x_t and x0 = D between consecutive levels "
+    "(diffusers' DDPMScheduler in VP time); variance 'fixed_small' (= ddim eta=1) or 'fixed_large'.",
+    options=stochastic_options(
+        variance=Option("fixed_small", str, "reverse variance: posterior beta-tilde ('fixed_small', diffusers' "
+                        "default) or beta ('fixed_large')", choices=DDPM_VARIANCES),
+        clip_denoised=Option(None, float, "clamp D to [-c, c] (diffusers' clip_sample_range; diffusers clips at "
+                             "1 by default, here none)", low=0.0, open_low=True, nullable=True),
+        s_noise=_S_NOISE,
+    ),
+)
+def ddpm(ctx, x, i):
+    """One DDPM posterior step from sigma to sigma' in the unscaled state x = x_VP / sqrt(alpha_bar).
+
+    With alpha_bar = 1/(1 + sigma^2) and beta = 1 - alpha_bar/alpha_bar' (diffusers' ``current_beta_t``)
+    the posterior mean of Ho et al. eq. 7, divided by sqrt(alpha_bar'), is
+    (sigma'^2/sigma^2) x + (1 - sigma'^2/sigma^2) D; the variances divided by alpha_bar' are
+    beta-tilde/alpha_bar' = sigma'^2 (sigma^2 - sigma'^2)/sigma^2 and beta/alpha_bar' =
+    (sigma^2 - sigma'^2)(1 + sigma'^2)/(1 + sigma^2). No noise onto sigma = 0 (t = 0 in DDPM).
+    """
+    s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
+    denoised = ctx.model(x, s)
+    clip = ctx.options["clip_denoised"]
+    if clip is not None:
+        denoised = denoised.clamp(-clip, clip)
+    ratio = (s_next / s) ** 2
+    x = torch.lerp(denoised.to(x.dtype), x, ratio)
+    if s_next == 0:
+        return x
+    if ctx.options["variance"] == "fixed_small":
+        std = math.sqrt(s_next**2 * (s**2 - s_next**2)) / s
+    else:
+        std = math.sqrt((s**2 - s_next**2) * (1 + s_next**2) / (1 + s**2))
+    if ctx.options["s_noise"] > 0:
+        x = x + ctx.noise(x, i) * (ctx.options["s_noise"] * std)
     return x

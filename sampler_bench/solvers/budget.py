@@ -88,8 +88,20 @@ def plan(
         plan("heun", 35).steps == 18
     """
     steps, updates, note = steps_for_budget(name, budget, ends_at_zero, **options)
-    sigmas = schedules.build(schedule, steps, sigma_min, sigma_max, append_zero=ends_at_zero, **(schedule_params or {}))
     meta = solver_info(name)
+
+    def build(n: int):
+        return schedules.build(schedule, n, sigma_min, sigma_max, append_zero=ends_at_zero, **(schedule_params or {}))
+
+    if meta.plan_grid is None:
+        sigmas = build(steps)
+    else:  # the solver's reference places its grid itself (DPM-Solver singlestep on its time grids)
+        sigmas, more = meta.plan_grid(schedule, build, steps, ends_at_zero, meta.validate({**options, **updates}),
+                                      options)
+        updates = {**updates, **more}
+        if "beta_d" in (schedule_params or {}) or "beta_min" in (schedule_params or {}):
+            updates.update({k: v for k, v in schedule_params.items() if k in ("beta_d", "beta_min")
+                            and k in meta.options and k not in options})
     opts = meta.validate({**options, **updates})
     return Plan(
         solver=name, budget=budget, steps=steps, nfe=meta.nfe(steps, ends_at_zero, opts),

@@ -14,6 +14,14 @@ This module also holds the *DPM-Solver-fast* order split (paper §3.3, DPMS
 in :mod:`sampler_bench.solvers.dpmpp`: every singlestep solver takes an explicit per-step ``orders``
 option, and ``plan(name, nfe)`` fills it in through the registry's ``steps_for_nfe`` hook.
 
+Where the intermediate points go (option ``inner``): 'lambda' puts them at the fixed fractions
+``r1``, ``r2`` of h (DPMS on its logSNR grid); 'vp_time' and 'vp_time_quadratic' put them on a grid
+uniform in the VP time t (or in sqrt(t)) between the step's ends, so r1, r2 change from step to step:
+DPMS ``sample(method='singlestep')`` does that for its time_uniform and time_quadratic skip types.
+On those schedules ``plan`` also takes the outer points as DPMS does, from the NFE-point grid at the
+cumulative sums of the per-step orders (``singlestep_plan_grid``), so a planned run reproduces the
+reference there.
+
 The step onto sigma = 0 (h = infinity) is always a single first-order denoise, ``xh = D``
 (solvers.md §11 pitfall 2; no log(0) is ever taken). Scalar coefficients are Python floats
 (float64); tensor work is kept to one kernel per term so the per-step overhead stays small.
@@ -26,8 +34,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..vp import VP_BETA_D, VP_BETA_MIN, vp_sigma, vp_time
 from .registry import Option, SolverOptionError, register
 from .updates import first_order_update, lincomb
+
+#: Inner-point rules: 'lambda' (fixed fractions r1, r2), or a grid uniform in VP time t / sqrt(t).
+INNER_RULES = ("lambda", "vp_time", "vp_time_quadratic")
+#: The schedules on which DPMS places the inner points in time, and the rule each implies.
+DPMS_TIME_SCHEDULES = {"vp_time_uniform": "vp_time", "vp_time_quadratic": "vp_time_quadratic"}
 
 DPM_SOLVER_PAPER = (
     "Lu et al., 'DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model Sampling' (arXiv 2206.00927)"
@@ -82,6 +96,14 @@ def singlestep_options(order: int, r1: float, r2: float | None = None) -> dict[s
         "split": Option("fast", str, "how plan() spends an NFE budget: 'fast' = DPM-Solver-fast order split, "
                         f"'fixed' = floor(NFE/{order}) steps all of order {order} (DPMS 'singlestep_fixed')",
                         choices=("fast", "fixed")),
+        "inner": Option("lambda", str, "where the intermediate points go: 'lambda' = at r1, r2 of h; 'vp_time' / "
+                        "'vp_time_quadratic' = on a grid uniform in VP time t / sqrt(t) between the step's ends, "
+                        "per-step r's as DPM-Solver on its time_uniform / time_quadratic grids (plan() sets it there)",
+                        choices=INNER_RULES),
+        "beta_d": Option(VP_BETA_D, float, "VP schedule beta_d of the t <-> sigma map (inner='vp_time*')",
+                         low=0.0, open_low=True),
+        "beta_min": Option(VP_BETA_MIN, float, "VP schedule beta_min of the t <-> sigma map (inner='vp_time*')",
+                           low=0.0),
     })
     return opts
 
@@ -176,19 +198,80 @@ def singlestep_steps_for_nfe(name: str, order: int):
     return steps_for_nfe
 
 
-def singlestep_init(order: int):
-    """Per-run set-up: resolve and check the per-step orders once, before the first step."""
+def step_fractions(sigmas: Sequence[float], orders: Sequence[int], opts: Mapping[str, Any], r_order2: float):
+    """Per step, the intermediate points as fractions of h in lambda: ``()``, ``(r1,)`` or ``(r1, r2)``.
+
+    inner='lambda': the fixed ``r1``, ``r2`` (order-2 steps use ``r_order2``). inner='vp_time' /
+    'vp_time_quadratic' (DPMS ``sample(method='singlestep')``): the step's ends in VP time t (or
+    sqrt(t)) are split into ``order`` equal parts, and r_k = (lambda(t_k) - lambda_s)/h with
+    lambda = -log(sigma(t)). Steps onto sigma = 0 and first-order steps have none.
+    """
+    out = []
+    for i, order in enumerate(orders):
+        s, t = sigmas[i], sigmas[i + 1]
+        if order == 1 or t == 0.0:
+            out.append(())
+        elif opts["inner"] == "lambda":
+            out.append((r_order2,) if order == 2 else (opts["r1"], opts["r2"]))
+        else:
+            power = 1.0 if opts["inner"] == "vp_time" else 2.0
+            ends = vp_time([s, t], opts["beta_d"], opts["beta_min"]).tolist()
+            a, b = ends[0] ** (1.0 / power), ends[1] ** (1.0 / power)
+            inner_t = [(a + (b - a) * k / order) ** power for k in range(1, order)]
+            inner_sigma = vp_sigma(inner_t, opts["beta_d"], opts["beta_min"]).tolist()
+            h = math.log(s / t)
+            out.append(tuple(math.log(s / v) / h for v in inner_sigma))
+    return out
+
+
+def singlestep_init(order: int, r_order2: float | None):
+    """Per-run set-up: resolve and check the per-step orders and inner fractions once, before the first step.
+
+    ``r_order2``: the fraction of order-2 steps under inner='lambda' (None: the ``r1`` option).
+    """
 
     def init(ctx, x) -> None:
         check_fractions(ctx.name, ctx.options)
-        ctx.state["orders"] = ctx.cached(
-            ("orders", order), lambda: step_orders(ctx.name, order, ctx.options, ctx.steps, ctx.sigmas[-1] == 0.0))
+
+        def compute():
+            orders = step_orders(ctx.name, order, ctx.options, ctx.steps, ctx.sigmas[-1] == 0.0)
+            r2 = ctx.options["r1"] if r_order2 is None else r_order2
+            return orders, step_fractions(ctx.sigmas, orders, ctx.options, r2)
+
+        ctx.state["orders"], ctx.state["fractions"] = ctx.cached(("orders", order), compute)
 
     return init
 
 
-def register_singlestep(name: str, *, order: int, r1: float, r2: float | None, paper: str, description: str):
-    """Register a k-stage singlestep solver with the shared options, NFE law, order and budget hook."""
+def singlestep_plan_grid(order: int):
+    """The registry's ``plan_grid`` hook: the grid (and option updates) ``plan`` hands the solver.
+
+    On DPMS's time grids (``vp_time_uniform``, ``vp_time_quadratic``) with the 'fast' split or explicit
+    ``orders``, the outer points are those of the NFE-point grid at the cumulative sums of the per-step
+    orders (DPMS ``get_orders_and_timesteps_for_singlestep_solver``), and ``inner`` follows the
+    schedule (unless given). Elsewhere: the ``steps``-step grid of the schedule, as for any solver.
+    """
+
+    def plan_grid(schedule: str, build, steps: int, ends_at_zero: bool, opts: Mapping[str, Any], given: Mapping):
+        rule = DPMS_TIME_SCHEDULES.get(schedule)
+        if rule is None:
+            return build(steps), {}
+        updates = {} if "inner" in given else {"inner": rule}
+        if opts["orders"] is None:  # split='fixed': K steps of the schedule, inner points in time
+            return build(steps), updates
+        orders = list(opts["orders"])
+        fine = build(sum(orders))
+        index = [0]
+        for o in orders:
+            index.append(index[-1] + o)
+        return fine[index], updates
+
+    return plan_grid
+
+
+def register_singlestep(name: str, *, order: int, r1: float, r2: float | None, paper: str, description: str,
+                        r_order2: float | None):
+    """Register a k-stage singlestep solver with the shared options, NFE law, order and budget hooks."""
     return register(
         name,
         order=order,
@@ -197,8 +280,9 @@ def register_singlestep(name: str, *, order: int, r1: float, r2: float | None, p
         description=description,
         options=singlestep_options(order, r1, r2),
         nfe=singlestep_nfe(name, order),
-        init=singlestep_init(order),
+        init=singlestep_init(order, r_order2),
         steps_for_nfe=singlestep_steps_for_nfe(name, order),
+        plan_grid=singlestep_plan_grid(order),
         order_of=singlestep_order_of(order),
     )
 
@@ -265,25 +349,26 @@ def dpm_solver_3_update(ctx, x, denoised, s: float, t: float, r1: float, r2: flo
     return lincomb([(1.0, x), (-(t * phi_1 - b1 - b2) / s, e_s), (-b1 / s1, e_1), (-b2 / s2, e_2)])
 
 
-def singlestep_step(ctx, x, i, r_order2: float, update_2, update_3):
+def singlestep_step(ctx, x, i, update_2, update_3):
     """One singlestep step of order ``ctx.state['orders'][i]`` with the family's 2nd/3rd-order updates.
 
     Shared by DPM-Solver (noise prediction) and DPM-Solver++ (data prediction): order 1 and the step
-    onto sigma = 0 (h = infinity) are the first-order update; order-2 steps use ``r_order2``.
+    onto sigma = 0 (h = infinity) are the first-order update; the intermediate points are the step's
+    ``ctx.state['fractions'][i]`` (:func:`step_fractions`).
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     order = ctx.state["orders"][i]
     denoised = ctx.model(x, s)
     if order == 1 or t == 0.0:
         return first_order_update(x, denoised, s, t)
-    opts = ctx.options
+    fractions = ctx.state["fractions"][i]
     if order == 2:
-        return update_2(ctx, x, denoised, s, t, r_order2, opts["solver_type"])
-    return update_3(ctx, x, denoised, s, t, opts["r1"], opts["r2"], opts["solver_type"])
+        return update_2(ctx, x, denoised, s, t, fractions[0], ctx.options["solver_type"])
+    return update_3(ctx, x, denoised, s, t, fractions[0], fractions[1], ctx.options["solver_type"])
 
 
-def _dpm_solver_step(ctx, x, i, r_order2: float):
-    return singlestep_step(ctx, x, i, r_order2, dpm_solver_2_update, dpm_solver_3_update)
+def _dpm_solver_step(ctx, x, i):
+    return singlestep_step(ctx, x, i, dpm_solver_2_update, dpm_solver_3_update)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +412,7 @@ def dpm_solver_1(ctx, x, i):
 
 
 @register_singlestep(
-    "dpm_solver_2", order=2, r1=0.5, r2=None, paper=DPM_SOLVER_PAPER,
+    "dpm_solver_2", order=2, r1=0.5, r2=None, paper=DPM_SOLVER_PAPER, r_order2=None,
     description="Singlestep DPM-Solver-2 (noise prediction), r1=1/2 in lambda; planned budgets use DPM-Solver-fast.",
 )
 def dpm_solver_2(ctx, x, i):
@@ -336,11 +421,11 @@ def dpm_solver_2(ctx, x, i):
     Options: ``r1`` (default 1/2), ``solver_type`` 'dpmsolver'|'taylor', per-step ``orders`` (1 or 2),
     ``split`` for budgets. NFE = sum(orders); by default 2 per step and 1 for the denoise onto 0.
     """
-    return _dpm_solver_step(ctx, x, i, ctx.options["r1"])
+    return _dpm_solver_step(ctx, x, i)
 
 
 @register_singlestep(
-    "dpm_solver_3", order=3, r1=1.0 / 3.0, r2=2.0 / 3.0, paper=DPM_SOLVER_PAPER,
+    "dpm_solver_3", order=3, r1=1.0 / 3.0, r2=2.0 / 3.0, paper=DPM_SOLVER_PAPER, r_order2=0.5,
     description="Singlestep DPM-Solver-3 (noise prediction), r1=1/3, r2=2/3; planned budgets use DPM-Solver-fast.",
 )
 def dpm_solver_3(ctx, x, i):
@@ -351,6 +436,6 @@ def dpm_solver_3(ctx, x, i):
     K = nfe//3 + 1 steps with orders [3]*(K-2)+[2,1] / [3]*(K-1)+[1] / [3]*(K-1)+[2] for
     nfe%3 = 0 / 1 / 2 (on a grid ending at 0 the last step is the 1-NFE denoise).
     """
-    # Order-2 steps use the midpoint r1 = 1/2, as DPMS does (its logSNR sub-grid of 2 points) and
-    # k-diffusion's dpm_solver_fast (dpm_solver_2_step's default).
-    return _dpm_solver_step(ctx, x, i, 0.5)
+    # Order-2 steps use the midpoint r1 = 1/2 under inner='lambda', as DPMS does (its logSNR sub-grid
+    # of 2 points) and k-diffusion's dpm_solver_fast (dpm_solver_2_step's default).
+    return _dpm_solver_step(ctx, x, i)

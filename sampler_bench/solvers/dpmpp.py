@@ -83,12 +83,12 @@ def dpmpp_3s_update(ctx, x, denoised, s: float, t: float, r1: float, r2: float, 
     return lincomb([(t / s, x), (-phi_1 - b1 - b2, denoised), (b1, denoised_1), (b2, denoised_2)])
 
 
-def _dpmpp_singlestep(ctx, x, i, r_order2: float):
-    return singlestep_step(ctx, x, i, r_order2, dpmpp_2s_update, dpmpp_3s_update)
+def _dpmpp_singlestep(ctx, x, i):
+    return singlestep_step(ctx, x, i, dpmpp_2s_update, dpmpp_3s_update)
 
 
 @register_singlestep(
-    "dpmpp_2s", order=2, r1=0.5, r2=None, paper=DPMPP_PAPER,
+    "dpmpp_2s", order=2, r1=0.5, r2=None, paper=DPMPP_PAPER, r_order2=None,
     description="Singlestep DPM-Solver++(2S) (data prediction), r1=1/2 in lambda; "
     "= k-diffusion dpmpp_2s_ancestral(eta=0).",
 )
@@ -99,11 +99,11 @@ def dpmpp_2s(ctx, x, i):
     r1 = 1/2, the step onto sigma=0 a single denoise (2N-1 NFE to zero, 2N otherwise). Options as
     DPM-Solver-2: ``r1``, ``solver_type``, per-step ``orders`` (1 or 2), ``split``.
     """
-    return _dpmpp_singlestep(ctx, x, i, ctx.options["r1"])
+    return _dpmpp_singlestep(ctx, x, i)
 
 
 @register_singlestep(
-    "dpmpp_3s", order=3, r1=1.0 / 3.0, r2=2.0 / 3.0, paper=DPMPP_PAPER,
+    "dpmpp_3s", order=3, r1=1.0 / 3.0, r2=2.0 / 3.0, paper=DPMPP_PAPER, r_order2=0.5,
     description="Singlestep DPM-Solver++(3S) (data prediction), r1=1/3, r2=2/3; planned budgets use DPM-Solver-fast.",
 )
 def dpmpp_3s(ctx, x, i):
@@ -112,7 +112,7 @@ def dpmpp_3s(ctx, x, i):
     Options as DPM-Solver-3: ``r1``, ``r2`` (order-2 steps use r1 = 1/2), ``solver_type``, per-step
     ``orders`` (1..3), ``split`` ('fast' = DPM-Solver-fast split when planned from a budget).
     """
-    return _dpmpp_singlestep(ctx, x, i, 0.5)
+    return _dpmpp_singlestep(ctx, x, i)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import math
 import torch
 
 from ..options import Option
+from ..philox import PhiloxNoise
 from ..rng import Generators, check_generator, generators_for, randn_like  # noqa: F401  re-exported
 
 #: The values of the shared ``noise`` option.
@@ -71,11 +72,14 @@ class BrownianNoise:
         self._end = self.sigma_max * (1 + 1e-9)
         self.shape, self.dtype, self.device = x.shape, x.dtype, x.device
         per_sample = generator is not None and not isinstance(generator, torch.Generator)
-        gens = list(generator) if per_sample else [generator]
+        if isinstance(generator, PhiloxNoise):
+            entropies = generator.entropies()  # one path per sample, from its own counter
+        else:
+            entropies = [_entropy(g) for g in (list(generator) if per_sample else [generator])]
         w0 = torch.zeros(self.shape[1:] if per_sample else self.shape, dtype=torch.float64)
         self.per_sample = per_sample
         self.trees = [
-            torchsde.BrownianTree(0.0, w0, self._end, entropy=_entropy(g), tol=self.TOL) for g in gens
+            torchsde.BrownianTree(0.0, w0, self._end, entropy=e, tol=self.TOL) for e in entropies
         ]
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:

@@ -31,7 +31,10 @@ class SolverInfo:
     stochastic samplers); ``nfe(steps, ends_at_zero, options)`` the exact number of denoiser
     evaluations for a grid of ``steps`` intervals; ``min_steps(options)`` the fewest steps the
     solver accepts; ``steps_for_nfe`` (optional) maps a budget to ``(steps, option updates)``
-    when the NFE law is not a simple function of the step count (DPM-Solver-fast).
+    when the NFE law is not a simple function of the step count (DPM-Solver-fast); ``plan_grid``
+    (optional) ``(schedule, build, steps, ends_at_zero, options, given) -> (sigmas, option updates)``
+    builds the planned grid itself when the solver's reference does not simply take ``steps`` levels
+    of the schedule (``build(n)`` is the schedule with n steps; ``given`` the caller's options).
     """
 
     name: str
@@ -48,6 +51,7 @@ class SolverInfo:
     init: Callable | None = None
     min_steps: Callable[[Mapping[str, Any]], int] = lambda opts: 1
     steps_for_nfe: Callable | None = None
+    plan_grid: Callable | None = None
     order_of: Callable[[Mapping[str, Any]], int] | None = None
     family: str = ""
     adaptive: bool = False
@@ -89,6 +93,7 @@ def register(
     init: Callable | None = None,
     min_steps: Callable | None = None,
     steps_for_nfe: Callable | None = None,
+    plan_grid: Callable | None = None,
     order_of: Callable | None = None,
     kind: str = "step",
     adaptive: bool = False,
@@ -122,6 +127,7 @@ def register(
             init=init,
             min_steps=min_steps or (lambda opts: 1),
             steps_for_nfe=steps_for_nfe,
+            plan_grid=plan_grid,
             order_of=order_of,
             adaptive=adaptive,
             family=fn.__module__.rsplit(".", 1)[-1],

@@ -1,0 +1,162 @@
+"""Expanding a sweep into cells: every (model, schedule, sampler, NFE budget), each resolved once.
+
+A *cell* is (model, sampler + options, schedule, NFE budget, seeds, metric set). Its id is a hash
+of that definition, so a re-run finds the cells already in the store and skips them (resume), and
+two runs of the same spec agree on every id. A :class:`Cell` carries everything needed to compute
+and store it: the solver's registry entry, the budget plan (or why there is none), the metrics that
+apply and the reference endpoints it compares against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..solvers import budget as _budget
+from ..solvers.registry import SolverInfo
+from ..solvers.registry import info as solver_info
+from .prepare import PreparedMetric, PreparedModel
+from .reference_cache import ReferenceCache, ReferenceTarget
+from .spec import SamplerSpec, ScheduleSpec, Spec
+from .states import initial_states
+
+#: Bumped when the meaning of a cell changes, so old stored cells are not mistaken for new ones.
+CELL_FORMAT = 1
+
+#: Schedule parameters a process needs unless the spec sets them. CLD grids are in time t, where gDDIM's
+#: default grid is uniform in sqrt(t) (``karras`` with rho = 2; Zhang et al., arXiv 2206.05564), not EDM's
+#: rho = 7 in sigma, which would crowd the steps against t_eps.
+PROCESS_SCHEDULE_DEFAULTS = {"cld": {"karras": {"rho": 2.0}}}
+
+
+@dataclass
+class Cell:
+    """One unit of work and of storage; ``cell_id`` hashes ``definition``.
+
+    ``plan`` is the solver's grid for the budget and ``options`` its validated options; a cell that
+    cannot run (the sampler does not apply to the process, or the budget is too small) has
+    ``plan = None``, its requested options and ``skip_reason``. ``metrics`` are the model's metrics that
+    apply to this sampler (a stochastic sampler has no ODE endpoint to compare); ``reference`` is
+    the reference setting when one of them compares against the ODE's endpoints.
+    """
+
+    cell_id: str
+    definition: dict
+    spec: Spec
+    model: PreparedModel
+    sampler: SamplerSpec
+    solver: SolverInfo
+    schedule: ScheduleSpec
+    sigma_min: float
+    sigma_max: float
+    nfe_budget: int
+    metrics: list[PreparedMetric]
+    plan: _budget.Plan | None
+    options: dict
+    skip_reason: str = ""
+    reference: ReferenceTarget | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.label} · {self.sampler.name} · {self.schedule.name} · NFE {self.nfe_budget}"
+
+    @property
+    def needs_reference(self) -> bool:
+        return any(m.needs_reference for m in self.metrics)
+
+    @property
+    def declared_order(self) -> int:
+        """The solver's theoretical order with this cell's options (planned, or as requested)."""
+        return self.solver.order_for(self.options)
+
+
+def cell_id_of(definition: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(definition, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def schedule_for(schedule: ScheduleSpec, process: str) -> ScheduleSpec:
+    """``schedule`` with the process's default parameters filled in where the spec left them out."""
+    defaults = PROCESS_SCHEDULE_DEFAULTS.get(process, {}).get(schedule.name)
+    if not defaults:
+        return schedule
+    return dataclasses.replace(schedule, params={**defaults, **schedule.params})
+
+
+def _plan(meta: SolverInfo, pm: PreparedModel, sampler: SamplerSpec, schedule: ScheduleSpec, sigma_min: float,
+          sigma_max: float, budget: int) -> tuple[_budget.Plan | None, dict, str]:
+    """(plan, validated options, "") for a cell that can run, (None, requested options, why) otherwise."""
+    if pm.process not in meta.processes:
+        # Only a Gaussian-kernel process lacking a reverse SDE (finite-D PFGM++) needs the SDE hint;
+        # CLD has a reverse SDE but its own state and samplers.
+        why = " (it needs a reverse SDE)" if meta.stochastic and pm.process == "pfgmpp" else ""
+        return None, sampler.options, (
+            f"sampler {sampler.name!r} applies to {', '.join(meta.processes)} processes{why}; "
+            f"model {pm.label!r} is a {pm.process!r} process")
+    try:
+        plan = _budget.plan(
+            sampler.name, budget, schedule=schedule.name, sigma_min=sigma_min, sigma_max=sigma_max,
+            ends_at_zero=schedule.ends_at_zero, schedule_params=schedule.params, **sampler.options,
+        )
+    except ValueError as e:
+        return None, sampler.options, str(e)
+    return plan, meta.validate(plan.options), ""
+
+
+def _reference(spec: Spec, pm: PreparedModel, sigma_min: float, sigma_max: float,
+               ends_at_zero: bool) -> ReferenceTarget | None:
+    """The reference endpoints a deterministic cell of ``pm`` compares against (None: no yardstick)."""
+    if pm.reference_solver is None:
+        return None
+    key = ReferenceCache.key(pm.hash, spec.seed, sigma_min, sigma_max, ends_at_zero, torch.device(spec.device).type,
+                             pm.reference_options, solver=pm.reference_solver)
+    initial = functools.partial(initial_states, pm.model, spec.seed, sigma_max=sigma_max, device=spec.device)
+    return ReferenceTarget(pm.model, key, spec.n_samples, initial, sigma_min, sigma_max, ends_at_zero,
+                           solver=pm.reference_solver, options=pm.reference_options)
+
+
+def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
+    """Every (model, schedule, sampler, budget) of the spec, in a stable order."""
+    solvers = {s.name: solver_info(s.name) for s in spec.samplers}
+    cells = []
+    for pm in models:
+        for sch in (schedule_for(s, pm.process) for s in spec.schedules):
+            smax = sch.sigma_max if sch.sigma_max is not None else float(pm.model.sigma_max)
+            smin = sch.sigma_min if sch.sigma_min is not None else float(pm.model.sigma_min)
+            smin, smax = float(smin), float(smax)
+            reference = None
+            for smp in spec.samplers:
+                meta = solvers[smp.name]
+                if smp.from_all and pm.process not in meta.processes:
+                    continue  # all_samplers means every sampler that applies; see prepare_models' note
+                metrics = [m for m in pm.metrics if not (meta.stochastic and m.needs_reference)]
+                needs_reference = any(m.needs_reference for m in metrics)
+                if needs_reference and reference is None:
+                    reference = _reference(spec, pm, smin, smax, sch.ends_at_zero)
+                for budget in spec.nfe:
+                    definition = {
+                        "format": CELL_FORMAT, "model": pm.label, "model_hash": pm.hash, "process": pm.process,
+                        "solver": smp.name, "options": smp.options, "schedule": sch.name,
+                        "schedule_params": sch.params, "sigma_min": smin, "sigma_max": smax,
+                        "ends_at_zero": sch.ends_at_zero, "nfe_budget": budget, "n_samples": spec.n_samples,
+                        "seed": spec.seed, "precision": spec.precision,
+                        # noise streams and arithmetic differ between device types (not between indices)
+                        "device_type": torch.device(spec.device).type,
+                        "reference_options": pm.reference_options if needs_reference else None,
+                        # mixed precision changes the numbers; compile and CUDA graphs do not (absent: float32/64)
+                        **({"autocast": spec.execution["autocast"]} if "autocast" in spec.execution else {}),
+                        "metrics": [
+                            {"name": m.spec.name, "feature_extractor": m.spec.feature_extractor, "params": m.spec.params}
+                            for m in metrics
+                        ],
+                    }
+                    plan, options, skip_reason = _plan(meta, pm, smp, sch, smin, smax, budget)
+                    cells.append(Cell(cell_id_of(definition), definition, spec, pm, smp, meta, sch, smin, smax, budget,
+                                      metrics, plan, options, skip_reason,
+                                      reference if needs_reference else None))
+    return cells

@@ -1,0 +1,199 @@
+"""Computing one cell: sample, count NFE, stream the samples into the metric accumulators.
+
+Streaming: samples flow batch by batch into the metric accumulators; only the first
+``keep_samples`` (at most 256) of each cell are kept, for the report's pictures.
+
+Distributed (``torchrun``, :mod:`.distributed`): :func:`cell_shard` computes one cell over a range of
+sample indices and returns the accumulators' *states* (float64 sums); every rank computes its
+contiguous share, the states are reduced across ranks in float64, and :func:`finish_cell` computes
+the values. A failure on one rank stops every rank before the cell is stored, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
+from ..rng import generators_for
+from .cells import Cell
+from .distributed import DistributedError, World, run_sharded
+from .reference_cache import ReferenceCache
+from .states import data_of, initial_states, sample_seeds
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass
+class ShardResult:
+    """A cell computed over sample indices ``[start, stop)``: accumulator states plus timings."""
+
+    start: int
+    stop: int
+    states: dict[str, dict]
+    nfe_counted: list[int]
+    sampling_s: float
+    denoiser_s: float
+    metric_s: float
+    kept: torch.Tensor | None
+
+
+@dataclass
+class Outcome:
+    """What computing a cell gave: ``status`` ('ok', 'skipped' or 'failed') and ``reason``; for an
+    ok cell also the counted NFE, the timings, the metric rows and the kept samples."""
+
+    status: str
+    reason: str
+    nfe_counted: int | None = None
+    shard: ShardResult | None = None
+    metric_rows: list[dict] | None = None
+
+    @property
+    def kept(self) -> torch.Tensor | None:
+        return self.shard.kept if self.shard is not None else None
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def cell_shard(cell: Cell, start: int, stop: int,
+               reference: Callable[[int, int], torch.Tensor] | None = None) -> ShardResult:
+    """Run ``cell`` on samples ``[start, stop)`` and return its accumulator states (not values);
+    ``reference(a, b)``: the reference endpoints of samples ``[a, b)`` when a metric compares with them.
+
+    Raises :class:`NonFiniteSampleError` when a state becomes NaN/Inf.
+    """
+    spec, model = cell.spec, cell.model.model
+    device, dtype = spec.device, DTYPES[spec.precision]
+    accs = {m.spec.name: m.accumulator() for m in cell.metrics}
+    nfe, sampling_s, denoiser_s, metric_s, kept = [], 0.0, 0.0, 0.0, []
+    for a in range(start, stop, spec.batch_size):
+        b = min(a + spec.batch_size, stop)
+        _sync(device)
+        t0 = time.perf_counter()
+        gens = generators_for(sample_seeds(spec.seed, a, b), device)
+        x = initial_states(model, spec.seed, a, b, cell.sigma_max, device, generators=gens).to(dtype)
+        counter = CountingDenoiser(model, timed=True)
+        out = data_of(model, run_solver(cell.solver.name, counter, x, cell.plan.sigmas, generator=gens,
+                                        options=cell.options))
+        _sync(device)
+        t1 = time.perf_counter()
+        sampling_s += t1 - t0
+        denoiser_s += counter.seconds
+        nfe.append(counter.nfe)
+        ref = None
+        if reference is not None and cell.needs_reference:
+            ref = data_of(model, reference(a, b)).to(device=out.device, dtype=out.dtype)
+        t2 = time.perf_counter()
+        for m in cell.metrics:
+            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None, index=a)
+        _sync(device)
+        metric_s += time.perf_counter() - t2
+        if a < spec.keep_samples:
+            kept.append(out[: spec.keep_samples - a].detach().to("cpu", torch.float32))
+    states = {name: acc.state() for name, acc in accs.items()}
+    return ShardResult(start, stop, states, nfe, sampling_s, denoiser_s, metric_s, torch.cat(kept) if kept else None)
+
+
+def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] | None = None,
+                confidence: float = 0.95) -> list[dict]:
+    """Reduce the shards' accumulator states and compute the metric rows of the store.
+
+    The execution options and the device are recorded in every value's provenance, and so is ``hosts``
+    (one host name per rank, in rank order) as ``ranks`` and ``hosts``: a cell's wall time and
+    samples/s depend on them. Values compared with reference endpoints record the reference setting
+    and its cache key. Every row carries its interval (``ci_low``, ``ci_high``, ``corrected``, the
+    bootstrap ``replicates``) at level ``confidence``, and its method in ``provenance["interval"]``.
+    """
+    from ..models.execution import execution_provenance
+
+    rows = []
+    for m in cell.metrics:
+        acc = m.accumulator()
+        acc.load_state(m.reduce([s.states[m.spec.name] for s in shards]))
+        estimates = acc.estimates(confidence) if hasattr(acc, "estimates") else {
+            k: None for k in acc.compute()}
+        values = acc.compute() if any(e is None for e in estimates.values()) else {k: e.value for k, e in estimates.items()}
+        prov = dict(getattr(acc, "provenance", {}) or {})
+        prov.setdefault("params", m.spec.params)
+        prov.setdefault("n_samples", sum(s.stop - s.start for s in shards))
+        prov["execution"] = execution_provenance(cell.model.model, cell.spec.device)
+        if hosts is not None:
+            prov["execution"].update(ranks=len(hosts), hosts=sorted(set(hosts)))
+        ref = cell.reference
+        if m.needs_reference and ref is not None:
+            prov["reference_hash"] = ref.key
+            prov["reference_endpoints"] = {
+                "solver": ref.solver, "options": ref.options, "cache_key": ref.key,
+                "sigma_max": ref.sigma_max, "sigma_min": ref.sigma_min, "ends_at_zero": ref.ends_at_zero,
+            }
+        for key, value in values.items():
+            est = estimates.get(key)
+            interval = {} if est is None else {
+                "ci_low": est.ci_low, "ci_high": est.ci_high, "corrected": est.corrected,
+                "replicates": list(est.replicates)}
+            key_prov = prov if est is None else {**prov, "interval": {
+                "method": est.method(), "confidence": est.confidence, "replicates": len(est.replicates),
+                "bias_corrected": est.bias_corrected, "se": est.se}}
+            rows.append({
+                "metric": m.spec.name, "key": key, "value": float(value), **interval,
+                "lower_is_better": m.lower_is_better(key),
+                "feature_extractor": str(prov.get("feature_extractor") or m.spec.feature_extractor or ""),
+                "reference_hash": str(prov.get("reference_hash") or ""),
+                "provenance": key_prov,
+            })
+    return rows
+
+
+def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Sequence[str] | None = None,
+                 on_event: Callable[[str, Mapping[str, Any]], None] | None = None) -> Outcome:
+    """Compute ``cell`` on this rank's share of its samples (all of them in one process) and reduce.
+
+    A cell that cannot run is 'skipped', one whose samples turn non-finite or whose solver or metric
+    raises is 'failed' with the reason: a bug in one solver must not stop a long sweep. A rank failure
+    (:class:`DistributedError`) is raised on every rank; nothing is stored for that cell.
+    """
+    if cell.plan is None:
+        return Outcome("skipped", cell.skip_reason)
+    on_event = on_event or (lambda kind, data: None)
+    name, budget = cell.sampler.name, cell.nfe_budget
+    try:  # each rank computes its share of the samples; one process computes them all
+        reference = None
+        if cell.needs_reference:
+            if cell.reference is None:
+                raise ValueError(cell.model.reference_problem)
+            reference = references.for_rank(
+                world, cell.reference,
+                on_compute=lambda s, e: on_event("reference", {"model": cell.model.label, "start": s, "stop": e}),
+                cell_errors=(NonFiniteSampleError,), what=f"while computing the reference endpoints of cell {cell.label}",
+            )
+        shard = run_sharded(world, cell.spec.n_samples, lambda a, b: cell_shard(cell, a, b, reference=reference),
+                            cell_errors=(NonFiniteSampleError,), what=f"while computing cell {cell.label}")
+    except DistributedError:
+        raise  # a rank failure stops the sweep on every rank; nothing is stored for this cell
+    except NonFiniteSampleError as e:
+        return Outcome("failed", (f"{e} at NFE budget {budget} on model {cell.model.label!r} "
+                                  f"(sampler {name!r}, schedule {cell.schedule.name!r})"))
+    except Exception as e:  # a bug in one solver or metric must not stop a long sweep
+        return Outcome("failed", f"{name} at NFE {budget}: {type(e).__name__}: {e}")
+    counted = max(shard.nfe_counted)
+    notes = [cell.plan.note] if cell.plan.note else []
+    if len(set(shard.nfe_counted)) > 1:
+        notes.append(f"batches counted different NFE: {sorted(set(shard.nfe_counted))}")
+    if counted != cell.plan.nfe:
+        notes.append(f"counted {counted} NFE but the solver's NFE law promises {cell.plan.nfe} (a solver bug: please report)")
+    try:
+        metric_rows = finish_cell(cell, [shard], hosts=hosts, confidence=cell.spec.confidence)
+    except Exception as e:
+        return Outcome("failed", f"metrics of {name} at NFE {budget}: {type(e).__name__}: {e}")
+    bad = [f"{r['metric']}/{r['key']}" for r in metric_rows if not math.isfinite(r["value"])]
+    if bad:
+        notes.append(f"non-finite metric values: {', '.join(bad)}")
+    return Outcome("ok", "; ".join(notes), counted, shard, metric_rows)
