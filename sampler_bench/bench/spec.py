@@ -151,6 +151,8 @@ class Spec:
     replicates: int = 1
     #: level of every stored interval, strictly inside (0, 1)
     confidence: float = 0.95
+    #: which replicate this (expanded) spec is: its seed is the spec's seed + replicate_index * n_samples
+    replicate_index: int = 0
     #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see bench/prepare.py)
     reference: dict = field(default_factory=dict)
     #: execution options of the network ({}: plain eager float32/float64), see [execution]
@@ -632,6 +634,9 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             source=text,
             path=str(path) if path else None,
         )
+        if spec.seed + spec.replicates * spec.n_samples - 1 > MAX_SEED:
+            raise SpecError(f"replicates = {spec.replicates} with n_samples = {spec.n_samples} needs seeds up to "
+                            f"seed + replicates * n_samples - 1, beyond {MAX_SEED}; lower seed or replicates")
     except SpecError as e:
         raise SpecError(f"{where_file}{e}") from None
     return spec
