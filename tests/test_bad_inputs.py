@@ -408,3 +408,223 @@ def test_ctrl_c_at_any_moment_of_a_real_sweep_never_prints_a_traceback(tmp_path)
     r = invoke("sweep", f, "--out", tmp_path / "o", "--no-report")
     assert r.exit_code == 0 and "4 cells" in r.output  # the rerun completes the sweep
     shutil.rmtree(tmp_path / "o")
+
+
+# ---------------------------------------------------------------------------------------------
+# item 11: NFE budgets
+
+
+def test_a_budget_of_1e9_is_refused_in_under_a_second(tmp_path):
+    import time
+
+    from sampler_bench.solvers import budget as B
+
+    f = tmp_path / "s.toml"
+    f.write_text(BASE.replace("nfe = [4]", "nfe = [1000000000]"))
+    t0 = time.perf_counter()
+    r = invoke("sweep", f, "--out", tmp_path / "out")
+    assert_refused(r, "every NFE budget must be <= 100000")
+    with pytest.raises(ValueError, match="above the supported maximum of 100000"):
+        B.plan("heun", 10**9)
+    assert time.perf_counter() - t0 < 1.0
+    t0 = time.perf_counter()
+    assert B.plan("heun", B.MAX_NFE_BUDGET, ends_at_zero=False).steps == B.MAX_NFE_BUDGET // 2
+    assert time.perf_counter() - t0 < 1.0  # the largest allowed budget is planned by bisection, not a walk
+
+
+def test_the_bisected_step_count_is_the_largest_grid_within_the_budget():
+    """Against the definition (walk up one step at a time) for every solver, both grid endings."""
+    import sampler_bench as sb
+    from sampler_bench.solvers import budget as B
+
+    checked = 0
+    for name in sb.solvers.available():
+        meta = sb.solvers.info(name)
+        if meta.adaptive or meta.steps_for_nfe is not None:
+            continue
+        opts = meta.validate({})
+        for ends in (True, False):
+            for budget in range(1, 40):
+                need = meta.min_steps(opts)
+                if meta.nfe(need, ends, opts) > budget:
+                    continue
+                walk = need
+                while meta.nfe(walk + 1, ends, opts) <= budget:
+                    walk += 1
+                assert B.steps_for_budget(name, budget, ends)[0] == walk, (name, budget, ends)
+                checked += 1
+    assert checked > 500
+    with pytest.raises(ValueError, match="at least one denoiser evaluation"):
+        B.largest_steps_within(lambda n: 0, 1, 10)  # a law that never grows cannot hang the planner
+
+
+# ---------------------------------------------------------------------------------------------
+# item 8: the denoiser's output shape
+
+
+@pytest.mark.parametrize("bad,shape", [
+    (lambda x, s: x[:, :1] * 0, "[4, 1]"),          # [B, 1] broadcasts over the features
+    (lambda x, s: x[:1] * 0, "[1, 2]"),             # [1, D] collapses the batch onto one sample
+    (lambda x, s: x.sum() * 0, "[]"),               # a scalar
+    (lambda x, s: (x * 0).reshape(2, 4), "[2, 4]"),
+])
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp_2m", "euler_ancestral"])
+def test_a_denoiser_output_not_shaped_like_x_is_refused_at_the_first_call(bad, shape, solver):
+    import torch
+
+    import sampler_bench as sb
+
+    calls = []
+
+    def denoiser(x, s):
+        calls.append(1)
+        return bad(x, s)
+
+    x = torch.randn(4, 2, dtype=torch.float64) * 80
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(f"returned shape {shape} for x of shape [4, 2]")):
+        sb.sample(solver, denoiser, x, sb.schedules.karras(4, 0.002, 80.0), generator=[torch.Generator().manual_seed(i) for i in range(4)])
+    assert len(calls) == 1
+    good = sb.sample(solver, lambda x, s: x * 0, x, sb.schedules.karras(4, 0.002, 80.0),
+                     generator=[torch.Generator().manual_seed(i) for i in range(4)])
+    assert good.shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# items 2, 9 and 14: checkpoint configs
+
+CHECKPOINTS = __import__("pathlib").Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@pytest.fixture
+def ring_copy(tmp_path):
+    for ext in (".json", ".safetensors"):
+        shutil.copy(CHECKPOINTS / f"ring-edm{ext}", tmp_path / f"ring{ext}")
+    return tmp_path / "ring"
+
+
+def _edit_config(ring, edit, rehash=False):
+    from sampler_bench.models.checkpoint import _hashed
+
+    cfg = json.loads(ring.with_suffix(".json").read_text())
+    edit(cfg)
+    if rehash:  # an attacker who also recomputes the hashes: the content checks below must still hold
+        cfg = _hashed(cfg, cfg["weights_sha256"])
+        edit(cfg)  # again: rehashing rewrites the format fields
+    ring.with_suffix(".json").write_text(json.dumps(cfg))
+
+
+CONFIG_EDITS = [
+    ("process-to-pfgmpp", lambda c: c["process"].update(name="pfgmpp", D=128), ["process.name", "process.D"]),
+    ("process-to-vp", lambda c: c["process"].update(name="vp"), ["process.name (now 'vp')"]),
+    ("sigma-max", lambda c: c["process"].update(sigma_max=1e6), ["process.sigma_max (now 1000000.0)"]),
+    ("sigma-data", lambda c: c.update(sigma_data=0.5), ["sigma_data (now 0.5)"]),
+    ("precond-sigma-data", lambda c: c["precond"].update(sigma_data=0.5), ["precond.sigma_data"]),
+    ("kind", lambda c: c.update(kind="pfgmpp"), ["kind (now 'pfgmpp')"]),
+    ("network", lambda c: c["network"].update(hidden=64), ["network.hidden (now 64)"]),
+    ("dataset", lambda c: c["dataset"].update(n_test=10), ["dataset.n_test"]),
+    ("reference-split", lambda c: c.update(reference_split="train"), ["reference_split = 'train' (added)"]),
+    ("content-hash", lambda c: c.update(content_sha256="0" * 64), ["content hash does not match"]),
+]
+
+
+@pytest.mark.parametrize("edit,fields", [c[1:] for c in CONFIG_EDITS], ids=[c[0] for c in CONFIG_EDITS])
+def test_every_edit_of_what_a_checkpoint_computes_is_refused_naming_the_field(ring_copy, edit, fields):
+    import sampler_bench as sb
+    from sampler_bench.models.checkpoint import CheckpointError
+
+    sb.load_model(ring_copy)  # the committed checkpoint loads as it is
+    _edit_config(ring_copy, edit)
+    with pytest.raises(CheckpointError, match="was modified after the checkpoint was saved") as e:
+        sb.load_model(ring_copy)
+    for f in fields:
+        assert f in str(e.value)
+
+
+def test_an_edited_checkpoint_stops_the_sweep_with_exit_2(tmp_path, ring_copy):
+    _edit_config(ring_copy, lambda c: c["process"].update(sigma_max=1e6))
+    f = tmp_path / "s.toml"
+    f.write_text(BASE.replace('builtin = "gmm2d"', f'checkpoint = "{ring_copy}"'))
+    assert_refused(invoke("sweep", f, "--out", tmp_path / "out"), "process.sigma_max")
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+def test_descriptive_fields_may_be_edited(ring_copy):
+    import sampler_bench as sb
+
+    before = sb.load_model(ring_copy).fingerprint()
+    _edit_config(ring_copy, lambda c: c.update(description="renamed", name="ring-2"))
+    assert sb.load_model(ring_copy).fingerprint() == before  # the content, not the label, is the model
+
+
+HOSTILE = [
+    ("huge-network", lambda c: c["network"].update(hidden=200000, depth=64), ["do not fit", "compared before loading"]),
+    ("negative-shape", lambda c: c.update(shape=[-2]), ["shape must be a list of positive integers"]),
+    ("format-version-string", lambda c: c.update(format_version="2"), ["format_version must be an integer, got '2'"]),
+    ("format-version-future", lambda c: c.update(format_version=3), ["upgrade sampler-bench"]),
+    ("dataset-escapes", lambda c: c["dataset"].update(name="folder", path="../../../../usr/share"),
+     ["outside the data root", "SAMPLER_BENCH_DATA_ROOT"]),
+    ("dataset-absolute", lambda c: c.update(dataset={"name": "cifar10", "root": "/etc"}), ["outside the data root"]),
+]
+
+
+@pytest.mark.parametrize("edit,pieces", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
+def test_hostile_configs_with_recomputed_hashes_are_refused_before_anything_is_built(ring_copy, edit, pieces, monkeypatch):
+    import time
+
+    import sampler_bench as sb
+    from sampler_bench.models import checkpoint as K
+
+    def no_loading(*a, **k):
+        raise AssertionError("the tensors were read before the config was checked")
+
+    monkeypatch.setattr("safetensors.torch.load_file", no_loading)
+    _edit_config(ring_copy, edit, rehash=True)
+    t0 = time.perf_counter()
+    with pytest.raises(K.CheckpointError) as e:
+        sb.load_model(ring_copy)
+    assert time.perf_counter() - t0 < 5.0  # the 200000 x 200000 x 64 network is never allocated
+    for p in pieces:
+        assert p in str(e.value)
+
+
+def test_dataset_paths_inside_the_data_root_resolve_there(ring_copy, tmp_path, monkeypatch):
+    from sampler_bench.models import checkpoint as K
+
+    monkeypatch.setenv(K.DATA_ROOT_ENV, str(tmp_path / "data"))
+    _edit_config(ring_copy, lambda c: c.update(dataset={"name": "cifar10", "root": "cifar"}), rehash=True)
+    _, cfg = K.read_checkpoint(ring_copy)
+    assert cfg["dataset"]["root"] == str((tmp_path / "data" / "cifar").resolve())
+
+
+def test_deeply_nested_and_non_finite_configs_are_refused(ring_copy):
+    from sampler_bench.models.checkpoint import CheckpointError, read_checkpoint
+
+    text = ring_copy.with_suffix(".json").read_text()
+    ring_copy.with_suffix(".json").write_text(text[:-2] + ', "x": ' + "[" * 100000 + "]" * 100000 + "}\n")
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        read_checkpoint(ring_copy)
+    ring_copy.with_suffix(".json").write_text(text.replace('"sigma_data": 1.4221198150400647\n', '"sigma_data": NaN\n'))
+    with pytest.raises(CheckpointError, match="NaN"):
+        read_checkpoint(ring_copy)
+
+
+def test_a_format_1_config_is_refused_with_the_upgrade_command_which_works(ring_copy):
+    import subprocess
+    import sys
+
+    import sampler_bench as sb
+    from sampler_bench.models.checkpoint import CheckpointError
+
+    cfg = json.loads(ring_copy.with_suffix(".json").read_text())
+    for k in ("content_sha256", "field_sha256"):
+        del cfg[k]
+    cfg["format_version"] = 1
+    ring_copy.with_suffix(".json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="python -m sampler_bench.models.upgrade"):
+        sb.load_model(ring_copy)
+    r = subprocess.run([sys.executable, "-m", "sampler_bench.models.upgrade", str(ring_copy)], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode == 0, r.stderr
+    assert sb.load_model(ring_copy).fingerprint() == sb.load_model(CHECKPOINTS / "ring-edm").fingerprint()

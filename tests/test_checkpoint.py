@@ -36,6 +36,14 @@ def _save(path, process, seed=0, net_cfg=NET):
     return model
 
 
+def _rehashed(cfg):
+    """``cfg`` with its content hashes recomputed: the later checks must hold for such an edit too (an edit
+    that keeps the old hashes is refused first, by the content hash; see test_bad_inputs.py)."""
+    from sampler_bench.models.checkpoint import _hashed
+
+    return _hashed(cfg, cfg.get("weights_sha256", ""))
+
+
 @pytest.fixture()
 def saved(tmp_path):
     model = _save(tmp_path / "toy", PFGMPPProcess(D=8))
@@ -99,14 +107,14 @@ def test_a_config_whose_network_does_not_fit_the_weights_is_refused(saved):
     path, _ = saved
     cfg = json.loads(path.with_suffix(".json").read_text())
     cfg["network"]["hidden"] = 32
-    path.with_suffix(".json").write_text(json.dumps(cfg))
+    path.with_suffix(".json").write_text(json.dumps(_rehashed(cfg)))  # an edit with its hashes recomputed
     with pytest.raises(CheckpointError, match="do not fit the network"):
         sb.load_model(path)
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda c: c.pop("format"), "not a sampler-bench checkpoint"),
-    (lambda c: c.update(format_version=99), "upgrade sampler-bench"),
+    (lambda c: c.pop("format"), "not a sampler-bench checkpoint config"),
+    (lambda c: c.update(format_version=99), "format_version 99; this sampler-bench reads up to"),
     (lambda c: c["process"].update(D=0), "D >= 1"),
     (lambda c: c.pop("network"), "'network'"),
 ])
@@ -114,6 +122,9 @@ def test_a_broken_config_is_refused_with_one_readable_message(saved, edit, messa
     path, _ = saved
     cfg = json.loads(path.with_suffix(".json").read_text())
     edit(cfg)
+    cfg = _rehashed(cfg)
+    if "format_version" in message or "sampler-bench checkpoint" in message:
+        edit(cfg)  # again: rehashing restores the format fields
     path.with_suffix(".json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=message):
         sb.load_model(path)

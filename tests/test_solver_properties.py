@@ -112,6 +112,8 @@ ORDER_TABLE = [
     # The reference default (order 3, lower_order_final=True): the first-order last step caps it at 2
     # (its O(h^2) term has a small constant, so the slope reaches 2 only from ~200 NFE).
     ("unipc", {}, 2, B4),
+    # log-rho DEIS (diffusers): variable-step Adams–Bashforth with eps interpolated in log sigma.
+    *[("deis_logrho", {"order": k}, k, (B1, B2, B3)[k - 1]) for k in (1, 2, 3)],
     # PNDM: its PLMS weights are fixed (uniform-step) Adams–Bashforth weights, as iPNDM's.
     ("pndm", {}, 2, B2),
     # RES multistep (ComfyUI) is DPM-Solver++(2M) in its 'taylor' form.

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
-from ..rng import generators_for
+from ..rng import generators_for, noise_generator
 from .cells import Cell
 from .distributed import DistributedError, World, run_sharded
 from .reference_cache import ReferenceCache
@@ -80,8 +80,12 @@ def cell_shard(cell: Cell, start: int, stop: int,
         t0 = time.perf_counter()
         gens = generators_for(sample_seeds(spec.seed, a, b), device)
         x = initial_states(model, spec.seed, a, b, cell.sigma_max, device, generators=gens).to(dtype)
+        # the starting states always come from the per-sample generators (deterministic samplers do not
+        # depend on the noise generator); a stochastic sampler's noise from the spec's noise_generator
+        noise = gens if spec.noise_generator == "torch" or not cell.solver.stochastic else \
+            noise_generator(spec.noise_generator, spec.seed, a, b, device)
         counter = CountingDenoiser(model, timed=True)
-        out = data_of(model, run_solver(cell.solver.name, counter, x, cell.plan.sigmas, generator=gens,
+        out = data_of(model, run_solver(cell.solver.name, counter, x, cell.plan.sigmas, generator=noise,
                                         options=cell.options))
         _sync(device)
         t1 = time.perf_counter()
@@ -125,6 +129,8 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
         prov.setdefault("params", m.spec.params)
         prov.setdefault("n_samples", sum(s.stop - s.start for s in shards))
         prov["execution"] = execution_provenance(cell.model.model, cell.spec.device)
+        if cell.solver.stochastic:
+            prov["noise_generator"] = cell.spec.noise_generator
         if hosts is not None:
             prov["execution"].update(ranks=len(hosts), hosts=sorted(set(hosts)))
         ref = cell.reference
@@ -190,7 +196,9 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
     notes = [cell.plan.note] if cell.plan.note else []
     if len(set(shard.nfe_counted)) > 1:
         notes.append(f"batches counted different NFE: {sorted(set(shard.nfe_counted))}")
-    if counted != cell.plan.nfe:
+    if cell.plan.nfe is None:  # adaptive: the budget set tolerances; the cell sits at the NFE counted
+        notes.append(f"adaptive: asked {budget} NFE, counted {counted}")
+    elif counted != cell.plan.nfe:
         notes.append(f"counted {counted} NFE but the solver's NFE law promises {cell.plan.nfe} (a solver bug: please report)")
     try:
         metric_rows = finish_cell(cell, [shard], hosts=hosts, confidence=cell.spec.confidence)

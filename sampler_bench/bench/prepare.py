@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..solvers.registry import info as solver_info
+from ..solvers.registry import info as solver_info, mismatch
 from .reference_cache import reference_solver
 from .spec import MetricSpec, ModelSpec, Spec, SpecError
 
@@ -201,7 +201,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
                 raise SpecError(f"[[metric]] {ms.name!r} on model {m.label!r}: {e}") from None
             prepared.metrics.append(PreparedMetric(ms, info, bool(getattr(info, "needs_reference_endpoints", False)),
                                                    factory, model))
-        left_out = [s.name for s in spec.samplers if s.from_all and prepared.process not in solver_info(s.name).processes]
+        left_out = [s.name for s in spec.samplers if s.from_all and mismatch(s.name, prepared.process) is not None]
         if left_out:
             prepared.notes.append(
                 f"all_samplers: left out for model {m.label!r} ({prepared.process} process), as they apply to "

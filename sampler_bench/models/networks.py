@@ -30,7 +30,8 @@ class FourierEmbedding(nn.Module):
         if channels % 2:
             raise ValueError(f"the Fourier embedding needs an even number of channels, got {channels}")
         g = torch.Generator().manual_seed(seed)  # frequencies are part of the weights; fixed for reproducibility
-        self.register_buffer("freqs", torch.randn(channels // 2, generator=g) * scale)
+        # on the CPU even while a config is checked on the "meta" device (the generator is a CPU one)
+        self.register_buffer("freqs", torch.randn(channels // 2, generator=g, device="cpu") * scale)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         arg = (2 * math.pi) * c.to(self.freqs.dtype)[:, None] * self.freqs[None, :]

@@ -21,7 +21,7 @@ from .html import write_html
 from .markdown import write_markdown
 from .provenance import model_blocks, sweeps_blocks
 from .tables import (
-    ORDER_KEY, REQUIRED_METRIC_COLUMNS, check_columns, deduplicate, fitted_orders, format_value,
+    ORDER_KEY, REQUIRED_METRIC_COLUMNS, check_columns, declared_text, deduplicate, fitted_orders, format_value,
     headline_key, metric_table, number, order_table, pareto_front, prepare_cells, replicate_table, row_order,
     seconds_per_sample,
 )
@@ -322,6 +322,7 @@ def _metric_figure(names, model, name, sub, orders, style, lower, budgets, floor
         label = row
         if row in fitted:
             declared, fit = fitted[row]
+            declared = declared_text(declared)
             label += f": p={declared}, fit {fit:.2f}" if math.isfinite(fit) else f": p={declared}"
         series.append({"row": row, "label": label, "nfe": s["nfe_counted"].to_numpy(), "value": s["value"].to_numpy(),
                        "ci_low": s["ci_low"].to_numpy() if "ci_low" in s else None,

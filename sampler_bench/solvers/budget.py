@@ -16,18 +16,25 @@ from . import schedules
 from .registry import SolverOptionError, info as solver_info
 
 
+#: The largest NFE budget a plan accepts. Sampler comparisons live below ~1000 NFE (EDM's 2-D
+#: ablations stop at 1023, arXiv 2206.00364 Fig. 2); 100k leaves room for convergence studies while
+#: keeping a grid (and DPM-Solver-fast's per-step order list) a few MB. Larger budgets are refused.
+MAX_NFE_BUDGET = 100_000
+
+
 @dataclass(frozen=True)
 class Plan:
     """A budget resolved for one solver: ``sigmas`` to pass to ``sample`` with ``options``.
 
     ``nfe`` is what the solver's NFE law promises for this grid; it equals ``budget`` unless
-    the solver cannot hit the budget exactly, in which case ``note`` says why.
+    the solver cannot hit the budget exactly, in which case ``note`` says why. An adaptive solver's
+    plan has ``nfe`` None: its budget only sets tolerances, and the NFE is counted.
     """
 
     solver: str
     budget: int
     steps: int
-    nfe: int
+    nfe: int | None
     sigmas: torch.Tensor
     options: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -37,10 +44,18 @@ def steps_for_budget(name: str, budget: int, ends_at_zero: bool = True, **option
     """(steps, option updates, note) for the largest grid whose NFE does not exceed ``budget``."""
     meta = solver_info(name)
     opts = meta.validate(options)
-    if meta.adaptive:
+    if meta.adaptive and meta.tolerance_for_nfe is None:
         raise SolverOptionError(f"solver {name!r} is adaptive: its NFE is set by its tolerances, not by a budget")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise SolverOptionError(f"solver {name!r}: the NFE budget must be an integer >= 1, got {budget!r}")
+    if budget > MAX_NFE_BUDGET:
+        raise SolverOptionError(f"solver {name!r}: an NFE budget of {budget} is above the supported maximum of "
+                                f"{MAX_NFE_BUDGET} (sampler_bench.solvers.budget.MAX_NFE_BUDGET)")
+    if meta.adaptive:  # NFE is an output: the budget picks tolerances; the grid is just its two ends
+        updates = meta.tolerance_for_nfe(budget, opts)
+        return (2 if ends_at_zero else 1), updates, (
+            f"{name} is adaptive: the budget of {budget} NFE sets its tolerances "
+            + ", ".join(f"{k}={v:.3g}" for k, v in updates.items()) + "; the NFE it spends is counted")
     if meta.steps_for_nfe is not None:
         steps, updates = meta.steps_for_nfe(budget, ends_at_zero, opts)
         opts = meta.validate({**options, **updates})
@@ -54,20 +69,35 @@ def steps_for_budget(name: str, budget: int, ends_at_zero: bool = True, **option
             f"solver {name!r}: a budget of {budget} NFE is too small; with these options it needs at least "
             f"{least} NFE ({need} steps)"
         )
-    best = need
-    steps = need
-    # NFE laws are non-decreasing in the step count; walk up until the budget is exceeded.
-    while True:
-        cost = meta.nfe(steps + 1, ends_at_zero, opts)
-        if cost > budget:
-            break
-        steps += 1
-        best = steps
+    best = largest_steps_within(lambda n: meta.nfe(n, ends_at_zero, opts), need, budget)
     cost = meta.nfe(best, ends_at_zero, opts)
     note = "" if cost == budget else (
         f"{name} costs {meta.nfe_per_step} NFE per step, so {budget} NFE cannot be met exactly; using {best} steps = {cost} NFE"
     )
     return best, {}, note
+
+
+def largest_steps_within(nfe, least: int, budget: int) -> int:
+    """The largest step count n >= ``least`` with ``nfe(n) <= budget``, given ``nfe(least) <= budget``.
+
+    NFE laws are non-decreasing in the step count, so a doubling search brackets the answer and a
+    bisection finds it: O(log budget) evaluations of the law, not one per step (a budget of 1e9 used
+    to walk 1e9 steps). A law that never exceeds the budget (a step that costs nothing) is a bug in
+    the solver's declaration and is refused rather than searched for ever.
+    """
+    lo, hi = least, max(2 * least, 1)
+    while nfe(hi) <= budget:  # invariant: nfe(lo) <= budget
+        lo, hi = hi, 2 * hi
+        if hi > 4 * (budget + 1) + least:
+            raise SolverOptionError(f"the NFE law stays within {budget} NFE beyond {lo} steps: every step must "
+                                    "cost at least one denoiser evaluation")
+    while hi - lo > 1:  # invariant: nfe(lo) <= budget < nfe(hi)
+        mid = (lo + hi) // 2
+        if nfe(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def plan(
@@ -104,6 +134,6 @@ def plan(
                             and k in meta.options and k not in options})
     opts = meta.validate({**options, **updates})
     return Plan(
-        solver=name, budget=budget, steps=steps, nfe=meta.nfe(steps, ends_at_zero, opts),
+        solver=name, budget=budget, steps=steps, nfe=None if meta.adaptive else meta.nfe(steps, ends_at_zero, opts),
         sigmas=sigmas, options={**options, **updates}, note=note,
     )

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from . import noise as _noise
-from .registry import SolverOptionError, info as solver_info
+from .registry import SolverOptionError, check_applies, info as solver_info
 
 
 class NonFiniteSampleError(RuntimeError):
@@ -51,7 +51,7 @@ class CountingDenoiser:
             s = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
         self.nfe += 1
         if not self.timed:
-            return self.denoiser(x, s)
+            return self._checked(x, self.denoiser(x, s))
         import time
 
         if x.is_cuda:
@@ -61,7 +61,24 @@ class CountingDenoiser:
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         self.seconds += time.perf_counter() - t0
+        return self._checked(x, out)
+
+    def _checked(self, x: torch.Tensor, out) -> torch.Tensor:
+        """``out`` if it has the shape of ``x``. A [B, 1], [1, D] or scalar output would broadcast through
+        the update rules into a wrong state without any error ([1, D] even collapses the batch onto one
+        sample), so it is refused at the first call, naming the shapes (a comparison of two tuples)."""
+        if not isinstance(out, torch.Tensor):
+            raise DenoiserOutputError(f"the denoiser returned a {type(out).__name__}, not a tensor; "
+                                      f"denoiser(x, sigma) must return a tensor shaped like x {list(x.shape)}")
+        if out.shape != x.shape:
+            raise DenoiserOutputError(
+                f"the denoiser returned shape {list(out.shape)} for x of shape {list(x.shape)}; denoiser(x, sigma) "
+                "must return E[x0 | x] with the shape of x (no broadcasting: one row per sample)")
         return out
+
+
+class DenoiserOutputError(ValueError):
+    """The denoiser broke its contract (DESIGN.md "Contracts"): an output not shaped like its input."""
 
 
 #: How many per-grid coefficient sets :meth:`Context.cached` keeps (least recently used dropped first).
@@ -228,6 +245,8 @@ def run_solver(
 
 def _run_solver(name, model, x, sigmas, *, generator, check_finite, options) -> torch.Tensor:
     meta = solver_info(name)
+    # The model's process decides which solvers apply (a CLD model refuses heun, finite-D PFGM++ every SDE).
+    check_applies(name, getattr(model, "denoiser", model))
     opts = meta.validate(options or {})
     grid = as_sigma_grid(sigmas)
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] < 1:
