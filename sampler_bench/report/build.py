@@ -185,7 +185,9 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
         summary.append(f"{orphans} metric value(s) belong to no stored cell and are left out")
     doc.add(Bullets(tuple(summary)))
     doc.add(Paragraph(
-        "NFE is the number of denoiser evaluations, counted by wrapping the denoiser. Tables show 3 significant "
+        "NFE is the number of denoiser evaluations, counted by wrapping the denoiser; for a classifier-free guided "
+        "model one guided evaluation counts once (its network evaluations, two per guided one, are in each value's "
+        "provenance under 'evaluations'). Tables show 3 significant "
         "digits; the provenance section at the end lists everything needed to reproduce each number."
     ))
 
