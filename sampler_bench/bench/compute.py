@@ -173,6 +173,9 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
                 "solver": ref.solver, "options": ref.options, "cache_key": ref.key,
                 "sigma_max": ref.sigma_max, "sigma_min": ref.sigma_min, "ends_at_zero": ref.ends_at_zero,
             }
+        if cell.spec.replicates > 1:  # which disjoint seed range (the report averages replicates)
+            prov["replicate"] = {"index": cell.spec.replicate_index, "of": cell.spec.replicates,
+                                 "base_seed": cell.spec.seed - cell.spec.replicate_index * cell.spec.n_samples}
         for key, value in values.items():
             est = estimates.get(key)
             interval = {} if est is None else {
