@@ -16,7 +16,7 @@ import torch
 import sampler_bench as sb
 from sampler_bench.processes.analytic import GaussianMixture
 from sampler_bench.processes.cld import CLD, CLDAnalyticModel, apply2, chol2, inv2
-from sampler_bench.solvers import gddim as G
+from sampler_bench.solvers.cld import gddim as G
 from sampler_bench.solvers.driver import CountingDenoiser, run_solver
 from sampler_bench.solvers.noise import generators_for
 
@@ -287,7 +287,7 @@ def test_bad_options_raise_one_readable_value_error(gmm_model, name, options, ma
 def test_misuse_is_rejected_with_what_to_change(gmm_model):
     u0 = gmm_model.prior(2)
     gaussian = gmm_model.distribution  # the data law: an isotropic denoiser D(x, sigma), not a CLD model
-    with pytest.raises(ValueError, match="critically-damped Langevin diffusion only.*`.cld`"):
+    with pytest.raises(ValueError, match="critically-damped Langevin diffusion only.*`process_def`"):
         sb.sample("gddim", gaussian, u0, G.cld_time_quadratic(4))
     with pytest.raises(ValueError, match="starts at 80.*sigma_max=model.sigma_max"):
         sb.sample("cld_heun", gmm_model, u0, sb.schedules.karras(4, 0.002, 80.0))

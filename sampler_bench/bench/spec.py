@@ -151,6 +151,8 @@ class Spec:
     replicates: int = 1
     #: level of every stored interval, strictly inside (0, 1)
     confidence: float = 0.95
+    #: which replicate this (expanded) spec is: its seed is the spec's seed + replicate_index * n_samples
+    replicate_index: int = 0
     #: what drives a stochastic sampler's noise: "philox" (counter-based, keyed on (seed, i, draw)) or
     #: "torch" (one torch.Generator per sample seeded seed + i, EDM's and k-diffusion's seeding)
     noise_generator: str = "philox"
@@ -360,7 +362,8 @@ def _model_extras(t: Mapping, where: str, plugin: bool) -> dict:
 
 def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
     names = solver_names()
-    sweepable = [n for n in names if not solver_info(n).adaptive]
+    # Adaptive solvers are swept only when they map a budget to tolerances (the yardsticks do not).
+    sweepable = [n for n in names if not solver_info(n).adaptive or solver_info(n).tolerance_for_nfe is not None]
     out: list[SamplerSpec] = []
     all_samplers = doc.get("all_samplers", False)
     if not isinstance(all_samplers, bool):
@@ -385,7 +388,7 @@ def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
                 "run `sampler-bench list` to see the registered samplers"
             )
         meta = solver_info(n)
-        if meta.adaptive:
+        if meta.adaptive and meta.tolerance_for_nfe is None:
             raise SpecError(
                 f"{where}: {n!r} is adaptive (its NFE is set by tolerances, not a budget) and cannot be swept; "
                 "it is the yardstick the endpoint error is measured against"
@@ -647,6 +650,9 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             source=text,
             path=str(path) if path else None,
         )
+        if spec.seed + spec.replicates * spec.n_samples - 1 > MAX_SEED:
+            raise SpecError(f"replicates = {spec.replicates} with n_samples = {spec.n_samples} needs seeds up to "
+                            f"seed + replicates * n_samples - 1, beyond {MAX_SEED}; lower seed or replicates")
     except SpecError as e:
         raise SpecError(f"{where_file}{e}") from None
     return spec

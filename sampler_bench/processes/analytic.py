@@ -156,7 +156,9 @@ class GaussianMixture:
         basis, offsets, _, _, _ = self._on(flat.device)
         inv_var, shrink, lognorm = self._level_terms(s2, flat.device)
         y = torch.addmm(offsets, flat, basis, alpha=1.0, beta=-1.0)  # [B, K d]: U_k^T (x - mu_k)
-        if inv_var.shape[0] == y.shape[1]:  # one level: the block matrix sums y^2/var per component
+        # One level (lognorm has one row): the block matrix [K d, K] sums y^2/var per component.
+        # Per-sample levels give [B, K d] rows; testing inv_var's shape would mistake B = K d for one level.
+        if lognorm.shape[0] == 1:
             logits = torch.addmm(lognorm, y * y, inv_var, alpha=-0.5)
         else:
             maha = (y * y * inv_var).reshape(flat.shape[0], self.n_components, self.dim).sum(-1)

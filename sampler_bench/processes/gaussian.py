@@ -28,6 +28,12 @@ from ..rng import Generators
 from ..vp import VP_BETA_D, VP_BETA_MIN, vp_sigma
 from .analytic import PointSet
 from .base import Process, gaussian_noise, standard_normal
+from .kind import GAUSSIAN_REVERSE_SDE, PROBABILITY_FLOW_ODE, ProcessKind
+
+#: Gaussian kernels (VE, VP, EDM): the probability-flow ODE and the reverse SDE in sigma; the state is the data.
+GAUSSIAN = ProcessKind(
+    "gaussian", frozenset({PROBABILITY_FLOW_ODE, GAUSSIAN_REVERSE_SDE}), time_variable="sigma",
+    state="x, the data's own shape", reference_solver="reference")
 
 _DEFAULT_RANGE = {
     "edm": (0.002, 80.0),
@@ -42,6 +48,7 @@ class GaussianProcess(Process):
 
     VARIANTS = ("edm", "ve", "vp")
     kind = "gaussian"
+    traits = GAUSSIAN
     has_reverse_sde = True
 
     def __init__(self, variant: str = "edm", sigma_min: float | None = None, sigma_max: float | None = None,

@@ -27,6 +27,12 @@ import torch
 from ..rng import Generators, randn_like
 from .analytic import PointSet, _sigma_column
 from .base import Process, _sigma_vector, gaussian_noise, per_sample_gamma, standard_normal
+from .gaussian import GAUSSIAN
+from .kind import PROBABILITY_FLOW_ODE, ProcessKind
+
+#: PFGM++ with finite D: the probability-flow ODE in sigma only (no reverse SDE); D = inf is :data:`GAUSSIAN`.
+PFGMPP = ProcessKind("pfgmpp", frozenset({PROBABILITY_FLOW_ODE}), time_variable="sigma",
+                     state="x, the data's own shape", reference_solver="reference")
 
 
 def parse_D(D) -> float:
@@ -107,10 +113,8 @@ class PFGMPPProcess(Process):
         if not P_std > 0:
             raise ValueError(f"process 'pfgmpp': P_std must be positive, got {P_std!r}")
         self.P_mean, self.P_std = float(P_mean), float(P_std)
-        if math.isinf(self.D):
-            self.kind, self.has_reverse_sde = "gaussian", True
-        else:
-            self.kind, self.has_reverse_sde = "pfgmpp", False
+        self.traits = GAUSSIAN if math.isinf(self.D) else PFGMPP
+        self.kind, self.has_reverse_sde = self.traits.name, math.isinf(self.D)
 
     def sample_sigma(self, n: int, generator: Generators = None) -> torch.Tensor:
         # pfgmpp training/loss.py: sigma follows EDM's log-normal; r = sigma sqrt(D) only shapes the noise.

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from . import noise as _noise
-from .registry import SolverOptionError, info as solver_info
+from .registry import SolverOptionError, check_applies, info as solver_info
 
 
 class NonFiniteSampleError(RuntimeError):
@@ -245,6 +245,8 @@ def run_solver(
 
 def _run_solver(name, model, x, sigmas, *, generator, check_finite, options) -> torch.Tensor:
     meta = solver_info(name)
+    # The model's process decides which solvers apply (a CLD model refuses heun, finite-D PFGM++ every SDE).
+    check_applies(name, getattr(model, "denoiser", model))
     opts = meta.validate(options or {})
     grid = as_sigma_grid(sigmas)
     if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[0] < 1:
