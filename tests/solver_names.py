@@ -14,6 +14,8 @@ EXPECTED_SOLVERS = sorted([
     "deis", "deis_rho", "ipndm", "lms", "unipc",
     # ComfyUI / diff-sampler ODE samplers (solvers/adams.py, solvers/dpmpp.py)
     "deis_logrho", "gradient_estimation", "ipndm_v", "pndm", "res_multistep",
+    # adaptive DPM-Solver-12/23 (solvers/dpm_adaptive.py)
+    "dpm_adaptive",
     # adaptive yardsticks (solvers/reference.py; CLD's in the CLD subpackage)
     "reference", "cld_reference",
     # stochastic (solvers/ancestral.py, sde_dpmpp.py, er_sde.py, euler_maruyama.py, edm_stochastic.py)

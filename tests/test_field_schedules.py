@@ -258,3 +258,41 @@ def test_beta_schedule_puts_timesteps_at_beta_quantiles():
     idx = [int(torch.argmin((table - v).abs())) for v in s.tolist()]
     q = scipy.stats.beta.ppf(1 - np.arange(13) / 13, 0.5, 0.7) * 999
     assert idx == np.rint(q).astype(int).tolist()
+
+
+# ------------------------------------------------------------------------------------------------
+# Sweeps: a grid that does not start where the starting states are drawn is a skipped cell, not a
+# wrong number; the built-in 'schedules' spec plans every cell.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_cell_whose_grid_does_not_start_at_sigma_max_is_skipped_with_the_value_to_use():
+    from types import SimpleNamespace
+
+    from sampler_bench.bench.cells import _plan
+    from sampler_bench.bench.spec import SamplerSpec, ScheduleSpec
+
+    pm = SimpleNamespace(process="gaussian", label="m")
+    meta = sb.solvers.info("euler")
+    plan, _, why = _plan(meta, pm, SamplerSpec("euler", {}), ScheduleSpec("simple", {}), 0.002, 80.0, 6)
+    assert plan is None and "starts at sigma = 14.614641229333639, not at sigma_max = 80.0" in why
+    plan, _, why = _plan(meta, pm, SamplerSpec("euler", {}), ScheduleSpec("simple", {}), 0.002, 14.614641229333639, 6)
+    assert plan is not None and why == ""
+
+
+def test_the_builtin_schedules_spec_plans_every_cell():
+    from sampler_bench.bench.spec import load_spec
+    from sampler_bench.models.builtin import builtin_model
+
+    spec = load_spec("schedules")
+    model = builtin_model("gmm2d")
+    listed = {s.name for s in spec.schedules}
+    assert listed == set(sb.schedules.BUILDERS) - {"leading", "polyexponential", "vp_time_uniform", "vp_time_quadratic",
+                                                   "edm_vp", "edm_ve", "edm_iddpm"}
+    for sch in spec.schedules:
+        smax = sch.sigma_max if sch.sigma_max is not None else float(model.sigma_max)
+        for smp in spec.samplers:
+            for budget in spec.nfe:
+                plan = sb.solvers.plan(smp.name, budget, schedule=sch.name, sigma_min=float(model.sigma_min), sigma_max=smax,
+                                       schedule_params=sch.params)
+                assert plan.nfe == budget and math.isclose(plan.sigmas[0].item(), smax, rel_tol=1e-12), (sch.name, smp.name)

@@ -136,3 +136,46 @@ def test_noise_generator_kinds_and_validation():
         check_generator(philox, 4)
     with pytest.raises(ValueError):
         PhiloxNoise(0, [])
+
+
+def _sweep(tmp_path, generator: str, batch: int):
+    from sampler_bench.bench import runner as R
+    from sampler_bench.bench.spec import parse_spec
+
+    text = (f'noise_generator = "{generator}"\nnfe = [6]\nn_samples = 12\nbatch_size = {batch}\nseed = 3\n'
+            '[[model]]\nbuiltin = "gmm2d"\n[[sampler]]\nname = "euler"\n[[sampler]]\nname = "euler_ancestral"\n'
+            '[[metric]]\nname = "fd"\nfeature_extractor = "raw"\n')
+    return R.run_sweep(parse_spec(text), tmp_path / f"{generator}{batch}").store_path
+
+
+def test_sweeps_default_to_philox_noise_recorded_in_the_stochastic_cells_identity_and_provenance(tmp_path):
+    import json
+
+    from sampler_bench.bench.store import ResultsStore
+    from sampler_bench.models import builtin_model
+    from sampler_bench.rng import generators_for
+
+    stores = {k: _sweep(tmp_path, *k) for k in [("philox", 12), ("philox", 5), ("torch", 12)]}
+    tables = {}
+    for k, path in stores.items():
+        with ResultsStore(path, create=False) as s:
+            j = s.cells().merge(s.metrics(), on="cell_id")
+            tables[k] = j.set_index("solver")
+            samples = {sol: s.samples(cid) for sol, cid in s.cells()[["solver", "cell_id"]].itertuples(index=False)}
+            tables[(*k, "samples")] = samples
+    p, p5, t = tables["philox", 12], tables["philox", 5], tables["torch", 12]
+    # deterministic cells do not depend on the noise generator: same id, same values
+    assert p.loc[["euler"], "cell_id"].tolist() == t.loc[["euler"], "cell_id"].tolist()
+    assert p.loc[["euler"], "value"].tolist() == t.loc[["euler"], "value"].tolist()
+    # stochastic cells do: another id, the generator in the provenance; philox is batch invariant
+    assert set(p.loc[["euler_ancestral"], "cell_id"]).isdisjoint(t.loc[["euler_ancestral"], "cell_id"])
+    assert all(json.loads(v)["noise_generator"] == "philox" for v in p.loc[["euler_ancestral"], "provenance"])
+    assert all(json.loads(v)["noise_generator"] == "torch" for v in t.loc[["euler_ancestral"], "provenance"])
+    assert p.loc[["euler_ancestral"], "value"].tolist() == p5.loc[["euler_ancestral"], "value"].tolist()
+    # sample 7 is the sampler run from generator seed 3 + 7's prior and the counter stream (seed 3, index 7)
+    model = builtin_model("gmm2d")
+    sigmas = sb.solvers.plan("euler_ancestral", 6).sigmas
+    x7 = sb.sample("euler_ancestral", model, model.prior(1, generator=generators_for([10])), sigmas,
+                   generator=PhiloxNoise(3, [7]))
+    kept = tables["philox", 5, "samples"]["euler_ancestral"]
+    assert torch.allclose(kept[7].double(), x7[0], rtol=0, atol=1e-6)

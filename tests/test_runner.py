@@ -127,6 +127,11 @@ def test_budget_plans_are_recorded_and_counted_nfe_matches_for_every_sampler(tmp
     with ResultsStore(tmp_path / "results.sqlite") as s:
         cells = s.cells()
     ok = cells[cells.status == "ok"]
+    # An adaptive solver's budget only sets its tolerances: no planned NFE, the counted one is stored.
+    adaptive = ok[ok.nfe_planned.isna()]
+    assert set(adaptive.solver) == {"dpm_adaptive"}
+    assert adaptive.nfe_counted.gt(0).all() and adaptive.reason.str.contains("adaptive: asked").all()
+    ok = ok[ok.nfe_planned.notna()]
     assert (ok.nfe_counted == ok.nfe_planned).all(), ok[ok.nfe_counted != ok.nfe_planned][["solver", "reason"]]
     assert (ok.nfe_counted <= ok.nfe_budget).all()
     approx = ok[ok.nfe_counted != ok.nfe_budget]

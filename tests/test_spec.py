@@ -22,7 +22,10 @@ name = "euler"
 
 
 def sweepable() -> list[str]:
-    return [n for n in sb.solvers.available() if not sb.solvers.info(n).adaptive]
+    """Every solver a budget can drive: all but the adaptive yardsticks (an adaptive solver with a
+    budget -> tolerance map, dpm_adaptive, is swept)."""
+    return [n for n in sb.solvers.available()
+            if not sb.solvers.info(n).adaptive or sb.solvers.info(n).tolerance_for_nfe is not None]
 
 
 def test_minimal_spec_fills_documented_defaults():
@@ -45,7 +48,8 @@ def test_nfe_budgets_are_sorted_and_deduplicated():
 def test_quickstart_is_shipped_and_sweeps_every_registered_sampler():
     assert "quickstart" in builtin_specs()
     spec = load_spec("quickstart")
-    assert {s.name for s in spec.samplers} == set(sweepable())  # asks the registry, never a fixed list
+    # asks the registry, never a fixed list; dpm_adaptive is left out for time (see the spec's comment)
+    assert {s.name for s in spec.samplers} == set(sweepable()) - {"dpm_adaptive"}
     assert {m.builtin for m in spec.models} == {"gmm2d", "gmm16"}
     assert spec.nfe[0] == 4 and spec.nfe[-1] == 50
 

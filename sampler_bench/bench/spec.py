@@ -51,7 +51,7 @@ PRECISIONS = ("float64", "float32")
 TOP_KEYS = (
     "name", "description", "nfe", "n_samples", "seed", "batch_size", "device", "precision", "keep_samples",
     "all_samplers", "exclude_samplers", "reference", "execution", "model", "sampler", "schedule", "metric",
-    "replicates", "confidence",
+    "replicates", "confidence", "noise_generator",
 )
 REFERENCE_KEYS = ("rtol", "atol")
 #: [execution]: how the network runs (sampler_bench.models.execution); only autocast changes the numbers
@@ -151,6 +151,11 @@ class Spec:
     replicates: int = 1
     #: level of every stored interval, strictly inside (0, 1)
     confidence: float = 0.95
+    #: which replicate this (expanded) spec is: its seed is the spec's seed + replicate_index * n_samples
+    replicate_index: int = 0
+    #: what drives a stochastic sampler's noise: "philox" (counter-based, keyed on (seed, i, draw)) or
+    #: "torch" (one torch.Generator per sample seeded seed + i, EDM's and k-diffusion's seeding)
+    noise_generator: str = "philox"
     #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see bench/prepare.py)
     reference: dict = field(default_factory=dict)
     #: execution options of the network ({}: plain eager float32/float64), see [execution]
@@ -213,6 +218,15 @@ def _confidence(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 1):
         raise SpecError(f"confidence must be a level strictly between 0 and 1, e.g. confidence = 0.95; got {value!r}")
     return float(value)
+
+
+def _noise_generator(value: Any) -> str:
+    from ..rng import NOISE_GENERATORS
+
+    if value not in NOISE_GENERATORS:
+        raise SpecError(f"noise_generator must be one of {', '.join(NOISE_GENERATORS)}, got {value!r}"
+                        f"{closest(str(value), NOISE_GENERATORS)}")
+    return value
 
 
 def _seed(value: Any, n_samples: int) -> int:
@@ -348,7 +362,8 @@ def _model_extras(t: Mapping, where: str, plugin: bool) -> dict:
 
 def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
     names = solver_names()
-    sweepable = [n for n in names if not solver_info(n).adaptive]
+    # Adaptive solvers are swept only when they map a budget to tolerances (the yardsticks do not).
+    sweepable = [n for n in names if not solver_info(n).adaptive or solver_info(n).tolerance_for_nfe is not None]
     out: list[SamplerSpec] = []
     all_samplers = doc.get("all_samplers", False)
     if not isinstance(all_samplers, bool):
@@ -373,7 +388,7 @@ def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
                 "run `sampler-bench list` to see the registered samplers"
             )
         meta = solver_info(n)
-        if meta.adaptive:
+        if meta.adaptive and meta.tolerance_for_nfe is None:
             raise SpecError(
                 f"{where}: {n!r} is adaptive (its NFE is set by tolerances, not a budget) and cannot be swept; "
                 "it is the yardstick the endpoint error is measured against"
@@ -631,9 +646,13 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             execution=_parse_execution(doc, text),
             replicates=_int(doc.get("replicates", 1), "replicates (disjoint seed ranges per cell)", low=1),
             confidence=_confidence(doc.get("confidence", 0.95)),
+            noise_generator=_noise_generator(doc.get("noise_generator", "philox")),
             source=text,
             path=str(path) if path else None,
         )
+        if spec.seed + spec.replicates * spec.n_samples - 1 > MAX_SEED:
+            raise SpecError(f"replicates = {spec.replicates} with n_samples = {spec.n_samples} needs seeds up to "
+                            f"seed + replicates * n_samples - 1, beyond {MAX_SEED}; lower seed or replicates")
     except SpecError as e:
         raise SpecError(f"{where_file}{e}") from None
     return spec

@@ -10,6 +10,10 @@ Columns beyond the contract: ``requested_options`` (JSON: the sampler configurat
 asked for it, solver defaults filled in, *without* what the budget plan added -- group rows of a
 sampler x NFE table by (solver, requested_options), since ``options`` holds per-budget additions
 such as DPM-Solver-fast's order list) and ``metric_time_s`` (seconds spent in metric updates).
+Schema 3 adds what a report prints about a configuration, as the sweep declared it:
+``options_label`` (the requested options that differ from the solver's defaults, as a table row
+names them) and ``requested_order`` (the declared order of the requested configuration); NULL in
+older stores, which the report shows as "not recorded" rather than recomputing them.
 
 Read side (the contract ``sampler_bench.report`` relies on)::
 
@@ -43,9 +47,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-SCHEMA_VERSION = 2
-#: schema versions this code reads (1: before intervals; migrated in place when opened for writing)
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+#: schema versions this code reads (1: before intervals, 2: before labels; migrated in place when
+#: opened for writing)
+READABLE_SCHEMAS = (1, 2, 3)
 #: Seconds a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 120.0
 
@@ -55,7 +60,7 @@ SWEEP_COLUMNS = (
 )
 CELL_COLUMNS = (
     "cell_id", "sweep_id", "spec_name", "model", "model_hash", "process", "solver", "options",
-    "requested_options", "stochastic", "declared_order", "schedule", "schedule_params", "sigma_min", "sigma_max",
+    "requested_options", "options_label", "stochastic", "declared_order", "requested_order", "schedule", "schedule_params", "sigma_min", "sigma_max",
     "ends_at_zero", "nfe_budget", "nfe_planned", "nfe_counted", "steps", "n_samples", "seed",
     "batch_size", "device", "precision", "wall_time_s", "samples_per_s", "denoiser_fraction",
     "metric_time_s", "status", "reason", "version", "created_at",
@@ -66,8 +71,10 @@ METRIC_COLUMNS = (
 )
 #: metric columns added by schema 2 (NULL in a migrated schema-1 store)
 INTERVAL_COLUMNS = ("ci_low", "ci_high", "corrected")
+#: cell columns added by schema 3 (NULL in a migrated older store: "not recorded")
+LABEL_COLUMNS = ("options_label", "requested_order")
 _BOOL_CELL = ("stochastic", "ends_at_zero")
-_INT_CELL = ("declared_order", "nfe_budget", "nfe_planned", "nfe_counted", "steps", "n_samples", "seed", "batch_size")
+_INT_CELL = ("declared_order", "requested_order", "nfe_budget", "nfe_planned", "nfe_counted", "steps", "n_samples", "seed", "batch_size")
 _REAL_CELL = ("sigma_min", "sigma_max", "wall_time_s", "samples_per_s", "denoiser_fraction", "metric_time_s")
 STATUSES = ("ok", "skipped", "failed")
 
@@ -309,7 +316,7 @@ class ResultsStore:
         for table, columns in (("sweeps", SWEEP_COLUMNS), ("cells", CELL_COLUMNS), ("metrics", METRIC_COLUMNS)):
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
             # a schema-1 store lacks the interval columns: they are added on write, read as NULL
-            missing = [c for c in columns if c not in have and c not in INTERVAL_COLUMNS]
+            missing = [c for c in columns if c not in have and c not in INTERVAL_COLUMNS + LABEL_COLUMNS]
             if missing:
                 raise StoreError(
                     f"{str(self.path)!r} was written by an incompatible sampler-bench (table {table} lacks "
@@ -317,11 +324,16 @@ class ResultsStore:
                 )
 
     def _migrate(self, version: int) -> None:
-        """Schema 1 -> 2: add the interval columns (NULL: no interval); the replicates table is new."""
+        """Schema 1 -> 2: add the interval columns (NULL: no interval); the replicates table is new.
+        Schema 2 -> 3: add the label columns (NULL: not recorded)."""
         have = {r[1] for r in self._db.execute("PRAGMA table_info(metrics)")}
         for c in INTERVAL_COLUMNS:
             if c not in have:
                 self._db.execute(f"ALTER TABLE metrics ADD COLUMN {c} REAL")
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(cells)")}
+        for c in LABEL_COLUMNS:
+            if c not in have:
+                self._db.execute(f"ALTER TABLE cells ADD COLUMN {c} {'INTEGER' if c in _INT_CELL else 'TEXT'}")
         self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -410,12 +422,12 @@ class ResultsStore:
         Returns False (and writes nothing but the sweep link) when the cell is already stored and
         ``replace`` is False: a cell computed twice, e.g. by two concurrent sweeps, is stored once.
         """
-        missing = [c for c in CELL_COLUMNS if c not in cell and c not in ("created_at",)]
+        missing = [c for c in CELL_COLUMNS if c not in cell and c not in ("created_at",) + LABEL_COLUMNS]
         if missing:
             raise ValueError(f"cell row lacks columns {missing}")
         if cell["status"] not in STATUSES:
             raise ValueError(f"cell status must be one of {STATUSES}, got {cell['status']!r}")
-        row = {**cell, "created_at": cell.get("created_at") or now_iso()}
+        row = {**{c: None for c in LABEL_COLUMNS}, **cell, "created_at": cell.get("created_at") or now_iso()}
         values = []
         for c in CELL_COLUMNS:
             v = row[c]
@@ -527,11 +539,13 @@ class ResultsStore:
 
     def cells(self, sweep_id: str | None = None) -> pd.DataFrame:
         """One row per cell (optionally only the cells a given sweep used), in insertion order."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(cells)")}
+        cols = [f"c.{c}" if c in have else f"NULL AS {c}" for c in CELL_COLUMNS]  # an older store opened read-only
         if sweep_id is None:
-            df = self._frame(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells ORDER BY rowid")
+            df = self._frame(f"SELECT {', '.join(cols)} FROM cells c ORDER BY c.rowid")
         else:
             df = self._frame(
-                f"SELECT {', '.join('c.' + c for c in CELL_COLUMNS)} FROM cells c "
+                f"SELECT {', '.join(cols)} FROM cells c "
                 "JOIN sweep_cells s ON s.cell_id = c.cell_id WHERE s.sweep_id = ? ORDER BY c.rowid",
                 (sweep_id,),
             )

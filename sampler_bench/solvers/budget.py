@@ -1,6 +1,6 @@
 """Turn an NFE budget into the step count, grid and options for a solver.
 
-Each repository counts NFE its own way (reference/solvers.md §11 pitfall 1); here the budget is the
+Each repository counts NFE its own way (docs/findings.md, "Counting NFE differently"); here the budget is the
 number of denoiser evaluations, the solver's declared NFE law says what a grid costs, and the
 sweep later *counts* the evaluations and compares.
 """
@@ -27,13 +27,14 @@ class Plan:
     """A budget resolved for one solver: ``sigmas`` to pass to ``sample`` with ``options``.
 
     ``nfe`` is what the solver's NFE law promises for this grid; it equals ``budget`` unless
-    the solver cannot hit the budget exactly, in which case ``note`` says why.
+    the solver cannot hit the budget exactly, in which case ``note`` says why. An adaptive solver's
+    plan has ``nfe`` None: its budget only sets tolerances, and the NFE is counted.
     """
 
     solver: str
     budget: int
     steps: int
-    nfe: int
+    nfe: int | None
     sigmas: torch.Tensor
     options: dict[str, Any] = field(default_factory=dict)
     note: str = ""
@@ -43,13 +44,18 @@ def steps_for_budget(name: str, budget: int, ends_at_zero: bool = True, **option
     """(steps, option updates, note) for the largest grid whose NFE does not exceed ``budget``."""
     meta = solver_info(name)
     opts = meta.validate(options)
-    if meta.adaptive:
+    if meta.adaptive and meta.tolerance_for_nfe is None:
         raise SolverOptionError(f"solver {name!r} is adaptive: its NFE is set by its tolerances, not by a budget")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise SolverOptionError(f"solver {name!r}: the NFE budget must be an integer >= 1, got {budget!r}")
     if budget > MAX_NFE_BUDGET:
         raise SolverOptionError(f"solver {name!r}: an NFE budget of {budget} is above the supported maximum of "
                                 f"{MAX_NFE_BUDGET} (sampler_bench.solvers.budget.MAX_NFE_BUDGET)")
+    if meta.adaptive:  # NFE is an output: the budget picks tolerances; the grid is just its two ends
+        updates = meta.tolerance_for_nfe(budget, opts)
+        return (2 if ends_at_zero else 1), updates, (
+            f"{name} is adaptive: the budget of {budget} NFE sets its tolerances "
+            + ", ".join(f"{k}={v:.3g}" for k, v in updates.items()) + "; the NFE it spends is counted")
     if meta.steps_for_nfe is not None:
         steps, updates = meta.steps_for_nfe(budget, ends_at_zero, opts)
         opts = meta.validate({**options, **updates})
@@ -128,6 +134,6 @@ def plan(
                             and k in meta.options and k not in options})
     opts = meta.validate({**options, **updates})
     return Plan(
-        solver=name, budget=budget, steps=steps, nfe=meta.nfe(steps, ends_at_zero, opts),
+        solver=name, budget=budget, steps=steps, nfe=None if meta.adaptive else meta.nfe(steps, ends_at_zero, opts),
         sigmas=sigmas, options={**options, **updates}, note=note,
     )
