@@ -837,3 +837,9 @@ def test_a_live_lease_of_another_sweep_is_respected(tmp_path):
         assert s.claim(cell.cell_id, "mine") == "claimed"
         assert not s.leases().empty and s.leases()["owner"].tolist() == ["mine"]
         assert s.leases()["expires_at"].iloc[0] > time.time() + 100
+
+
+def test_report_out_that_cannot_hold_files_is_one_message(tmp_path, store_path):
+    (tmp_path / "afile").write_text("x")
+    assert_refused(invoke("report", store_path, "--out", tmp_path / "afile" / "rep"), "is below", "a file, not a directory")
+    assert not (tmp_path / "afile" / "rep").exists()
