@@ -1,4 +1,4 @@
-"""The streaming-accumulator contract every metric follows (DESIGN.md "Streaming").
+"""The streaming-accumulator contract every metric follows (README.md, "Metrics").
 
 An :class:`Accumulator` takes batches of samples and keeps float64 tensors in ``self._state``:
 
