@@ -22,6 +22,7 @@ import torch
 import sampler_bench as sb
 from sampler_bench.report import build_document, render
 from sampler_bench.report import plots, tables
+from sampler_bench.bench import labels
 from sampler_bench.report.document import Details, Figure, Table
 from sampler_bench.report.build import _nfe_checks
 from sampler_bench.report.html import write_html
@@ -34,6 +35,7 @@ CELL_COLUMNS = (
     "declared_order", "schedule", "schedule_params", "sigma_min", "sigma_max", "ends_at_zero", "nfe_budget",
     "nfe_planned", "nfe_counted", "steps", "n_samples", "seed", "batch_size", "device", "precision",
     "wall_time_s", "samples_per_s", "denoiser_fraction", "status", "reason", "version", "created_at",
+    "options_label", "requested_order",
 )
 METRIC_COLUMNS = ("cell_id", "metric", "key", "value", "lower_is_better", "feature_extractor", "reference_hash",
                   "provenance")
@@ -52,7 +54,7 @@ class FakeResults:
 
     def cell(self, model, solver, budget, *, options=None, stochastic=False, order=1, counted=None, planned=None,
              status="ok", reason="", schedule="karras", seed=0, n=64, created="2025-01-01T00:00:00+00:00",
-             sweep="sw1", cost=0.01, dim=2, model_hash=None):
+             sweep="sw1", cost=0.01, dim=2, model_hash=None, label=None, requested_order=None):
         opts = json.dumps(options or {}, sort_keys=True)
         counted = budget if counted is None else counted
         cid = hashlib.sha256(f"{model}|{solver}|{opts}|{budget}|{schedule}|{seed}|{n}|{created}".encode()).hexdigest()[:16]
@@ -68,6 +70,8 @@ class FakeResults:
             "steps": budget, "n_samples": n, "seed": seed, "batch_size": 64, "device": "cpu", "precision": "float64",
             "wall_time_s": wall, "samples_per_s": n / wall if ok else float("nan"), "denoiser_fraction": 0.8,
             "status": status, "reason": reason, "version": "0.1.0", "created_at": created,
+            **({"options_label": label} if label is not None else {}),
+            **({"requested_order": requested_order} if requested_order is not None else {}),
         })
         if ok:
             g = np.random.default_rng(int(cid[:8], 16))
@@ -237,14 +241,15 @@ def test_stochastic_samplers_have_no_endpoint_error_row_and_never_run_samplers_a
 
 
 def test_options_label_names_only_options_that_differ_from_the_registry_defaults():
-    defaults = {k: o.default for k, o in sb.solvers.info("unipc").options.items()}
-    assert tables.options_label("unipc", defaults) == ""
-    other = next(c for c in sb.solvers.info("unipc").options["variant"].choices if c != defaults["variant"])
-    assert tables.options_label("unipc", {**defaults, "variant": other}) == other
-    assert tables.options_label("no_such_solver", {"eta": 0.5, "fast": True}) == "eta 0.5, fast"
+    unipc = sb.solvers.info("unipc")
+    defaults = {k: o.default for k, o in unipc.options.items()}
+    assert labels.options_label(unipc, defaults) == ""
+    other = next(c for c in unipc.options["variant"].choices if c != defaults["variant"])
+    assert labels.options_label(unipc, {**defaults, "variant": other}) == other
+    assert labels.options_text({"eta": 0.5, "fast": True}) == "eta 0.5, fast"
 
 
-def test_options_the_budget_plan_added_do_not_split_a_sampler_into_one_row_per_budget(monkeypatch):
+def test_options_the_budget_plan_added_do_not_split_a_sampler_into_one_row_per_budget():
     def steps_for_nfe(budget, ends_at_zero, opts):
         k = budget // 3 + 1
         return k, {"orders": [3] * (k - 1) + [budget - 3 * (k - 1)] if budget % 3 else [3] * (k - 1)}
@@ -254,14 +259,16 @@ def test_options_the_budget_plan_added_do_not_split_a_sampler_into_one_row_per_b
         options={"orders": registry.Option(None, "int_list", nullable=True), "r1": registry.Option(0.5, float)},
         nfe=lambda steps, end, opts: 3 * steps, processes=("gaussian",), steps_for_nfe=steps_for_nfe,
     )
-    monkeypatch.setitem(registry._REGISTRY, "fake_fast", fake)
+    # the sweep names the configuration (labels.options_label) and stores the name with the cell
+    got = {labels.options_label(fake, {**steps_for_nfe(b, True, {})[1], "r1": r1}, b) for b in (6, 7, 10)
+           for r1 in (0.5, 0.25)}
+    assert got == {"", "r1 0.25"}
     r = FakeResults()
     for b in (6, 7, 10):
         _, upd = steps_for_nfe(b, True, {})
-        r.cell("m", "fake_fast", b, options={**upd, "r1": 0.5}, order=3)
-    r.cell("m", "fake_fast", 6, options={**steps_for_nfe(6, True, {})[1], "r1": 0.25}, order=3)
+        r.cell("m", "fake_fast", b, options={**upd, "r1": 0.5}, order=3, label=labels.options_label(fake, {**upd, "r1": 0.5}, b))
     cells = tables.prepare_cells(r.frames()[0])
-    assert sorted(set(cells["row"])) == ["fake_fast", "fake_fast (r1 0.25)"]
+    assert sorted(set(cells["row"])) == ["fake_fast"]
 
 
 def test_a_setting_that_differs_between_cells_of_a_model_enters_the_row_label():

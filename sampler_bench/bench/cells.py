@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..solvers import budget as _budget
-from ..solvers.registry import SolverInfo
+from ..processes.catalog import process_kind
+from ..solvers.registry import SolverInfo, mismatch
 from ..solvers.registry import info as solver_info
 from .prepare import PreparedMetric, PreparedModel
 from .reference_cache import ReferenceCache, ReferenceTarget
@@ -28,11 +29,6 @@ from .states import initial_states
 
 #: Bumped when the meaning of a cell changes, so old stored cells are not mistaken for new ones.
 CELL_FORMAT = 1
-
-#: Schedule parameters a process needs unless the spec sets them. CLD grids are in time t, where gDDIM's
-#: default grid is uniform in sqrt(t) (``karras`` with rho = 2; Zhang et al., arXiv 2206.05564), not EDM's
-#: rho = 7 in sigma, which would crowd the steps against t_eps.
-PROCESS_SCHEDULE_DEFAULTS = {"cld": {"karras": {"rho": 2.0}}}
 
 
 @dataclass
@@ -81,8 +77,9 @@ def cell_id_of(definition: Mapping[str, Any]) -> str:
 
 
 def schedule_for(schedule: ScheduleSpec, process: str) -> ScheduleSpec:
-    """``schedule`` with the process's default parameters filled in where the spec left them out."""
-    defaults = PROCESS_SCHEDULE_DEFAULTS.get(process, {}).get(schedule.name)
+    """``schedule`` with the process's default parameters (``ProcessKind.schedule_defaults``, e.g. CLD's
+    rho = 2 for ``karras``) filled in where the spec left them out."""
+    defaults = process_kind(process).schedule_defaults.get(schedule.name)
     if not defaults:
         return schedule
     return dataclasses.replace(schedule, params={**defaults, **schedule.params})
@@ -91,13 +88,9 @@ def schedule_for(schedule: ScheduleSpec, process: str) -> ScheduleSpec:
 def _plan(meta: SolverInfo, pm: PreparedModel, sampler: SamplerSpec, schedule: ScheduleSpec, sigma_min: float,
           sigma_max: float, budget: int) -> tuple[_budget.Plan | None, dict, str]:
     """(plan, validated options, "") for a cell that can run, (None, requested options, why) otherwise."""
-    if pm.process not in meta.processes:
-        # Only a Gaussian-kernel process lacking a reverse SDE (finite-D PFGM++) needs the SDE hint;
-        # CLD has a reverse SDE but its own state and samplers.
-        why = " (it needs a reverse SDE)" if meta.stochastic and pm.process == "pfgmpp" else ""
-        return None, sampler.options, (
-            f"sampler {sampler.name!r} applies to {', '.join(meta.processes)} processes{why}; "
-            f"model {pm.label!r} is a {pm.process!r} process")
+    why = mismatch(sampler.name, pm.process)
+    if why is not None:  # the same question, and the same answer, as sb.sample's
+        return None, sampler.options, f"model {pm.label!r}: {why}"
     try:
         plan = _budget.plan(
             sampler.name, budget, schedule=schedule.name, sigma_min=sigma_min, sigma_max=sigma_max,
@@ -128,8 +121,20 @@ def _reference(spec: Spec, pm: PreparedModel, sigma_min: float, sigma_max: float
                            solver=pm.reference_solver, options=pm.reference_options)
 
 
+def replicate_specs(spec: Spec) -> list[Spec]:
+    """The spec of each replicate: replicate k runs on the disjoint seed range
+    ``seed + k * n_samples + [0, n_samples)``; replicate 0 is the spec itself (so its cells are those
+    of the same spec without replicates, and a store resumes across the two)."""
+    return [spec] + [dataclasses.replace(spec, seed=spec.seed + k * spec.n_samples, replicate_index=k)
+                     for k in range(1, spec.replicates)]
+
+
 def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
-    """Every (model, schedule, sampler, budget) of the spec, in a stable order."""
+    """Every (replicate, model, schedule, sampler, budget) of the spec, in a stable order."""
+    return [c for rspec in replicate_specs(spec) for c in _expand_one(rspec, models)]
+
+
+def _expand_one(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
     solvers = {s.name: solver_info(s.name) for s in spec.samplers}
     cells = []
     for pm in models:
@@ -140,7 +145,7 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
             reference = None
             for smp in spec.samplers:
                 meta = solvers[smp.name]
-                if smp.from_all and pm.process not in meta.processes:
+                if smp.from_all and mismatch(smp.name, pm.process) is not None:
                     continue  # all_samplers means every sampler that applies; see prepare_models' note
                 metrics = [m for m in pm.metrics if not (meta.stochastic and m.needs_reference)]
                 needs_reference = any(m.needs_reference for m in metrics)
@@ -153,6 +158,7 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
                         "schedule_params": sch.params, "sigma_min": smin, "sigma_max": smax,
                         "ends_at_zero": sch.ends_at_zero, "nfe_budget": budget, "n_samples": spec.n_samples,
                         "seed": spec.seed, "precision": spec.precision,
+                        **({"replicate": spec.replicate_index} if spec.replicate_index else {}),
                         # what drives the noise changes a stochastic sampler's numbers only
                         **({"noise_generator": spec.noise_generator} if meta.stochastic else {}),
                         # noise streams and arithmetic differ between device types (not between indices)

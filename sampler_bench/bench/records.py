@@ -12,6 +12,7 @@ import torch
 from ..version import __version__
 from .cells import Cell
 from .compute import Outcome
+from .labels import options_label, requested_order
 
 
 def environment() -> dict[str, str]:
@@ -29,13 +30,22 @@ def _json(value) -> str:
 def cell_row(cell: Cell, sweep_id: str, outcome: Outcome) -> dict:
     """The store row of ``cell`` as computed in sweep ``sweep_id``: a cell that ran records its plan
     (validated options, NFE the solver's law promises, steps); an ok cell also its counted NFE and
-    timings. ``reason`` is why it was skipped or failed, or the notes of an ok cell."""
+    timings. ``reason`` is why it was skipped or failed, or the notes of an ok cell. ``options_label``
+    and ``requested_order`` are what a report prints about the requested configuration
+    (:mod:`.labels`), stored so that the report never asks a later registry."""
     spec, plan = cell.spec, cell.plan
+    asked = {k: v for k, v in cell.sampler.options.items() if v is not None}
+    try:
+        order = requested_order(cell.solver, asked)
+    except ValueError:
+        order = None
     row = {
         "cell_id": cell.cell_id, "sweep_id": sweep_id, "spec_name": spec.name, "model": cell.model.label,
         "model_hash": cell.model.hash, "process": cell.model.process, "solver": cell.sampler.name,
         "options": _json(cell.options), "requested_options": _json(cell.sampler.options),
-        "stochastic": cell.solver.stochastic, "declared_order": cell.declared_order, "schedule": cell.schedule.name,
+        "options_label": options_label(cell.solver, asked, cell.nfe_budget, cell.schedule.ends_at_zero),
+        "stochastic": cell.solver.stochastic, "declared_order": cell.declared_order, "requested_order": order,
+        "schedule": cell.schedule.name,
         "schedule_params": json.dumps(cell.schedule.params, sort_keys=True), "sigma_min": cell.sigma_min,
         "sigma_max": cell.sigma_max, "ends_at_zero": cell.schedule.ends_at_zero, "nfe_budget": cell.nfe_budget,
         "nfe_planned": plan.nfe if plan is not None else None, "nfe_counted": outcome.nfe_counted,

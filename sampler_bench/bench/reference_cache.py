@@ -1,7 +1,7 @@
 """Reference endpoints of the probability-flow ODE, computed once per sweep setting and cached on disk.
 
 The endpoint error of a deterministic sampler compares each of its samples with the exact ODE
-solution from the *same* initial noise (reference/solvers.md §9). That solution comes from the
+solution from the *same* initial noise (docs/solvers.md, "Reference integrators"). That solution comes from the
 adaptive float64 DOP853 solver registered as ``'reference'``; it is the slowest part of a sweep on
 analytic models, so it is computed once per (model fingerprint, seed, sample-index range, sigma
 range, ending, reference tolerances) and kept next to the results store as safetensors files,
@@ -42,8 +42,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..processes.catalog import KINDS
 from ..solvers.driver import CountingDenoiser, run_solver
-from ..solvers.registry import available as solver_names
 from ..solvers.registry import info as solver_info
 from .distributed import World, agree_on_failure, shard_range
 
@@ -56,13 +56,13 @@ DEFAULT_MAX_CHUNKS = 4
 
 
 def reference_solver(process: str) -> str:
-    """The adaptive yardstick registered for models of ``process``: ``'reference'`` (the sigma ODE of
-    Gaussian and PFGM++ kernels), ``'cld_reference'`` (CLD's ODE in t on the state u = (x, v))."""
-    names = [n for n in solver_names() if solver_info(n).adaptive and process in solver_info(n).processes]
-    if not names:
+    """The adaptive yardstick a process declares (``ProcessKind.reference_solver``): ``'reference'`` (the
+    sigma ODE of Gaussian and PFGM++ kernels), ``'cld_reference'`` (CLD's ODE in t on the state u = (x, v))."""
+    kind = KINDS.get(str(process))
+    if kind is None:
         raise ValueError(f"no adaptive reference integrator is registered for {process!r} processes, "
                          "so endpoint errors cannot be measured on this model")
-    return "reference" if "reference" in names else names[0]
+    return kind.reference_solver
 
 
 # ---------------------------------------------------------------------------------------------

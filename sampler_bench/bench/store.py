@@ -10,6 +10,10 @@ Columns beyond the contract: ``requested_options`` (JSON: the sampler configurat
 asked for it, solver defaults filled in, *without* what the budget plan added -- group rows of a
 sampler x NFE table by (solver, requested_options), since ``options`` holds per-budget additions
 such as DPM-Solver-fast's order list) and ``metric_time_s`` (seconds spent in metric updates).
+Schema 3 adds what a report prints about a configuration, as the sweep declared it:
+``options_label`` (the requested options that differ from the solver's defaults, as a table row
+names them) and ``requested_order`` (the declared order of the requested configuration); NULL in
+older stores, which the report shows as "not recorded" rather than recomputing them.
 
 Read side (the contract ``sampler_bench.report`` relies on)::
 
@@ -43,9 +47,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-SCHEMA_VERSION = 2
-#: schema versions this code reads (1: before intervals; migrated in place when opened for writing)
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3
+#: schema versions this code reads (1: before intervals, 2: before labels; migrated in place when
+#: opened for writing)
+READABLE_SCHEMAS = (1, 2, 3)
 #: Seconds a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_S = 120.0
 
@@ -55,7 +60,7 @@ SWEEP_COLUMNS = (
 )
 CELL_COLUMNS = (
     "cell_id", "sweep_id", "spec_name", "model", "model_hash", "process", "solver", "options",
-    "requested_options", "stochastic", "declared_order", "schedule", "schedule_params", "sigma_min", "sigma_max",
+    "requested_options", "options_label", "stochastic", "declared_order", "requested_order", "schedule", "schedule_params", "sigma_min", "sigma_max",
     "ends_at_zero", "nfe_budget", "nfe_planned", "nfe_counted", "steps", "n_samples", "seed",
     "batch_size", "device", "precision", "wall_time_s", "samples_per_s", "denoiser_fraction",
     "metric_time_s", "status", "reason", "version", "created_at",
@@ -66,8 +71,10 @@ METRIC_COLUMNS = (
 )
 #: metric columns added by schema 2 (NULL in a migrated schema-1 store)
 INTERVAL_COLUMNS = ("ci_low", "ci_high", "corrected")
+#: cell columns added by schema 3 (NULL in a migrated older store: "not recorded")
+LABEL_COLUMNS = ("options_label", "requested_order")
 _BOOL_CELL = ("stochastic", "ends_at_zero")
-_INT_CELL = ("declared_order", "nfe_budget", "nfe_planned", "nfe_counted", "steps", "n_samples", "seed", "batch_size")
+_INT_CELL = ("declared_order", "requested_order", "nfe_budget", "nfe_planned", "nfe_counted", "steps", "n_samples", "seed", "batch_size")
 _REAL_CELL = ("sigma_min", "sigma_max", "wall_time_s", "samples_per_s", "denoiser_fraction", "metric_time_s")
 STATUSES = ("ok", "skipped", "failed")
 
@@ -88,14 +95,26 @@ CREATE TABLE IF NOT EXISTS floors (
     floor_id TEXT PRIMARY KEY, model TEXT, model_hash TEXT, metric TEXT, key TEXT, n_samples INTEGER, seed INTEGER,
     value REAL, ci_low REAL, ci_high REAL, corrected REAL, lower_is_better INTEGER, replicates BLOB, provenance TEXT);
 CREATE TABLE IF NOT EXISTS sweep_cells (sweep_id TEXT NOT NULL, cell_id TEXT NOT NULL, PRIMARY KEY (sweep_id, cell_id));
+CREATE TABLE IF NOT EXISTS leases (
+    cell_id TEXT PRIMARY KEY, owner TEXT NOT NULL, pid INTEGER, host TEXT, claimed_at REAL, expires_at REAL);
 """
+#: Seconds a cell's lease lasts without renewal. A sweep renews its leases every LEASE_TIMEOUT_S / 3 while it
+#: computes, so only a claimer that died (killed, crashed, lost its node) lets a lease run out; a dead claimer
+#: on the same host is noticed at once from its pid.
+LEASE_TIMEOUT_S = 300.0
 
 
 class StoreError(ValueError):
     """The results file is missing, not a results store, or from an incompatible version."""
 
 
-class StoreWriteError(OSError):
+class EnvironmentFailure(OSError):
+    """A sweep stopped because of its environment (disk full, a read-only or unwritable cache or store
+    directory): not bad input and not a property of a cell, so nothing is stored for the cell it was
+    computing and rerunning the same command once the cause is fixed resumes."""
+
+
+class StoreWriteError(EnvironmentFailure):
     """The store could not be written for a reason of the environment (disk full, read-only file system,
     permissions): not bad input and not a property of the cell. The store itself stays intact (the
     transaction was rolled back), so rerunning the same command once the cause is fixed resumes."""
@@ -127,6 +146,17 @@ def environment_problem(e: BaseException) -> str | None:
             return f"permission denied ({e.filename or e})"
         return f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
     return None
+
+
+def _pid_alive(pid) -> bool:
+    """Whether process ``pid`` runs on this host (a lease of a dead claimer on this host is stale)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError, OverflowError):
+        return True  # another user's process, or no pid recorded: trust the lease's timeout instead
+    return True
 
 
 def _store_file(path: Path, create: bool) -> Path:
@@ -286,7 +316,7 @@ class ResultsStore:
         for table, columns in (("sweeps", SWEEP_COLUMNS), ("cells", CELL_COLUMNS), ("metrics", METRIC_COLUMNS)):
             have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
             # a schema-1 store lacks the interval columns: they are added on write, read as NULL
-            missing = [c for c in columns if c not in have and c not in INTERVAL_COLUMNS]
+            missing = [c for c in columns if c not in have and c not in INTERVAL_COLUMNS + LABEL_COLUMNS]
             if missing:
                 raise StoreError(
                     f"{str(self.path)!r} was written by an incompatible sampler-bench (table {table} lacks "
@@ -294,11 +324,16 @@ class ResultsStore:
                 )
 
     def _migrate(self, version: int) -> None:
-        """Schema 1 -> 2: add the interval columns (NULL: no interval); the replicates table is new."""
+        """Schema 1 -> 2: add the interval columns (NULL: no interval); the replicates table is new.
+        Schema 2 -> 3: add the label columns (NULL: not recorded)."""
         have = {r[1] for r in self._db.execute("PRAGMA table_info(metrics)")}
         for c in INTERVAL_COLUMNS:
             if c not in have:
                 self._db.execute(f"ALTER TABLE metrics ADD COLUMN {c} REAL")
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(cells)")}
+        for c in LABEL_COLUMNS:
+            if c not in have:
+                self._db.execute(f"ALTER TABLE cells ADD COLUMN {c} {'INTEGER' if c in _INT_CELL else 'TEXT'}")
         self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -387,12 +422,12 @@ class ResultsStore:
         Returns False (and writes nothing but the sweep link) when the cell is already stored and
         ``replace`` is False: a cell computed twice, e.g. by two concurrent sweeps, is stored once.
         """
-        missing = [c for c in CELL_COLUMNS if c not in cell and c not in ("created_at",)]
+        missing = [c for c in CELL_COLUMNS if c not in cell and c not in ("created_at",) + LABEL_COLUMNS]
         if missing:
             raise ValueError(f"cell row lacks columns {missing}")
         if cell["status"] not in STATUSES:
             raise ValueError(f"cell status must be one of {STATUSES}, got {cell['status']!r}")
-        row = {**cell, "created_at": cell.get("created_at") or now_iso()}
+        row = {**{c: None for c in LABEL_COLUMNS}, **cell, "created_at": cell.get("created_at") or now_iso()}
         values = []
         for c in CELL_COLUMNS:
             v = row[c]
@@ -433,9 +468,58 @@ class ResultsStore:
             if blob is not None:
                 db.execute("INSERT INTO samples VALUES (?, ?)", (cid, blob))
             db.execute("INSERT OR IGNORE INTO sweep_cells VALUES (?, ?)", (row["sweep_id"], cid))
+            db.execute("DELETE FROM leases WHERE cell_id = ?", (cid,))  # stored: nobody needs to compute it
         return True
 
+    # -- leases: concurrent sweeps on one store compute each cell once ---------------------------
+
+    def claim(self, cell_id: str, owner: str, *, timeout: float = LEASE_TIMEOUT_S, recompute: str = "none") -> str:
+        """Try to take the lease on ``cell_id`` for ``owner``: 'claimed', 'stored' (another sweep stored it;
+        ``recompute`` = 'all' (--force) or 'failed' (--retry-failed) claims stored cells too) or 'busy'
+        (another live sweep holds the lease). A lease whose time ran out, or whose claimer on this host is
+        no longer running, is taken over: that claimer's cell is computed again."""
+        import socket
+        import time
+
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+            if row is not None and not (recompute == "all" or (recompute == "failed" and row[0] == "failed")):
+                return "stored"
+            lease = db.execute("SELECT owner, pid, host, expires_at FROM leases WHERE cell_id = ?", (cell_id,)).fetchone()
+            if lease is not None and lease[0] != owner and lease[3] > now and not (
+                    lease[2] == host and not _pid_alive(lease[1])):
+                return "busy"
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
+                       (cell_id, owner, pid, host, now, now + timeout))
+        return "claimed"
+
+    def renew(self, owner: str, timeout: float = LEASE_TIMEOUT_S) -> None:
+        """Extend every lease ``owner`` holds (called periodically while it computes)."""
+        import time
+
+        with self._transaction() as db:
+            db.execute("UPDATE leases SET expires_at = ? WHERE owner = ?", (time.time() + timeout, owner))
+
+    def release(self, cell_id: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE cell_id = ? AND owner = ?", (cell_id, owner))
+
+    def release_owner(self, owner: str) -> None:
+        """Drop every lease ``owner`` still holds (a sweep that stops frees its cells for the next run)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+
+    def leases(self) -> pd.DataFrame:
+        """The cells being computed now: cell_id, owner, pid, host, claimed_at, expires_at (Unix seconds)."""
+        return self._frame("SELECT cell_id, owner, pid, host, claimed_at, expires_at FROM leases ORDER BY claimed_at")
+
     # -- reading --------------------------------------------------------------------------------
+
+    def stored(self, cell_id: str) -> tuple[str, str] | None:
+        """(status, reason) of a stored cell, None when it is not stored."""
+        row = self._db.execute("SELECT status, reason FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+        return (row[0], row[1] or "") if row else None
 
     def status(self, cell_id: str) -> str | None:
         """'ok' | 'skipped' | 'failed' for a stored cell, None when it is not stored."""
@@ -455,11 +539,13 @@ class ResultsStore:
 
     def cells(self, sweep_id: str | None = None) -> pd.DataFrame:
         """One row per cell (optionally only the cells a given sweep used), in insertion order."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(cells)")}
+        cols = [f"c.{c}" if c in have else f"NULL AS {c}" for c in CELL_COLUMNS]  # an older store opened read-only
         if sweep_id is None:
-            df = self._frame(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells ORDER BY rowid")
+            df = self._frame(f"SELECT {', '.join(cols)} FROM cells c ORDER BY c.rowid")
         else:
             df = self._frame(
-                f"SELECT {', '.join('c.' + c for c in CELL_COLUMNS)} FROM cells c "
+                f"SELECT {', '.join(cols)} FROM cells c "
                 "JOIN sweep_cells s ON s.cell_id = c.cell_id WHERE s.sweep_id = ? ORDER BY c.rowid",
                 (sweep_id,),
             )

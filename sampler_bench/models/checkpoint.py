@@ -14,7 +14,7 @@ needed to rebuild and trust the model::
     }
 
 Loading refuses anything that is not such a pair (no pickle is ever opened: the principle "no pickles
-from outside" of DESIGN.md), and a config that does not match its weights (wrong hash, missing or
+from outside" of the project's rules: no pickles from outside), and a config that does not match its weights (wrong hash, missing or
 unexpected tensors, wrong shapes), each with one message that says what is wrong.
 
 ``load_model(path)`` returns a :class:`TrainedModel` that satisfies the
@@ -23,7 +23,7 @@ unexpected tensors, wrong shapes), each with one message that says what is wrong
 and ``sample_data(n, generator)`` (the dataset's held-out split, for reference statistics).
 A CLD checkpoint (``process.name == "cld"``, ``precond.type == "cld"``) is the CLD model contract of
 :mod:`sampler_bench.processes.cld` instead: ``model(u, t)`` returns eps of the state u = (x, v),
-``prior(n)`` has shape [n, 2, *shape], ``model.cld`` is its process and ``data_from_state(u)`` = u[:, 0].
+``prior(n)`` has shape [n, 2, *shape], ``model.process_def`` is its process and ``data_from_state(u)`` = u[:, 0].
 A diffusers ``UNet2DModel`` folder is loaded through :mod:`sampler_bench.models.adapters`.
 """
 

@@ -60,8 +60,8 @@ class TrainedModel:
         return self.process_def.prior(n, self.shape, generator, dtype=dtype, device=device)
 
     def data_from_state(self, states: torch.Tensor) -> torch.Tensor:
-        """The generated data in a sampler's output: u[:, 0] for CLD (state u = (x, v)), else the output."""
-        return states[:, 0] if self.process == "cld" else states
+        """The generated data in a sampler's output (the process's layout: u[:, 0] for CLD, else the output)."""
+        return self.process_def.traits.data_from_state(states)
 
     @property
     def dataset(self):

@@ -1,7 +1,7 @@
 """One interface for the physical processes that share the ODE dx/dsigma = (x - D(x, sigma))/sigma.
 
 Every process here is "data (+) an isotropic kernel family indexed by the noise level sigma"
-(reference/physics.md, "Unified view"). What differs between them, and so what a
+(docs/processes.md). What differs between them, and so what a
 :class:`Process` declares:
 
 * ``sample_sigma``      -- the training law of the noise level (EDM: ln sigma ~ N(P_mean, P_std^2));
@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..rng import Generators, check_generator, randn_like
+from .kind import ProcessKind  # noqa: F401  (the type of Process.traits)
 
 
 def standard_normal(n: int, generator: Generators) -> torch.Tensor:
@@ -63,8 +64,10 @@ class Process(ABC):
 
     #: short name in specs and checkpoints ('edm', 've', 'vp', 'pfgmpp')
     name: str = ""
-    #: the ``Model.process`` value sweeps gate solvers on: 'gaussian' or 'pfgmpp'
+    #: the ``Model.process`` value sweeps gate solvers on: 'gaussian' or 'pfgmpp' (``traits.name``)
     kind: str = "gaussian"
+    #: what samplers may assume (:class:`~sampler_bench.processes.kind.ProcessKind`), set by each subclass
+    traits: "ProcessKind"
     has_reverse_sde: bool = True
 
     def __init__(self, sigma_min: float, sigma_max: float):

@@ -1,4 +1,5 @@
-"""Every process by name: rebuild one from the ``config()`` a checkpoint or a train spec stores."""
+"""Every process by name: rebuild one from the ``config()`` a checkpoint or a train spec stores, and
+the kind (:class:`~sampler_bench.processes.kind.ProcessKind`) a model declares."""
 
 from __future__ import annotations
 
@@ -6,9 +7,40 @@ from typing import Any
 
 from ..options import closest
 from .base import Process
-from .cld import CLD
-from .gaussian import GaussianProcess
-from .pfgmpp import PFGMPPProcess
+from .cld import CLD, CLD_KIND
+from .gaussian import GAUSSIAN, GaussianProcess
+from .kind import ProcessKind
+from .pfgmpp import PFGMPP, PFGMPPProcess
+
+#: Every kind of process, by the name ``model.process`` gives.
+KINDS: dict[str, ProcessKind] = {k.name: k for k in (GAUSSIAN, PFGMPP, CLD_KIND)}
+
+
+def process_kind(declared: Any) -> ProcessKind | None:
+    """The kind of process ``declared`` is or follows, or None when it declares none.
+
+    ``declared`` is a kind name ('gaussian', 'pfgmpp', 'cld'), a process object (anything with
+    ``traits``), a :class:`ProcessKind`, or a model: a model's ``process_def`` (its process object)
+    wins over its ``process`` name. A plain callable denoiser without a ``process`` attribute declares
+    none (it is sampled as the probability-flow ODE of whatever it denoises).
+    """
+    if declared is None or isinstance(declared, ProcessKind):
+        return declared
+    if isinstance(declared, str):
+        if declared not in KINDS:
+            raise ValueError(f"unknown process kind {declared!r}{closest(declared, list(KINDS))}; "
+                             f"a model's `process` is one of: {', '.join(KINDS)}")
+        return KINDS[declared]
+    traits = getattr(declared, "traits", None)
+    if isinstance(traits, ProcessKind):
+        return traits
+    definition = getattr(declared, "process_def", None)
+    if definition is not None and isinstance(getattr(definition, "traits", None), ProcessKind):
+        return definition.traits
+    name = getattr(declared, "process", None)
+    if name is None or callable(name) and not isinstance(name, str):
+        return None
+    return process_kind(name)
 
 
 def process_from_config(config: dict[str, Any]) -> Process:

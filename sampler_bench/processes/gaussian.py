@@ -1,7 +1,7 @@
 """The Gaussian kernel x = y + sigma * n: VE, EDM and VP diffusion in the unscaled state x-hat.
 
 All three share the kernel, the probability-flow ODE dx/dsigma = (x - D)/sigma and a reverse SDE; they
-differ only in the training law of sigma, the loss weight and the prior (reference/physics.md,
+differ only in the training law of sigma, the loss weight and the prior (docs/processes.md,
 "Unified view" table; EDM ``training/loss.py`` VPLoss / VELoss / EDMLoss):
 
 ========  ===========================================  ==========================  =========================
@@ -28,6 +28,12 @@ from ..rng import Generators
 from ..vp import VP_BETA_D, VP_BETA_MIN, vp_sigma
 from .analytic import PointSet
 from .base import Process, gaussian_noise, standard_normal
+from .kind import GAUSSIAN_REVERSE_SDE, PROBABILITY_FLOW_ODE, ProcessKind
+
+#: Gaussian kernels (VE, VP, EDM): the probability-flow ODE and the reverse SDE in sigma; the state is the data.
+GAUSSIAN = ProcessKind(
+    "gaussian", frozenset({PROBABILITY_FLOW_ODE, GAUSSIAN_REVERSE_SDE}), time_variable="sigma",
+    state="x, the data's own shape", reference_solver="reference")
 
 _DEFAULT_RANGE = {
     "edm": (0.002, 80.0),
@@ -42,6 +48,7 @@ class GaussianProcess(Process):
 
     VARIANTS = ("edm", "ve", "vp")
     kind = "gaussian"
+    traits = GAUSSIAN
     has_reverse_sde = True
 
     def __init__(self, variant: str = "edm", sigma_min: float | None = None, sigma_max: float | None = None,
@@ -85,7 +92,7 @@ class GaussianProcess(Process):
         return super().prior(n, shape, generator, sigma=s, dtype=dtype, device=device)
 
     def point_set_denoiser(self, points: torch.Tensor) -> PointSet:
-        """physics.md (f.2): softmax(-|x - y_i|^2 / (2 sigma^2)) weighted mean of the points."""
+        """docs/processes.md (finite point set): softmax(-|x - y_i|^2 / (2 sigma^2)) weighted mean of the points."""
         return PointSet(points)
 
     def config(self) -> dict:

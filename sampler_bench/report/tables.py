@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..bench.labels import options_text
 from .document import Table, TableCell
 
 #: Columns the report cannot do without; the other contract columns only feed provenance.
@@ -36,6 +37,8 @@ ORDER_KEY = "endpoint_rmse"
 HEADLINE_PREFERENCE = ("fid", "fd", "fd_dinov2", "kid_mean", "sliced_wasserstein", "swd", "gmm_nll")
 
 DASH = "\u2013"  # en dash: a cell without a value
+#: ``declared_order`` of a row whose store did not record the order of its requested configuration.
+NOT_RECORDED = 0
 
 
 def check_columns(frame: pd.DataFrame, required: tuple[str, ...], what: str) -> None:
@@ -78,79 +81,6 @@ def parse_json(text: Any) -> dict:
     return out if isinstance(out, dict) else {"value": out}
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so a registry default compares equal to its JSON round trip."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _format_option(name: str, value: Any) -> str:
-    if isinstance(value, bool):
-        return name if value else f"no {name}"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)):
-        return f"{name} " + ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in value)
-    if isinstance(value, (int, float)):
-        return f"{name} {value:g}"
-    return f"{name} {value}"
-
-
-def plan_added_options(solver: str, options: Mapping[str, Any], budget: int, ends_at_zero: bool) -> set[str]:
-    """Names of the options the NFE budget plan chose (e.g. DPM-Solver-fast's per-step ``orders``).
-
-    They change from budget to budget, so they must not split a sampler into one row per budget.
-    """
-    meta = _solver_info(solver)
-    if meta is None or meta.steps_for_nfe is None:
-        return set()
-    try:
-        _, updates = meta.steps_for_nfe(int(budget), bool(ends_at_zero), meta.validate(dict(options)))
-    except Exception:  # a solver changed since the sweep: label with every option
-        return set()
-    return set(updates)
-
-
-def requested_order(solver: str, options: Mapping[str, Any]) -> int | None:
-    """Declared order of ``solver`` with the options a spec asked for (None if the registry cannot say)."""
-    meta = _solver_info(solver)
-    if meta is None:
-        return None
-    try:
-        return int(meta.order_for(meta.validate(dict(options))))
-    except ValueError:
-        return None
-
-
-def _solver_info(solver: str):
-    from ..solvers.registry import info
-
-    try:
-        return info(solver)
-    except ValueError:
-        return None
-
-
-def options_label(solver: str, options: Mapping[str, Any], budget: int = 0, ends_at_zero: bool = True) -> str:
-    """Short text for the options that differ from the solver's defaults, e.g. ``'order 2, bh2'``.
-
-    Options the budget plan added are left out; for a solver the registry no longer knows every
-    option is shown.
-    """
-    meta = _solver_info(solver)
-    skip = plan_added_options(solver, options, budget, ends_at_zero)
-    parts = []
-    for name in sorted(options):
-        if name in skip:
-            continue
-        value = options[name]
-        if meta is not None and name in meta.options and _plain(value) == _plain(meta.options[name].default):
-            continue
-        parts.append(_format_option(name, value))
-    return ", ".join(parts)
-
-
 def _variant_part(column: str, cell: pd.Series) -> str:
     value = cell[column]
     if column == "model_hash":
@@ -188,23 +118,33 @@ def prepare_cells(cells: pd.DataFrame) -> pd.DataFrame:
     out["status"] = out["status"].fillna("failed").astype(str)
     out["reason"] = out["reason"].fillna("").astype(str)
     out["opts"] = [parse_json(o) for o in out["options"]]
-    # Rows are labelled by the options the spec asked for (the store's `requested_options`), not by
-    # those the budget plan filled in (DPM-Solver-fast's per-budget `orders`), so one configuration
-    # is one row; its declared order is the one of the requested configuration.
-    requested = out["requested_options"] if "requested_options" in out.columns else [None] * len(out)
-    labels = []
-    for (ix, cell), req in zip(out.iterrows(), requested):
-        asked = parse_json(req) if isinstance(req, str) and req else None
-        if asked is not None:
-            asked = {k: v for k, v in asked.items() if v is not None}
-            text = options_label(cell["solver"], asked, cell["nfe_budget"], cell["ends_at_zero"])
-            order = requested_order(cell["solver"], asked)
-            if order is not None:
-                out.at[ix, "declared_order"] = order
+    # Rows are labelled by the options the spec asked for, as the sweep named them (``options_label``),
+    # not by those the budget plan filled in (DPM-Solver-fast's per-budget `orders`), so one
+    # configuration is one row; its declared order is the one the sweep recorded for the requested
+    # configuration (``requested_order``). Nothing is asked of today's registry: a store written
+    # before these were recorded shows every requested option, and the cell's stored
+    # ``declared_order`` where the plan left the requested options as they were ("not recorded" where
+    # it changed them, or where the cells of a row disagree).
+    labels, unrecorded = [], []
+    for ix, cell in out.iterrows():
+        asked = parse_json(cell.get("requested_options")) if isinstance(cell.get("requested_options"), str) else None
+        label = cell.get("options_label")
+        if isinstance(label, str):
+            text = label
         else:
-            text = options_label(cell["solver"], cell["opts"], cell["nfe_budget"], cell["ends_at_zero"])
+            text = options_text({k: v for k, v in (asked if asked is not None else cell["opts"]).items() if v is not None})
         labels.append(cell["solver"] + (f" ({text})" if text else ""))
+        order = cell.get("requested_order")
+        if order is not None and not pd.isna(order):
+            out.at[ix, "declared_order"] = int(order)
+        elif asked is not None and asked != cell["opts"]:
+            out.at[ix, "declared_order"] = NOT_RECORDED  # the stored order is the plan's, not the request's
+        else:
+            unrecorded.append(ix)
     out["row"] = labels
+    for _, idx in out.loc[unrecorded].groupby(["model", "row"], sort=False).groups.items():
+        if out.loc[idx, "declared_order"].nunique() > 1:
+            out.loc[idx, "declared_order"] = NOT_RECORDED
     for model, idx in out.groupby("model", sort=False).groups.items():
         sub = out.loc[idx]
         varying = []
@@ -235,6 +175,11 @@ def row_order(cells: pd.DataFrame) -> list[str]:
     first = cells.drop_duplicates("row")
     keyed = sorted(zip(first["stochastic"], first["solver"], first["row"]))
     return [r for _, _, r in keyed]
+
+
+def declared_text(order: int) -> str:
+    """A declared order as a table prints it ("not recorded" when the store lacks it)."""
+    return "not recorded" if order == NOT_RECORDED else str(order)
 
 
 def kind_label(stochastic: bool, order: int) -> str:
@@ -321,6 +266,42 @@ def metric_table(cells: pd.DataFrame, values: pd.DataFrame, lower_is_better: boo
     return Table(columns, tuple(out_rows), tuple(notes), caption, label_columns=2)
 
 
+def replicate_table(cells: pd.DataFrame, first: pd.DataFrame, extra: pd.DataFrame, lower_is_better: bool,
+                    confidence: float = 0.95) -> Table:
+    """Sampler x NFE table over the K disjoint seed ranges of ``replicates = K``: the mean of the K
+    values ± the half-width of its Student-t interval (K - 1 degrees of freedom), and the minimum
+    (maximum when higher is better) over the replicates, EDM's convention (Karras et al. 2022,
+    arXiv:2206.00364, report the minimum of three 50k-sample FIDs) so numbers can sit next to papers'.
+    ``first``: the values of replicate 0 (the main table's); ``extra``: those of replicates 1..K-1."""
+    from scipy import stats
+
+    budgets = sorted(int(b) for b in cells["nfe_budget"].unique())
+    both = pd.concat([first[["row", "nfe_budget", "value"]], extra[["row", "nfe_budget", "value"]]])
+    rows = [r for r in row_order(cells) if r in set(both["row"])]
+    out_rows = []
+    k_seen = set()
+    for r in rows:
+        line = [TableCell(r)]
+        for b in budgets:
+            v = both[(both["row"] == r) & (both["nfe_budget"].astype(int) == b)]["value"].astype(float).to_numpy()
+            v = v[np.isfinite(v)]
+            if len(v) < 2:
+                line.append(TableCell(format_value(v[0]) if len(v) else DASH))
+                continue
+            k_seen.add(len(v))
+            half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+            edm = v.min() if lower_is_better else v.max()
+            line.append(TableCell(f"{format_value(v.mean())} ±{half:.2g} · {'min' if lower_is_better else 'max'} "
+                                  f"{format_value(edm)}"))
+        out_rows.append(tuple(line))
+    k_text = "/".join(str(k) for k in sorted(k_seen)) or "K"
+    caption = (f"Replicates: each cell run on {k_text} disjoint seed ranges. Mean over the replicates ± the half-width "
+               f"of its {confidence:.0%} Student-t interval, then the {'minimum' if lower_is_better else 'maximum'} over "
+               "replicates: EDM's convention (Karras et al. 2022 report the minimum of three 50k-sample FIDs), "
+               "optimistic by construction; quote the mean with its interval for comparisons.")
+    return Table(("sampler", *[str(b) for b in budgets]), tuple(out_rows), (), caption, label_columns=1)
+
+
 def fit_order(nfe, error, *, upper_half: bool = False) -> float:
     """Empirical convergence order: minus the least-squares slope of log(error) against log(NFE).
 
@@ -376,7 +357,7 @@ def order_table(orders: pd.DataFrame, key: str = ORDER_KEY) -> Table:
         return DASH if not math.isfinite(v) else f"{v:.2f}"
 
     rows = tuple(
-        (TableCell(o.row), TableCell(str(o.declared_order)), TableCell(f(o.order_all)), TableCell(f(o.order_upper)),
+        (TableCell(o.row), TableCell(declared_text(o.declared_order)), TableCell(f(o.order_all)), TableCell(f(o.order_upper)),
          TableCell(f"{o.nfe_min}..{o.nfe_max}" if o.points else DASH), TableCell(str(o.points)))
         for o in orders.itertuples(index=False)
     )

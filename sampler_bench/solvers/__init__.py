@@ -7,7 +7,7 @@ describes one, ``sample(...)`` runs one, ``plan(...)`` turns an NFE budget into 
 from . import schedules
 from .budget import Plan, plan, steps_for_budget
 from .driver import CountingDenoiser, NonFiniteSampleError, run_solver, sample
-from .registry import Option, SolverInfo, SolverOptionError, available, info, register
+from .registry import Option, SolverInfo, SolverOptionError, available, check_applies, info, register, samplers_for
 
 # Solver families: importing a module registers its solvers.
 from . import first_order  # noqa: E402,F401  euler, heun
@@ -25,7 +25,7 @@ from . import edm_stochastic  # noqa: E402,F401  edm_stochastic
 from . import seeds  # noqa: E402,F401  seeds_2, seeds_3
 from . import restart  # noqa: E402,F401  restart
 from . import sa_solver  # noqa: E402,F401  sa_solver
-from . import gddim  # noqa: E402,F401  gddim, gddim_sde, cld_euler_maruyama, cld_euler, cld_heun (CLD only)
+from . import cld  # noqa: E402,F401  gddim, gddim_sde, cld_euler_maruyama, cld_euler, cld_heun, cld_reference (CLD only)
 
 __all__ = [
     "available", "info", "sample", "plan", "steps_for_budget", "run_solver", "schedules",

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from ..options import Option, OptionError, SolverOptionError, closest  # noqa: F401  re-exported
+from ..processes.catalog import KINDS, process_kind
+from ..processes.kind import GAUSSIAN_REVERSE_SDE, PROBABILITY_FLOW_ODE, ProcessKind
 
-#: Processes whose probability-flow ODE is dx/dsigma = (x - D)/sigma (every isotropic kernel).
-ODE_PROCESSES = ("gaussian", "pfgmpp")
-#: Processes with a Gaussian kernel, hence a reverse SDE (score = (D - x)/sigma^2).
-SDE_PROCESSES = ("gaussian",)
+#: What a solver needs unless it says otherwise: a deterministic one, the probability-flow ODE in sigma
+#: (Gaussian and PFGM++ kernels); a stochastic one, also the Gaussian reverse SDE (Gaussian kernels only).
+ODE_NEEDS = frozenset({PROBABILITY_FLOW_ODE})
+SDE_NEEDS = frozenset({PROBABILITY_FLOW_ODE, GAUSSIAN_REVERSE_SDE})
 
 
 NfeLaw = Callable[[int, bool, Mapping[str, Any]], int]
@@ -47,7 +49,8 @@ class SolverInfo:
     nfe_per_step: int
     options: Mapping[str, Option]
     nfe: NfeLaw
-    processes: tuple[str, ...]
+    #: the process capabilities the solver relies on (:mod:`sampler_bench.processes.kind`)
+    needs: frozenset[str]
     step: Callable | None = None
     run: Callable | None = None
     init: Callable | None = None
@@ -59,6 +62,14 @@ class SolverInfo:
     family: str = ""
     adaptive: bool = False
     aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """The kinds of process this solver applies to: those that offer everything it needs."""
+        return tuple(name for name, kind in KINDS.items() if kind.offers(self.needs))
+
+    def applies_to(self, kind: ProcessKind | str) -> bool:
+        return process_kind(kind).offers(self.needs)
 
     def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every value checked; unknown names rejected with a suggestion."""
@@ -92,7 +103,7 @@ def register(
     stochastic: bool = False,
     options: Mapping[str, Option] | None = None,
     nfe: NfeLaw | None = None,
-    processes: Sequence[str] | None = None,
+    needs: Sequence[str] | None = None,
     init: Callable | None = None,
     min_steps: Callable | None = None,
     steps_for_nfe: Callable | None = None,
@@ -125,7 +136,7 @@ def register(
             nfe_per_step=nfe_per_step,
             options=dict(options or {}),
             nfe=nfe or default_nfe,
-            processes=tuple(processes or (SDE_PROCESSES if stochastic else ODE_PROCESSES)),
+            needs=frozenset(needs) if needs is not None else (SDE_NEEDS if stochastic else ODE_NEEDS),
             step=fn if kind == "step" else None,
             run=fn if kind == "run" else None,
             init=init,
@@ -135,7 +146,7 @@ def register(
             tolerance_for_nfe=tolerance_for_nfe,
             order_of=order_of,
             adaptive=adaptive,
-            family=fn.__module__.rsplit(".", 1)[-1],
+            family=fn.__module__.split(".solvers.", 1)[-1],
         )
         _REGISTRY[name] = info
         fn.info = info
@@ -158,3 +169,40 @@ def info(name: str) -> SolverInfo:
             f"unknown solver {name!r}{closest(name, available())}; "
             f"run `sampler-bench list` to see the {len(_REGISTRY)} registered solvers"
         ) from None
+
+
+def samplers_for(kind: ProcessKind | str) -> list[str]:
+    """Names of the registered solvers that apply to processes of ``kind``, sorted."""
+    kind = process_kind(kind)
+    return [n for n in available() if kind.offers(_REGISTRY[n].needs)]
+
+
+def mismatch(name: str, kind: ProcessKind | str | None) -> str | None:
+    """Why solver ``name`` does not apply to processes of ``kind`` (None when it does, or no kind is declared).
+
+    The one place where ``sb.sample`` and the sweep decide whether a solver fits a model's process.
+    """
+    meta = info(name)
+    kind = process_kind(kind)
+    if kind is None or kind.offers(meta.needs):
+        return None
+    missing = sorted(meta.needs - kind.capabilities)
+    return (f"solver {name!r} does not apply to {kind.name!r} processes: it needs {' and '.join(missing)}, which a "
+            f"{kind.name!r} process (state {kind.state}, grid in {kind.time_variable}) does not offer; "
+            f"samplers that apply to {kind.name!r} models: {', '.join(samplers_for(kind)) or 'none'}")
+
+
+def check_applies(name: str, model: Any) -> None:
+    """Raise one :class:`SolverOptionError` when solver ``name`` does not apply to ``model``'s process.
+
+    ``model`` is a model (its ``process`` / ``process_def`` declare the kind), a kind, or its name. A plain
+    callable that declares no process passes: it is sampled as the denoiser of a sigma-ODE (the contract
+    of ``sb.sample``), and the CLD samplers refuse it themselves, since they need its process's parameters.
+    """
+    try:
+        kind = process_kind(model)
+    except ValueError as e:
+        raise SolverOptionError(f"solver {name!r}: {e}") from None
+    why = mismatch(name, kind)
+    if why is not None:
+        raise SolverOptionError(why)

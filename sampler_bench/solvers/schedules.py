@@ -4,7 +4,7 @@ Convention for every builder: ``n`` is the number of solver *steps*. With ``appe
 (the default) the grid holds ``n`` positive levels from ``sigma_max`` to ``sigma_min`` followed by
 0 (k-diffusion's ``get_sigmas_*(n)``), so the last step is the sampler's denoise to 0; with
 ``append_zero=False`` it holds ``n + 1`` positive levels and the sampler stops at ``sigma_min``.
-Formulas: reference/solvers.md §1 (EDM ``generate.py``, k-diffusion ``sampling.py``, DPM-Solver
+Formulas: docs/solvers.md, "Schedules" (EDM ``generate.py``, k-diffusion ``sampling.py``, DPM-Solver
 ``get_time_steps``).
 """
 
@@ -16,37 +16,8 @@ from typing import Sequence
 import torch
 
 from ..options import closest
+from .grids import _check, _finish, _ramp  # noqa: F401  (shared with field_schedules)
 from ..vp import VP_BETA_D, VP_BETA_MIN, VP_EPS_S, vp_sigma, vp_time  # noqa: F401  re-exported (the map lives below solvers)
-
-
-def _check(n: int, sigma_min: float, sigma_max: float) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of steps n must be an integer >= 1, got {n!r}")
-    for name, v in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-    if sigma_min >= sigma_max:
-        raise ValueError(f"sigma_min ({sigma_min}) must be smaller than sigma_max ({sigma_max})")
-
-
-def _finish(levels: torch.Tensor, append_zero: bool) -> torch.Tensor:
-    levels = levels.to(torch.float64)
-    if append_zero:
-        levels = torch.cat([levels, levels.new_zeros(1)])
-    if not (levels[1:] < levels[:-1]).all():
-        raise ValueError(
-            "the schedule is not strictly decreasing at float64 precision "
-            "(too many steps for this sigma range); use fewer steps or a wider range"
-        )
-    return levels
-
-
-def _ramp(n: int, append_zero: bool) -> torch.Tensor:
-    """Positions in [0, 1] of the positive levels: n of them with a trailing 0, else n + 1."""
-    count = n if append_zero else n + 1
-    if count == 1:
-        return torch.zeros(1, dtype=torch.float64)
-    return torch.linspace(0, 1, count, dtype=torch.float64)
 
 
 def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, append_zero: bool = True) -> torch.Tensor:
@@ -204,7 +175,7 @@ def build(name: str, n: int, sigma_min: float, sigma_max: float, append_zero: bo
 
 
 # The schedules of issue #15 (ComfyUI's, diffusers' spacings, Align Your Steps) live in their own module.
-from .field_schedules import (  # noqa: E402  (imports this module's helpers, so it comes last)
+from .field_schedules import (  # noqa: E402
     ays, beta, kl_optimal, laplace, leading, linear_quadratic, linspace, sgm_uniform, simple, trailing,
     vp_training_sigmas,
 )
