@@ -27,17 +27,19 @@ from sampler_bench.rng import generators_for, randn_like
 
 
 def _best(fn, repeats: int, device: str) -> float:
-    """The fastest of ``repeats`` timed calls (after one warm-up), in seconds."""
+    """The fastest of ``repeats`` timed calls (after one warm-up), in seconds: CPU time of this process
+    on the CPU (steadier than wall time on a shared machine; one torch thread), wall time on a GPU."""
+    clock = time.perf_counter if device.startswith("cuda") else time.process_time
     fn()
     best = float("inf")
     for _ in range(repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
@@ -46,12 +48,15 @@ def noise_rows(batch: int, sizes: list[int], repeats: int, device: str) -> list[
     for d in sizes:
         x = torch.empty(batch, d, device=device)
         gens = generators_for(range(batch), device)
-        per_sample = _best(lambda: randn_like(x, gens), repeats, device)
+        per_sample = _best(lambda: randn_like(x, gens), repeats, device)  # a Python loop over the batch
         # a fresh generator per call: one draw, no prefetched draws to read (the worst case)
         single = _best(lambda: randn_like(x, PhiloxNoise(0, range(batch), device=device)), repeats, device)
-        # a sampler's run: consecutive draws of one generator (several draws computed per pass)
-        g = PhiloxNoise(0, range(batch), device=device)
-        steady = _best(lambda: randn_like(x, g), repeats, device)
+        # a sampler's run: 64 consecutive draws of one generator (several draws computed per pass), per draw
+        def run():
+            g = PhiloxNoise(0, range(batch), device=device)
+            for _ in range(64):
+                randn_like(x, g)
+        steady = _best(run, max(1, repeats // 2), device) / 64
         rows.append({"per_sample_numel": d, "batch": batch, "torch_generators_ms": round(1e3 * per_sample, 3),
                      "philox_one_draw_ms": round(1e3 * single, 3), "philox_in_a_run_ms": round(1e3 * steady, 3),
                      "speedup_one_draw": round(per_sample / single, 1), "speedup_in_a_run": round(per_sample / steady, 1)})

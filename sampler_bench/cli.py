@@ -84,14 +84,15 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         from .bench.check import BaselineError
         from .bench.spec import SpecError
-        from .bench.store import StoreError, StoreWriteError
+        from .bench.store import EnvironmentFailure, StoreError, environment_problem
 
         try:
             return fn(*args, **kwargs)
         except (SpecError, StoreError, BaselineError) as e:
             raise InputError(str(e)) from None
-        except StoreWriteError as e:  # the environment, not the input: exit 1, and say that nothing is lost
-            raise click.ClickException(f"{e}. Cells finished before are kept; once this is fixed, rerun the same "
+        except OSError as e:  # the environment, not the input: exit 1, one line, and say that nothing is lost
+            text = str(e) if isinstance(e, EnvironmentFailure) else environment_problem(e)
+            raise click.ClickException(f"{text}. Cells finished before are kept; once this is fixed, rerun the same "
                                        "command to resume") from None
 
     return wrapper
@@ -565,6 +566,7 @@ def show(db, key, model, long_, csv_path, parquet_path):
                                  [_short_options(o, s) for o, s in zip(group["requested_options"], group["solver"])],
                                  group["schedule"])
         ])
+        group = _distinguished(group)
         for label, rows in group.groupby("label", sort=False):
             out = []
             for b in budgets:
@@ -585,6 +587,28 @@ def show(db, key, model, long_, csv_path, parquet_path):
                 out.append(text)
             t.add_row(escape(label), *out)
         console.print(t)
+
+
+#: Cell columns that can tell apart two cells of one (model, sampler, schedule, NFE), in the order shown.
+DISTINGUISHING = ("n_samples", "seed", "precision", "sigma_min", "sigma_max", "ends_at_zero", "schedule_params",
+                  "device", "model_hash")
+
+
+def _distinguished(group):
+    """``group`` with each row label extended by the columns that differ between cells sharing a label and
+    budget (e.g. two sweeps of one spec with other n_samples or seed), so every stored cell gets its own
+    row instead of one being picked silently; the cell id when no column tells them apart."""
+    shared = group.groupby(["label", "nfe_budget"], sort=False)
+    if not (shared.size() > 1).any():
+        return group
+    cols = [c for c in DISTINGUISHING if (shared[c].nunique(dropna=False) > 1).any()]
+    extra = [", ".join(f"{c}={_cell_text(r[c])}" for c in cols) for _, r in group.iterrows()]
+    group = group.assign(label=[lbl + (f" · {e}" if e else "") for lbl, e in zip(group["label"], extra)])
+    if (group.groupby(["label", "nfe_budget"], sort=False).size() > 1).any():
+        group = group.assign(label=[f"{lbl} · cell {cid[:8]}" for lbl, cid in zip(group["label"], group["cell_id"])])
+    console.print(f"[yellow]note[/yellow]: the store holds several cells per sampler and budget; rows are told apart by "
+                  f"{', '.join(cols) if cols else 'their cell id'}")
+    return group
 
 
 def _na(v) -> bool:

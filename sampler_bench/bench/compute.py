@@ -194,6 +194,15 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
     return rows
 
 
+def _environment_failure(e: OSError, cell: Cell):
+    from .store import EnvironmentFailure, environment_problem
+
+    if isinstance(e, EnvironmentFailure):
+        return e
+    return EnvironmentFailure(f"stopped while computing cell {cell.label}: {environment_problem(e)}; nothing was "
+                              "stored for this cell")
+
+
 def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Sequence[str] | None = None,
                  on_event: Callable[[str, Mapping[str, Any]], None] | None = None) -> Outcome:
     """Compute ``cell`` on this rank's share of its samples (all of them in one process) and reduce.
@@ -223,6 +232,8 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
     except NonFiniteSampleError as e:
         return Outcome("failed", (f"{e} at NFE budget {budget} on model {cell.model.label!r} "
                                   f"(sampler {name!r}, schedule {cell.schedule.name!r})"))
+    except OSError as e:  # the environment (cache directory unwritable, disk full), not the cell: stop
+        raise _environment_failure(e, cell) from None
     except Exception as e:  # a bug in one solver or metric must not stop a long sweep
         return Outcome("failed", f"{name} at NFE {budget}: {type(e).__name__}: {e}")
     counted = max(shard.nfe_counted)
@@ -235,6 +246,8 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
         notes.append(f"counted {counted} NFE but the solver's NFE law promises {cell.plan.nfe} (a solver bug: please report)")
     try:
         metric_rows = finish_cell(cell, [shard], hosts=hosts, confidence=cell.spec.confidence)
+    except OSError as e:
+        raise _environment_failure(e, cell) from None
     except Exception as e:
         return Outcome("failed", f"metrics of {name} at NFE {budget}: {type(e).__name__}: {e}")
     bad = [f"{r['metric']}/{r['key']}" for r in metric_rows if not math.isfinite(r["value"])]

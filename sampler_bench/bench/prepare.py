@@ -14,7 +14,7 @@ import torch
 
 from ..solvers.registry import info as solver_info, mismatch
 from .reference_cache import reference_solver
-from .spec import MetricSpec, ModelSpec, Spec, SpecError
+from .spec import MetricSpec, ModelSpec, Spec, SpecError, check_device
 
 #: Reference tolerances for a model whose denoiser is not exact float64 arithmetic (a network in
 #: float32): DOP853 cannot resolve 1e-10 through float32 noise and would shrink its steps for ever;
@@ -167,8 +167,7 @@ def reference_options(model, spec: Spec) -> dict:
 
 def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
     """Load every model and check every metric on it (a trial accumulator validates the parameters)."""
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError(f"device {spec.device!r} was asked for but CUDA is not available here; use device = \"cpu\"")
+    check_device(spec.device)  # cuda, mps: present on this machine, before any model is loaded
     factory = MetricFactory(metrics_api(), spec.seed, spec.device, cache_dir) if spec.metrics else None
     out = []
     for m in spec.models:
