@@ -81,6 +81,13 @@ class Conditioned:
             self.counter.add(1, 1)
         return self.model(x, sigma, **kw)
 
+    def __getattr__(self, name: str):
+        # The wrapped model's own attributes (e.g. CLD's process_def, which gDDIM checks) stay visible
+        # to the solvers through this per-batch wrapper.
+        if name in ("model", "labels", "counter"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
 
 class GuidedModel:
     """Classifier-free guidance of a class-conditional model at scale ``w`` (a Model, fingerprinted with w)."""
