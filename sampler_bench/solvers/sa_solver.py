@@ -105,7 +105,7 @@ def _ode_order(o) -> int:
 
 @register(
     "sa_solver",
-    order=1,
+    order=lambda o: _ode_order(o) if o["tau"] == 0 else 1,
     stochastic=True,
     paper=SA_PAPER,
     description="SA-Solver: stochastic Adams predictor-corrector in lambda (data prediction) with noise tau; "
@@ -123,7 +123,6 @@ def _ode_order(o) -> int:
                                  "(predictor <= N - i, corrector <= N - i + 1)"),
     ),
     init=_check,
-    order_of=lambda o: _ode_order(o) if o["tau"] == 0 else 1,
 )
 def sa_solver(ctx, x, i):
     """Evaluate D at the predicted state, correct the previous step with it, then predict the next state."""
