@@ -1,6 +1,6 @@
 """sampler-bench: which diffusion sampler to use at which NFE budget, with numbers you can trust.
 
-Public API (DESIGN.md "Contracts")::
+Public API (docs/notation.md, "The public API")::
 
     import sampler_bench as sb
     sb.solvers.available(); sb.solvers.info(name)

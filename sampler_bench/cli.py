@@ -84,14 +84,15 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         from .bench.check import BaselineError
         from .bench.spec import SpecError
-        from .bench.store import StoreError, StoreWriteError
+        from .bench.store import EnvironmentFailure, StoreError, environment_problem
 
         try:
             return fn(*args, **kwargs)
         except (SpecError, StoreError, BaselineError) as e:
             raise InputError(str(e)) from None
-        except StoreWriteError as e:  # the environment, not the input: exit 1, and say that nothing is lost
-            raise click.ClickException(f"{e}. Cells finished before are kept; once this is fixed, rerun the same "
+        except OSError as e:  # the environment, not the input: exit 1, one line, and say that nothing is lost
+            text = str(e) if isinstance(e, EnvironmentFailure) else environment_problem(e)
+            raise click.ClickException(f"{text}. Cells finished before are kept; once this is fixed, rerun the same "
                                        "command to resume") from None
 
     return wrapper
@@ -315,14 +316,21 @@ def _fmt(v) -> str:
               help="Baseline JSON file to compare against.")
 @click.option("--write-baseline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a baseline from DB to this file instead of checking.")
-@click.option("--rel", type=click.FloatRange(min=0), default=0.05, show_default=True,
-              help="Default relative tolerance written with --write-baseline.")
+@click.option("--rel", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Default relative tolerance written with --write-baseline: the smallest move that counts "
+                   "(a value with an interval regresses only when it is also significantly worse).")
 @click.option("--abs", "abs_", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Default absolute tolerance written with --write-baseline.")
 @click.option("--all", "show_all", is_flag=True, help="List every compared value, not only the ones that moved.")
+@click.option("--any-seed", is_flag=True,
+              help="Match cells whatever their seed (an unpaired comparison, e.g. of a run on other seeds).")
 @friendly
-def check(db, baseline, write_baseline, rel, abs_, show_all):
-    """Compare DB with a baseline: exit 0 when every value is within tolerance, 1 on any regression."""
+def check(db, baseline, write_baseline, rel, abs_, show_all, any_seed):
+    """Compare DB with a baseline: exit 0 when no value is significantly worse, 1 on any regression.
+
+    A value with an interval regresses when it is significantly worse than the baseline's (one-sided
+    test, paired on shared seeds, Holm-corrected over all values at 5%) and moved by more than the
+    tolerance; values without intervals are judged by the tolerance alone."""
     from .bench import check as C
     from .bench.store import ResultsStore
 
@@ -335,18 +343,19 @@ def check(db, baseline, write_baseline, rel, abs_, show_all):
             console.print(f"wrote {write_baseline}: {len(doc['cells'])} cells, {n} values, "
                           f"default tolerance rel {rel:g}, abs {abs_:g} (edit \"tolerances\" per metric)")
             return
-        result = C.check(store, C.load_baseline(baseline))
+        result = C.check(store, C.load_baseline(baseline), any_seed=any_seed)
     moved = [c for c in result.comparisons if show_all or c.verdict != "ok" or (c.change or 0) != 0]
     order = {"missing": 0, "regressed": 1, "changed": 2, "improved": 3, "ok": 4}
     moved.sort(key=lambda c: (order[c.verdict], c.cell, c.key))
     table = Table(title=f"{len(result.comparisons)} values checked against {baseline.name}", show_lines=False)
-    for col in ("cell", "value", "baseline", "current", "change", "change %", "allowed", "verdict"):
+    for col in ("cell", "value", "baseline", "current", "change", "change %", "allowed", "p(worse)", "verdict"):
         table.add_column(col, justify="right" if col not in ("cell", "value", "verdict") else "left")
     style = {"missing": "red", "regressed": "red", "changed": "red", "improved": "green", "ok": ""}
     for c in moved:
         rel_s = "–" if c.relative is None else f"{100 * c.relative:+.2f}%"
         table.add_row(escape(c.cell), c.key, _fmt(c.baseline), _fmt(c.current),
                       "–" if c.change is None else f"{c.change:+.3g}", rel_s, _fmt(c.allowed),
+                      "–" if c.p_value is None else f"{c.p_value:.2g}" + (" (paired)" if c.paired else ""),
                       f"[{style[c.verdict]}]{c.verdict}[/]" if style[c.verdict] else c.verdict)
     if moved:
         console.print(table)
@@ -356,7 +365,8 @@ def check(db, baseline, write_baseline, rel, abs_, show_all):
         if c.verdict == "missing":
             console.print(f"[red]missing[/red]: {escape(c.cell)} {c.metric}/{c.key}: {escape(c.note)}")
     if result.passed:
-        console.print(f"[green]ok[/green]: all {len(result.comparisons)} values within tolerance")
+        console.print(f"[green]ok[/green]: all {len(result.comparisons)} values within tolerance "
+                      "(none significantly worse than the baseline)")
         return
     console.print(f"[red]FAILED[/red]: {len(result.failures)} of {len(result.comparisons)} values regressed or are missing")
     sys.exit(1)
@@ -556,6 +566,7 @@ def show(db, key, model, long_, csv_path, parquet_path):
                                  [_short_options(o, s) for o, s in zip(group["requested_options"], group["solver"])],
                                  group["schedule"])
         ])
+        group = _distinguished(group)
         for label, rows in group.groupby("label", sort=False):
             out = []
             for b in budgets:
@@ -576,6 +587,28 @@ def show(db, key, model, long_, csv_path, parquet_path):
                 out.append(text)
             t.add_row(escape(label), *out)
         console.print(t)
+
+
+#: Cell columns that can tell apart two cells of one (model, sampler, schedule, NFE), in the order shown.
+DISTINGUISHING = ("n_samples", "seed", "precision", "sigma_min", "sigma_max", "ends_at_zero", "schedule_params",
+                  "device", "model_hash")
+
+
+def _distinguished(group):
+    """``group`` with each row label extended by the columns that differ between cells sharing a label and
+    budget (e.g. two sweeps of one spec with other n_samples or seed), so every stored cell gets its own
+    row instead of one being picked silently; the cell id when no column tells them apart."""
+    shared = group.groupby(["label", "nfe_budget"], sort=False)
+    if not (shared.size() > 1).any():
+        return group
+    cols = [c for c in DISTINGUISHING if (shared[c].nunique(dropna=False) > 1).any()]
+    extra = [", ".join(f"{c}={_cell_text(r[c])}" for c in cols) for _, r in group.iterrows()]
+    group = group.assign(label=[lbl + (f" · {e}" if e else "") for lbl, e in zip(group["label"], extra)])
+    if (group.groupby(["label", "nfe_budget"], sort=False).size() > 1).any():
+        group = group.assign(label=[f"{lbl} · cell {cid[:8]}" for lbl, cid in zip(group["label"], group["cell_id"])])
+    console.print(f"[yellow]note[/yellow]: the store holds several cells per sampler and budget; rows are told apart by "
+                  f"{', '.join(cols) if cols else 'their cell id'}")
+    return group
 
 
 def _na(v) -> bool:

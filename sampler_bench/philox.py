@@ -118,8 +118,10 @@ def _box_muller(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 #: blocks of four values computed per vectorised pass: large enough to amortise the per-operation
-#: overhead, small enough that the ~40 int64/float32 temporaries stay in the CPU's cache
-CHUNK_BLOCKS = 1 << 14
+#: overhead, small enough that the temporaries stay in the CPU's cache and every operation stays below
+#: torch's intra-op parallel grain (32768 elements), whose thread hand-offs cost more than they save here
+#: and which collapses on a loaded machine
+CHUNK_BLOCKS = 1 << 12
 
 
 def normal(seed: int, samples: torch.Tensor, draws: range, numel: int, device=None) -> torch.Tensor:
@@ -161,8 +163,8 @@ class PhiloxNoise:
     counter only.
     """
 
-    #: about how many values one prefetch computes (a few vectorised chunks)
-    PREFETCH_VALUES = 1 << 17
+    #: about how many values one prefetch computes (one vectorised chunk)
+    PREFETCH_VALUES = 4 * CHUNK_BLOCKS
 
     def __init__(self, seed: int, indices: Sequence[int] | range | torch.Tensor, device: str | torch.device = "cpu"):
         self.seed = int(seed)

@@ -55,6 +55,11 @@ class Conditional:
         return mu + (x - mu) / (1 + _col(sigma, x) ** 2)
 
 
+    def sample_data(self, n, generator=None):
+        labels = torch.randint(self.num_classes, (n,), generator=generator)
+        return labels[:, None].double() + torch.randn(n, 3, generator=generator, dtype=torch.float64)
+
+
 def conditional(num_classes=4, null_label=True):
     return Conditional(num_classes, null_label)
 
@@ -103,3 +108,23 @@ def from_pickle(path="x.pkl", trust_pickle=False):
 
 
 NOT_CALLABLE = 3
+
+
+def stack_squares(z):
+    """A 'decoder' from [B, D] to [B, 2D]: (z, z^2)."""
+    return torch.cat([z, z**2], 1)
+
+
+def nan_decoder(z):
+    return z * float("nan")
+
+
+class LatentGaussian(Gaussian):
+    """Latents N(0, I); its reference data are decoded images (what a latent model's data set holds)."""
+
+    def sample_data(self, n, generator=None):
+        return stack_squares(torch.randn(n, self.shape[0], generator=generator, dtype=torch.float64))
+
+
+def latent_gaussian(dim=2):
+    return LatentGaussian(dim)

@@ -85,3 +85,33 @@ def test_the_report_prints_the_papers_value_beside_ours(tmp_path):
     md = Path(paths["markdown"]).read_text()
     assert "published anchors" in md and "2.77" in md and "2.91" in md and "15.7" in md and "16.2" in md
     assert "arXiv 2312.00094" in md
+
+
+def test_the_calibration_spec_has_the_settings_of_every_reproducible_diff_sampler_row():
+    from sampler_bench.bench.spec import load_spec
+
+    spec = load_spec(ROOT / "benchmarks" / "calibration" / "edm_cifar10.toml")
+    assert spec.n_samples == 50000 and spec.seed == 0  # EDM's seeds 0-49999
+    rows = [a for a in load_anchors() if a["id"].startswith("diff-sampler") and a["sb_schedule"]]
+    assert len(rows) == 16
+    for a in rows:
+        assert a["nfe"] in spec.nfe and any(m.label == a["checkpoint"] for m in spec.models)
+        assert any(s.name == a["sb_solver"] and all(s.options.get(k) == v for k, v in a["sb_options"].items())
+                   for s in spec.samplers), a["id"]
+        assert any(sc.name == a["sb_schedule"] and sc.params == a["sb_schedule_params"] and sc.ends_at_zero == a["ends_at_zero"]
+                   and (sc.sigma_min, sc.sigma_max) == (a["sigma_min"], a["sigma_max"]) for sc in spec.schedules), a["id"]
+    fid = spec.metrics[0]
+    assert fid.feature_extractor == "inception-v3-compat" and fid.params["reference_stats"].endswith("cifar10-32x32.npz")
+
+
+def test_sample_i_starts_from_edms_draw_for_seed_i():
+    import torch
+
+    from sampler_bench.bench.states import initial_states
+    from sampler_bench.models.plugin import load_plugin
+
+    m = load_plugin("plugin_factories:gaussian", {"dim": 12})
+    x = initial_states(m, 0, 3, 6, 80.0, "cpu")
+    for i in range(3, 6):  # EDM generate.py: StackedRandomGenerator seeds, float32 randn, then float64 * sigma_max
+        edm = torch.randn([12], generator=torch.Generator().manual_seed(i)).to(torch.float64) * 80.0
+        assert torch.equal(x[i - 3], edm)

@@ -628,3 +628,218 @@ def test_a_format_1_config_is_refused_with_the_upgrade_command_which_works(ring_
                        text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert r.returncode == 0, r.stderr
     assert sb.load_model(ring_copy).fingerprint() == sb.load_model(CHECKPOINTS / "ring-edm").fingerprint()
+
+
+# ---------------------------------------------------------------------------------------------
+# item 5 and 13: environment failures stop the sweep; nothing is stored for that cell
+
+
+ENDPOINT_SPEC = BASE.replace("[[sampler]]", '[[metric]]\nname = "endpoint_error"\n[[sampler]]', 1)
+
+
+@pytest.mark.parametrize("error,words", [
+    (PermissionError(13, "Permission denied", "cache/reference/x.safetensors"), "permission denied"),
+    (OSError(28, "No space left on device"), "disk full"),
+])
+def test_an_unwritable_cache_stops_the_sweep_and_stores_no_failed_cell(tmp_path, monkeypatch, error, words):
+    from sampler_bench.bench import reference_cache
+
+    def refuse(*a, **k):
+        raise error
+
+    f = tmp_path / "s.toml"
+    f.write_text(ENDPOINT_SPEC)
+    out = tmp_path / "out"
+    monkeypatch.setattr(reference_cache.ReferenceCache, "_write", staticmethod(refuse))
+    r = invoke("sweep", f, "--out", out, "--no-report")
+    assert_refused(r, words, "nothing was stored for this cell", "rerun the same command to resume", code=1)
+    with ResultsStore(out / "results.sqlite", read_only=True) as s:
+        assert s.cells().empty and s.leases().empty  # no failed cell to be reused later, no stale lease
+    monkeypatch.undo()  # the permission is fixed: the rerun computes the cell
+    r = invoke("sweep", f, "--out", out, "--no-report")
+    assert r.exit_code == 0 and "1 ok" in r.output, r.output
+
+
+def test_a_cell_stored_failed_by_the_environment_is_never_reused(tmp_path):
+    from sampler_bench.bench.runner import run_sweep
+
+    spec = S.parse_spec(ENDPOINT_SPEC)
+    out = tmp_path / "out"
+    run_sweep(spec, out)
+    db = sqlite3.connect(out / "results.sqlite")  # what an older sampler-bench stored for a full disk
+    db.execute("UPDATE cells SET status = 'failed', reason = 'euler at NFE 4: OSError: [Errno 28] No space left on device'")
+    db.commit()
+    db.close()
+    summary = run_sweep(spec, out)
+    assert summary.computed == 1 and summary.reused == 0 and summary.ok == 1
+
+
+def test_a_full_disk_while_storing_says_disk_full_and_keeps_the_store(tmp_path, monkeypatch):
+    from sampler_bench.bench import store as St
+
+    f = tmp_path / "s.toml"
+    f.write_text(BASE.replace("nfe = [4]", "nfe = [4, 8]"))
+    out = tmp_path / "out"
+    calls = []
+    real = St.ResultsStore.put_cell
+
+    def fill_up(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the second cell's transaction fails the way SQLite reports a full disk
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+            with self._transaction():
+                raise sqlite3.OperationalError("database or disk is full")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(St.ResultsStore, "put_cell", fill_up)
+    assert_refused(invoke("sweep", f, "--out", out, "--no-report"), "disk full", "store is intact", code=1)
+    monkeypatch.undo()
+    with ResultsStore(out / "results.sqlite", read_only=True) as s:
+        assert len(s.cells()) == 1 and s.integrity_ok()
+    r = invoke("sweep", f, "--out", out, "--no-report")
+    assert r.exit_code == 0 and "1 computed, 1 reused" in r.output, r.output
+
+
+def test_the_api_checks_the_device_up_front_too(tmp_path):
+    import torch
+
+    from sampler_bench.bench.runner import run_sweep
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    spec = S.with_overrides(S.parse_spec(BASE), device="cuda")
+    with pytest.raises(S.SpecError, match="CUDA is not available"):
+        run_sweep(spec, tmp_path / "out")
+    assert not (tmp_path / "out" / "results.sqlite").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# item 7: show with several cells per sampler and budget
+
+
+def test_show_lists_every_cell_of_a_sampler_and_budget_with_what_distinguishes_them(tmp_path):
+    from sampler_bench.bench.runner import run_sweep
+
+    out = tmp_path / "out"
+    text = BASE.replace("[[sampler]]", '[[metric]]\nname = "endpoint_error"\n[[sampler]]', 1)
+    for extra in ("", "seed = 5"):
+        for n in (8, 12):
+            run_sweep(S.parse_spec(text.replace("n_samples = 8", f"n_samples = {n}\n{extra}")), out)
+    r = invoke("show", out)
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if line.startswith("│ euler")]
+    assert len(rows) == 4, r.output
+    for n, seed in ((8, 0), (12, 0), (8, 5), (12, 5)):
+        assert any(f"n_samples={n}, seed={seed}" in line for line in rows), r.output
+    assert "told apart by n_samples, seed" in r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# item 16: concurrent sweeps share the work through leases
+
+
+LEASE_SPEC = BASE.replace("nfe = [4]", "nfe = [4, 8, 16]").replace("n_samples = 8", "n_samples = 200").replace(
+    'name = "euler"', 'name = "euler"\n[[sampler]]\nname = "heun"')
+
+
+@pytest.fixture
+def counted_calls(monkeypatch):
+    import threading
+
+    from sampler_bench.solvers import driver
+
+    calls = {"n": 0}
+    lock = threading.Lock()
+    real = driver.CountingDenoiser.__call__
+
+    def counting(self, x, sigma):
+        with lock:
+            calls["n"] += 1
+        return real(self, x, sigma)
+
+    monkeypatch.setattr(driver.CountingDenoiser, "__call__", counting)
+    return calls
+
+
+def test_two_concurrent_sweeps_compute_each_cell_once(tmp_path, counted_calls):
+    import threading
+
+    from sampler_bench.bench.runner import Sweep
+
+    spec = S.parse_spec(LEASE_SPEC)
+    Sweep(spec, tmp_path / "alone").run()
+    alone = counted_calls["n"]
+    counted_calls["n"] = 0
+    sweeps = [Sweep(spec, tmp_path / "shared") for _ in range(2)]
+    summaries = [None, None]
+    start = threading.Barrier(2)
+
+    def run(i):
+        start.wait()
+        summaries[i] = sweeps[i].run()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert counted_calls["n"] == alone  # together, not twice: every cell computed by one of them
+    assert sum(s.computed for s in summaries) == 6 and sum(s.reused for s in summaries) == 6
+    assert all(s.ok == 6 for s in summaries)
+    with ResultsStore(tmp_path / "shared", read_only=True) as s:
+        assert len(s.cells()) == 6 and s.leases().empty
+
+
+def test_a_dead_claimers_cells_are_computed_again(tmp_path, counted_calls):
+    import socket
+    import subprocess
+    import time
+
+    from sampler_bench.bench.runner import Sweep
+
+    spec = S.parse_spec(LEASE_SPEC)
+    sweep = Sweep(spec, tmp_path / "out")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is no longer running
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as s:
+        db = s._db
+        now = time.time()
+        for i, cell in enumerate(sweep.cells):
+            if i < 3:  # killed on this host: noticed from its pid, although its lease has hours to run
+                row = (cell.cell_id, "crashed", dead.pid, socket.gethostname(), now, now + 3600)
+            elif i < 5:  # another node, lease run out
+                row = (cell.cell_id, "lost-node", 1, "node-b", now - 600, now - 1)
+            else:  # another node, lease running out in a second: waited for, then taken over
+                row = (cell.cell_id, "slow-node", 1, "node-b", now, now + 1.0)
+            db.execute("INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?)", row)
+    t0 = time.perf_counter()
+    summary = sweep.run()
+    assert summary.computed == 6 and summary.ok == 6
+    assert time.perf_counter() - t0 >= 0.9  # it waited for the live lease
+    with ResultsStore(tmp_path / "out", read_only=True) as s:
+        assert s.leases().empty
+
+
+def test_a_live_lease_of_another_sweep_is_respected(tmp_path):
+    import time
+
+    spec = S.parse_spec(LEASE_SPEC)
+    from sampler_bench.bench.runner import Sweep
+
+    sweep = Sweep(spec, tmp_path / "out")
+    cell = sweep.cells[0]
+    with ResultsStore(tmp_path / "out" / "results.sqlite") as s:
+        assert s.claim(cell.cell_id, "other", timeout=60) == "claimed"
+        assert s.claim(cell.cell_id, "mine") == "busy"
+        assert s.claim(cell.cell_id, "other") == "claimed"  # its owner renews it
+        s.release(cell.cell_id, "other")
+        assert s.claim(cell.cell_id, "mine") == "claimed"
+        assert not s.leases().empty and s.leases()["owner"].tolist() == ["mine"]
+        assert s.leases()["expires_at"].iloc[0] > time.time() + 100
+
+
+def test_report_out_that_cannot_hold_files_is_one_message(tmp_path, store_path):
+    (tmp_path / "afile").write_text("x")
+    assert_refused(invoke("report", store_path, "--out", tmp_path / "afile" / "rep"), "is below", "a file, not a directory")
+    assert not (tmp_path / "afile" / "rep").exists()

@@ -1,6 +1,6 @@
 """The CLD process: closed-form moments, gDDIM's R_t, HSM training pieces, prior, exact CLD oracles.
 
-Formulas: reference/physics.md (e.1), (e.2), (f.1), (f.2); reference/solvers.md §7.2.
+Formulas: docs/processes.md (CLD, exact denoisers); docs/solvers.md (CLD samplers).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_hsm_covariance_keeps_full_relative_accuracy_at_tiny_times(cld):
 # --- R_t ------------------------------------------------------------------------------------------
 
 def test_R_at_1_matches_the_reference_value(cld):
-    """solvers.md §7.2 [derived]: R_1 ~ [[0.99662, -0.08206], [0.04104, 0.49831]] (not symmetric, not Cholesky)."""
+    """Independently derived: R_1 ~ [[0.99662, -0.08206], [0.04104, 0.49831]] (not symmetric, not Cholesky)."""
     R1 = cld.R(1.0)
     np.testing.assert_allclose(R1, [[0.99662, -0.08206], [0.04104, 0.49831]], atol=6e-6)
     assert not np.allclose(R1, cld.L(1.0), atol=1e-3)

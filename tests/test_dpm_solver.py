@@ -28,7 +28,7 @@ def counted(name, denoiser, x, sigmas, **options):
     return run_solver(name, model, x, sigmas, options=options), model.nfe
 
 
-# --- DPM-Solver-fast: the budget split (solvers.md §3.1) -----------------------------------------------
+# --- DPM-Solver-fast: the budget split (docs/solvers.md) --------------------------------------------------
 
 
 def dpms_fast_orders(order: int, nfe: int) -> list[int]:

@@ -71,7 +71,7 @@ def _polynomial_denoiser(coeffs):
 
 def _exact_mean_step(kind, coeffs, x, s, t):
     """E[x_t | x_s] of the ER SDE for D = q(sigma): r x_s + D(t) - r D(s) + phi(t) int_t^s q'/phi
-    (the exact solution, solvers.md §6.1, integrated by parts)."""
+    (the exact solution, docs/solvers.md, integrated by parts)."""
     phi = er_sde.NOISE_SCALES[kind][1]
     q = np.polynomial.Polynomial(coeffs)
     r = phi(t) / phi(s)
@@ -159,7 +159,7 @@ def test_final_step_to_zero_is_the_noise_free_denoise(name, gmm3d):
 
 def test_er_sde_1_with_phi_sigma_squared_is_ddpm_ancestral_sampling(gmm3d):
     """phi = sigma^2 gives r = (s'/s)^2 and noise std s' sqrt(1 - (s'/s)^2): k-diffusion's ancestral
-    step with eta = 1 (solvers.md §2.2), i.e. euler_ancestral, draw for draw."""
+    step with eta = 1 (docs/solvers.md, euler_ancestral), i.e. euler_ancestral, draw for draw."""
     x = 20.0 * torch.randn(4, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     for sigmas in (sb.schedules.karras(8, 0.02, 20.0), sb.schedules.karras(8, 0.05, 20.0, append_zero=False)):
         a = sb.sample("er_sde_1", gmm3d, x, sigmas, generator=torch.Generator().manual_seed(1), noise_scale=2)

@@ -1,8 +1,8 @@
 """gDDIM and the other CLD samplers: exactness, convergence orders, the R_t vs L_t effect, NFE, options.
 
-Reference: Zhang, Tao, Chen, arXiv 2206.05564 (solvers.md §7, pitfall 13). The yardstick is scipy's
+Reference: Zhang, Tao, Chen, arXiv 2206.05564 (docs/solvers.md, "CLD samplers"). The yardstick is scipy's
 DOP853 on the CLD probability-flow ODE du/dt = F u + 1/2 G G^T R_t^{-T} eps(u, t) in float64 (the registered
-``cld_reference``), with the exact eps of a Gaussian mixture under the CLD kernel, ending at t > 0 (solvers.md §9).
+``cld_reference``), with the exact eps of a Gaussian mixture under the CLD kernel, ending at t > 0 (docs/solvers.md, "Reference integrators").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sampler_bench.solvers.driver import CountingDenoiser, run_solver
 from sampler_bench.solvers.noise import generators_for
 
 CLD_SOLVERS = ["gddim", "gddim_sde", "cld_euler_maruyama", "cld_euler", "cld_heun"]
-T_GDDIM, T_EULER = 1e-2, 1e-1  # end times of the order fits (reference/solvers.md §9: end at t > 0)
+T_GDDIM, T_EULER = 1e-2, 1e-1  # end times of the order fits (docs/solvers.md: end at t > 0)
 
 
 def err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -84,7 +84,7 @@ def test_quadratic_grid_is_gddims_ts_order_2_grid_and_plan_reproduces_it(gmm_mod
 
 
 def test_order0_coefficient_matches_the_reference_value(cld):
-    """solvers.md §7.2 [derived]: t = 0.6 -> 0.45 gives [[-1.44964, -2.88291], [2.00632, 3.22817]]."""
+    """Independently derived: t = 0.6 -> 0.45 gives [[-1.44964, -2.88291], [2.00632, 3.22817]]."""
     np.testing.assert_allclose(G.order0_eps_coefficient(cld, 0.6, 0.45),
                                [[-1.44964, -2.88291], [2.00632, 3.22817]], atol=6e-6)
 

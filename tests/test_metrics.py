@@ -158,6 +158,7 @@ def test_fd_accumulator_is_exact_for_samples_with_known_moments():
     assert acc.compute()["fd"] == pytest.approx(frechet_distance(m, s, m0, s0), rel=1e-12)
 
 
+@pytest.mark.slow  # a convergence rate over several sample sizes: ~10 s
 def test_fd_of_exact_gmm_samples_against_exact_moments_shrinks_like_one_over_n(gmm2d):
     reps = 60
 
@@ -190,6 +191,7 @@ def test_gmm_nll_of_exact_samples_matches_the_mixture_entropy(gmm2d):
     assert abs(acc.compute()["gmm_nll"] - entropy) < 4 * se
 
 
+@pytest.mark.slow  # a convergence rate over several sample sizes: ~10 s
 def test_gmm_tv_of_exact_samples_vanishes_like_one_over_sqrt_n(gmm16):
     w = gmm16.distribution.weights
     reps = 40

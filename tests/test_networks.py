@@ -93,7 +93,7 @@ def test_fourier_frequencies_are_reproducible_across_builds():
     torch.testing.assert_close(a.emb.fourier.freqs, b.emb.fourier.freqs, rtol=0, atol=0)
 
 
-# --- VP conversion table (reference/solvers.md section 0) --------------------------------------
+# --- VP conversion table (docs/notation.md) --------------------------------------------------------
 
 @pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_vp_target_and_denoised_conversions_are_inverse(prediction):

@@ -65,7 +65,7 @@ def _unnormalised(src, a, b):
 
 def test_brownian_increments_add_up_across_grids():
     """W over a coarse interval equals the sum of W over any finer partition: a fine grid and a
-    coarse grid see the same path (solvers.md §11 pitfall 8)."""
+    coarse grid see the same path (docs/findings.md, "Pitfalls": SDE noise)."""
     x = torch.zeros(3, 5, dtype=torch.float64)
     src = BrownianNoise(x, 20.0, generators_for([1, 2, 3]))
     coarse = [20.0, 3.0, 0.4, 0.0]

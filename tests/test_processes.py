@@ -28,7 +28,7 @@ def test_pfgmpp_kernel_coordinates_are_student_t_with_D_degrees_of_freedom():
     x = PFGMPPProcess(D=D).noise((40000, N), sigma, gen(0)) / sigma
     for k in range(N):
         assert stats.kstest(x[:, k].numpy(), stats.t(df=D).cdf).pvalue > 1e-3
-    # E|x - y|^2 = sigma^2 N D/(D - 2) (physics.md c.1); D = 5 has a finite 4th moment, so a z-test is valid.
+    # E|x - y|^2 = sigma^2 N D/(D - 2) (docs/processes.md, PFGM++); D = 5 has a finite 4th moment, so a z-test is valid.
     sq = (x**2).sum(1)
     se = sq.std() / math.sqrt(sq.numel())
     assert abs(sq.mean() - N * D / (D - 2)) < 4 * se

@@ -3,7 +3,7 @@
 Every deterministic solver in the registry must (1) converge to the closed-form PF-ODE solution of
 a Gaussian, (2) show its declared global order (slope of log error against log NFE, measured
 against the float64 DOP853 reference on a 3-D full-covariance Gaussian mixture, ending at
-sigma_min = 0.05 > 0 as reference/solvers.md §9 asks), (3) spend exactly the NFE that
+sigma_min = 0.05 > 0 as docs/solvers.md asks), (3) spend exactly the NFE that
 ``sb.solvers.plan`` promised, and (4) be deterministic and batch invariant. A registered
 deterministic solver that is missing from ``ORDER_TABLE`` fails ``test_every_deterministic_solver_
 has_an_order_entry``, so no solver escapes the order test. "Every" means every solver of the sigma
@@ -360,7 +360,7 @@ def test_unip_order_1_equals_euler_ddim(gmm3d):
 
 
 def test_unip_2_bh2_equals_dpmpp_2m(gmm3d):
-    """reference/solvers.md §5 [derived]: UniP-2 with B(h) = e^h - 1 and rho = 1/2 is DPM-Solver++(2M)."""
+    """Derived (docs/solvers.md, UniPC): UniP-2 with B(h) = e^h - 1 and rho = 1/2 is DPM-Solver++(2M)."""
     x = SIGMA_MAX * torch.randn(BATCH, 3, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
     unip2 = dict(order=2, variant="bh2", use_corrector=False)
     # Ending at 0: the last step is a denoise in both (UniPC: first order final step; k-diffusion 2M: x = D).

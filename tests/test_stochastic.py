@@ -82,7 +82,7 @@ def test_zero_stochasticity_reproduces_the_deterministic_counterpart_and_draws_n
         g = torch.Generator().manual_seed(1)
         before = g.get_state()
         ours = sb.sample(name, gmm3d, x, sigmas, generator=g, **opts)
-        assert torch.equal(g.get_state(), before), f"{name}{opts} drew noise although it adds none (pitfall 8)"
+        assert torch.equal(g.get_state(), before), f"{name}{opts} drew noise although it adds none (eta = 0 draws nothing)"
         ref = sb.sample(det, gmm3d, x, sigmas, **det_opts)
         if bitwise:
             assert torch.equal(ours, ref)
@@ -244,7 +244,7 @@ def test_edm_stochastic_matches_k_diffusion_heun_with_churn(kdiffusion, gmm3d, m
 def test_ddim_eta_is_the_ddim_paper_update_in_vp_units(eta, gmm3d):
     """DDIM(eta) (Song et al. eq. 12) on x_VP = alpha x with alpha_bar = 1/(1 + sigma^2):
     x' = sqrt(ab') x0 + c1 z + c2 eps, c1 = eta sqrt((1 - ab/ab')(1 - ab')/(1 - ab)),
-    c2 = sqrt(1 - ab' - c1^2); divided by alpha' it is our step (solvers.md §2.2, pitfall 14)."""
+    c2 = sqrt(1 - ab' - c1^2); divided by alpha' it is our step (docs/solvers.md, euler_ancestral)."""
     x = _x(seed=5, scale=3.0)
     for s, s_next in [(3.0, 1.7), (0.8, 0.05)]:
         ours = sb.sample("ddim", gmm3d, x, [s, s_next], generator=torch.Generator().manual_seed(2), eta=eta)

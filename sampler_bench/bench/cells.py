@@ -121,8 +121,20 @@ def _reference(spec: Spec, pm: PreparedModel, sigma_min: float, sigma_max: float
                            solver=pm.reference_solver, options=pm.reference_options)
 
 
+def replicate_specs(spec: Spec) -> list[Spec]:
+    """The spec of each replicate: replicate k runs on the disjoint seed range
+    ``seed + k * n_samples + [0, n_samples)``; replicate 0 is the spec itself (so its cells are those
+    of the same spec without replicates, and a store resumes across the two)."""
+    return [spec] + [dataclasses.replace(spec, seed=spec.seed + k * spec.n_samples, replicate_index=k)
+                     for k in range(1, spec.replicates)]
+
+
 def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
-    """Every (model, schedule, sampler, budget) of the spec, in a stable order."""
+    """Every (replicate, model, schedule, sampler, budget) of the spec, in a stable order."""
+    return [c for rspec in replicate_specs(spec) for c in _expand_one(rspec, models)]
+
+
+def _expand_one(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
     solvers = {s.name: solver_info(s.name) for s in spec.samplers}
     cells = []
     for pm in models:
@@ -146,6 +158,7 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
                         "schedule_params": sch.params, "sigma_min": smin, "sigma_max": smax,
                         "ends_at_zero": sch.ends_at_zero, "nfe_budget": budget, "n_samples": spec.n_samples,
                         "seed": spec.seed, "precision": spec.precision,
+                        **({"replicate": spec.replicate_index} if spec.replicate_index else {}),
                         # what drives the noise changes a stochastic sampler's numbers only
                         **({"noise_generator": spec.noise_generator} if meta.stochastic else {}),
                         # noise streams and arithmetic differ between device types (not between indices)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..models.guidance import Conditioned, EvaluationCounter, draw_class_labels
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
 from ..rng import generators_for, noise_generator
 from .cells import Cell
@@ -40,6 +41,11 @@ class ShardResult:
     denoiser_s: float
     metric_s: float
     kept: torch.Tensor | None
+    #: per batch: network evaluations per sample (2 per guided evaluation) and forward calls
+    network_evals: list[int] = field(default_factory=list)
+    forward_calls: list[int] = field(default_factory=list)
+    #: seconds in the spec's decoder (latent models), apart from sampling
+    decode_s: float = 0.0
 
 
 @dataclass
@@ -73,18 +79,24 @@ def cell_shard(cell: Cell, start: int, stop: int,
     spec, model = cell.spec, cell.model.model
     device, dtype = spec.device, DTYPES[spec.precision]
     accs = {m.spec.name: m.accumulator() for m in cell.metrics}
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    decode = cell.model.decode
     nfe, sampling_s, denoiser_s, metric_s, kept = [], 0.0, 0.0, 0.0, []
+    network_evals, forward_calls, decode_s = [], [], 0.0
     for a in range(start, stop, spec.batch_size):
         b = min(a + spec.batch_size, stop)
         _sync(device)
         t0 = time.perf_counter()
         gens = generators_for(sample_seeds(spec.seed, a, b), device)
         x = initial_states(model, spec.seed, a, b, cell.sigma_max, device, generators=gens).to(dtype)
+        # class labels come after the prior from the same generators (EDM's generate.py order)
+        labels = draw_class_labels(gens, num_classes, device) if num_classes else None
         # the starting states always come from the per-sample generators (deterministic samplers do not
         # depend on the noise generator); a stochastic sampler's noise from the spec's noise_generator
         noise = gens if spec.noise_generator == "torch" or not cell.solver.stochastic else \
             noise_generator(spec.noise_generator, spec.seed, a, b, device)
-        counter = CountingDenoiser(model, timed=True)
+        evaluations = EvaluationCounter()
+        counter = CountingDenoiser(Conditioned(model, labels, evaluations), timed=True)
         out = data_of(model, run_solver(cell.solver.name, counter, x, cell.plan.sigmas, generator=noise,
                                         options=cell.options))
         _sync(device)
@@ -92,9 +104,17 @@ def cell_shard(cell: Cell, start: int, stop: int,
         sampling_s += t1 - t0
         denoiser_s += counter.seconds
         nfe.append(counter.nfe)
+        network_evals.append(evaluations.network_evals)
+        forward_calls.append(evaluations.forward_calls)
         ref = None
         if reference is not None and cell.needs_reference:
             ref = data_of(model, reference(a, b)).to(device=out.device, dtype=out.dtype)
+        if decode is not None:  # latent models: the metrics score the decoded samples
+            with torch.no_grad():
+                out = decode(out).to(torch.float64)
+                ref = decode(ref).to(torch.float64) if ref is not None else None
+            _sync(device)
+            decode_s += time.perf_counter() - t1
         t2 = time.perf_counter()
         for m in cell.metrics:
             accs[m.spec.name].update(out, reference=ref if m.needs_reference else None, index=a)
@@ -103,7 +123,17 @@ def cell_shard(cell: Cell, start: int, stop: int,
         if a < spec.keep_samples:
             kept.append(out[: spec.keep_samples - a].detach().to("cpu", torch.float32))
     states = {name: acc.state() for name, acc in accs.items()}
-    return ShardResult(start, stop, states, nfe, sampling_s, denoiser_s, metric_s, torch.cat(kept) if kept else None)
+    return ShardResult(start, stop, states, nfe, sampling_s, denoiser_s, metric_s, torch.cat(kept) if kept else None,
+                       network_evals, forward_calls, decode_s)
+
+
+def evaluations_of(shards: Sequence[ShardResult]) -> dict:
+    """What the cell's NFE counts and what the network did (per sample; the most over batches)."""
+    nfe = max((n for s in shards for n in s.nfe_counted), default=0)
+    net = max((n for s in shards for n in s.network_evals), default=nfe)
+    calls = max((n for s in shards for n in s.forward_calls), default=nfe)
+    return {"denoiser_per_sample": nfe, "network_per_sample": net, "forward_calls": calls,
+            "nfe_counts": "denoiser evaluations as the solver sees them (a guided evaluation is one)"}
 
 
 def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] | None = None,
@@ -129,6 +159,9 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
         prov.setdefault("params", m.spec.params)
         prov.setdefault("n_samples", sum(s.stop - s.start for s in shards))
         prov["execution"] = execution_provenance(cell.model.model, cell.spec.device)
+        prov["evaluations"] = evaluations_of(shards)
+        if cell.model.decode is not None:
+            prov["decode"] = {"decoder": cell.model.spec.decode, "seconds": sum(s.decode_s for s in shards)}
         if cell.solver.stochastic:
             prov["noise_generator"] = cell.spec.noise_generator
         if hosts is not None:
@@ -140,6 +173,9 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
                 "solver": ref.solver, "options": ref.options, "cache_key": ref.key,
                 "sigma_max": ref.sigma_max, "sigma_min": ref.sigma_min, "ends_at_zero": ref.ends_at_zero,
             }
+        if cell.spec.replicates > 1:  # which disjoint seed range (the report averages replicates)
+            prov["replicate"] = {"index": cell.spec.replicate_index, "of": cell.spec.replicates,
+                                 "base_seed": cell.spec.seed - cell.spec.replicate_index * cell.spec.n_samples}
         for key, value in values.items():
             est = estimates.get(key)
             interval = {} if est is None else {
@@ -156,6 +192,15 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
                 "provenance": key_prov,
             })
     return rows
+
+
+def _environment_failure(e: OSError, cell: Cell):
+    from .store import EnvironmentFailure, environment_problem
+
+    if isinstance(e, EnvironmentFailure):
+        return e
+    return EnvironmentFailure(f"stopped while computing cell {cell.label}: {environment_problem(e)}; nothing was "
+                              "stored for this cell")
 
 
 def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Sequence[str] | None = None,
@@ -187,6 +232,8 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
     except NonFiniteSampleError as e:
         return Outcome("failed", (f"{e} at NFE budget {budget} on model {cell.model.label!r} "
                                   f"(sampler {name!r}, schedule {cell.schedule.name!r})"))
+    except OSError as e:  # the environment (cache directory unwritable, disk full), not the cell: stop
+        raise _environment_failure(e, cell) from None
     except Exception as e:  # a bug in one solver or metric must not stop a long sweep
         return Outcome("failed", f"{name} at NFE {budget}: {type(e).__name__}: {e}")
     counted = max(shard.nfe_counted)
@@ -199,6 +246,8 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
         notes.append(f"counted {counted} NFE but the solver's NFE law promises {cell.plan.nfe} (a solver bug: please report)")
     try:
         metric_rows = finish_cell(cell, [shard], hosts=hosts, confidence=cell.spec.confidence)
+    except OSError as e:
+        raise _environment_failure(e, cell) from None
     except Exception as e:
         return Outcome("failed", f"metrics of {name} at NFE {budget}: {type(e).__name__}: {e}")
     bad = [f"{r['metric']}/{r['key']}" for r in metric_rows if not math.isfinite(r["value"])]

@@ -323,6 +323,7 @@ def run_sharded(world: World, n: int, compute: Callable[[int, int], Any], *, cel
     states = {name: world.reduce_state(local.states[name]) for name in sorted(local.states)}
     parts = world.gather_objects({"nfe": list(local.nfe_counted), "sampling_s": local.sampling_s,
                                   "denoiser_s": local.denoiser_s, "metric_s": local.metric_s,
+                                  "decode_s": getattr(local, "decode_s", 0.0),
                                   "kept": None if local.kept is None else local.kept.cpu()})
     sampling = [p["sampling_s"] for p in parts]
     wall = max(sampling)
@@ -330,6 +331,7 @@ def run_sharded(world: World, n: int, compute: Callable[[int, int], Any], *, cel
     kept = [p["kept"] for p in parts if p["kept"] is not None]
     return replace(local, start=0, stop=n, states=states, nfe_counted=[k for p in parts for k in p["nfe"]],
                    sampling_s=wall, denoiser_s=fraction * wall, metric_s=max(p["metric_s"] for p in parts),
+                   **({"decode_s": max(p["decode_s"] for p in parts)} if hasattr(local, "decode_s") else {}),
                    kept=torch.cat(kept) if kept else None)
 
 

@@ -14,7 +14,7 @@ import torch
 
 from ..solvers.registry import info as solver_info, mismatch
 from .reference_cache import reference_solver
-from .spec import MetricSpec, ModelSpec, Spec, SpecError
+from .spec import MetricSpec, ModelSpec, Spec, SpecError, check_device
 
 #: Reference tolerances for a model whose denoiser is not exact float64 arithmetic (a network in
 #: float32): DOP853 cannot resolve 1e-10 through float32 noise and would shrink its steps for ever;
@@ -141,6 +141,8 @@ class PreparedModel:
     reference_options: dict = field(default_factory=dict)
     reference_solver: str | None = None
     reference_problem: str = ""
+    #: the spec's decoder (``decode = "module:fn"``) applied to samples before the metrics, or None
+    decode: Any = None
 
 
 def _reference_of(model, spec: Spec) -> tuple[str | None, dict, str]:
@@ -165,17 +167,30 @@ def reference_options(model, spec: Spec) -> dict:
 
 def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
     """Load every model and check every metric on it (a trial accumulator validates the parameters)."""
-    if spec.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError(f"device {spec.device!r} was asked for but CUDA is not available here; use device = \"cpu\"")
+    check_device(spec.device)  # cuda, mps: present on this machine, before any model is loaded
     factory = MetricFactory(metrics_api(), spec.seed, spec.device, cache_dir) if spec.metrics else None
     out = []
     for m in spec.models:
         raw = load_model(m, spec.device)
         model = executed(raw, spec, m.label)
         ref_solver, ref_options, ref_problem = _reference_of(raw, spec)
-        prepared = PreparedModel(m, model, m.label, str(raw.fingerprint()), str(raw.process), [],
+        scored, decode = model, None  # what the metrics see: the samples, or the decoder's output
+        if m.decode is not None:
+            from ..models.decode import DecodedView, load_decoder
+
+            try:
+                decode, shape = load_decoder(m.decode, raw, spec.device)
+            except ValueError as e:
+                raise SpecError(f"model {m.label!r}: {e}") from None
+            scored = DecodedView(model, m.decode, shape)
+        prepared = PreparedModel(m, model, m.label, str(scored.fingerprint()), str(raw.process), [],
                                  reference_options=ref_options, reference_solver=ref_solver,
-                                 reference_problem=ref_problem)
+                                 reference_problem=ref_problem, decode=decode)
+        endpoint_metrics = [ms.name for ms in spec.metrics
+                            if getattr(factory.api.info(ms.name), "needs_reference_endpoints", False)] if factory else []
+        if getattr(raw, "num_classes", 0) and endpoint_metrics:
+            prepared.notes.append(f"model {m.label!r} is class-conditional: the endpoint error's reference ODE does not "
+                                  "take class labels yet, so endpoint metrics are left out for it")
         for s in spec.schedules:
             smax = s.sigma_max if s.sigma_max is not None else model.sigma_max
             smin = s.sigma_min if s.sigma_min is not None else model.sigma_min
@@ -191,16 +206,18 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
                 )
         for ms in spec.metrics:
             info = factory.api.info(ms.name)
-            ok, reason = info.applies(model, ms.feature_extractor)
+            needs_reference = bool(getattr(info, "needs_reference_endpoints", False))
+            if needs_reference and getattr(raw, "num_classes", 0):
+                continue  # see the note above
+            ok, reason = info.applies(scored, ms.feature_extractor)
             if not ok:
                 prepared.notes.append(f"metric {ms.name!r} does not apply to model {m.label!r}: {reason}")
                 continue
             try:
-                factory.make(ms, model)
+                factory.make(ms, scored)
             except (ValueError, TypeError) as e:
                 raise SpecError(f"[[metric]] {ms.name!r} on model {m.label!r}: {e}") from None
-            prepared.metrics.append(PreparedMetric(ms, info, bool(getattr(info, "needs_reference_endpoints", False)),
-                                                   factory, model))
+            prepared.metrics.append(PreparedMetric(ms, info, needs_reference, factory, scored))
         left_out = [s.name for s in spec.samplers if s.from_all and mismatch(s.name, prepared.process) is not None]
         if left_out:
             prepared.notes.append(

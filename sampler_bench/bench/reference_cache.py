@@ -1,7 +1,7 @@
 """Reference endpoints of the probability-flow ODE, computed once per sweep setting and cached on disk.
 
 The endpoint error of a deterministic sampler compares each of its samples with the exact ODE
-solution from the *same* initial noise (reference/solvers.md §9). That solution comes from the
+solution from the *same* initial noise (docs/solvers.md, "Reference integrators"). That solution comes from the
 adaptive float64 DOP853 solver registered as ``'reference'``; it is the slowest part of a sweep on
 analytic models, so it is computed once per (model fingerprint, seed, sample-index range, sigma
 range, ending, reference tolerances) and kept next to the results store as safetensors files,

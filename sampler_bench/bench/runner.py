@@ -9,13 +9,26 @@ store is reused) and stores the results.
 Distributed (``torchrun``, :mod:`.distributed`): every rank computes its share of each cell; rank 0
 alone reads and writes the store; a failure on one rank stops every rank before the cell is stored,
 so a rerun resumes.
+
+Concurrent sweeps on one store (two terminals, two jobs of a scheduler) share the work: a sweep
+*claims* a cell before computing it (a lease row with its pid, host and an expiry it renews while it
+runs, :meth:`~.store.ResultsStore.claim`), skips the cells another live sweep holds and comes back to
+them, reusing what that sweep stored. A claimer that died is noticed (its pid on this host, or its
+lease running out elsewhere) and its cell is computed again.
+
+Environment failures (disk full, an unwritable cache or store directory) stop the sweep with
+:class:`~.store.EnvironmentFailure`; nothing is stored for the cell being computed. A cell stored as
+failed for such a reason by an older sampler-bench is computed again rather than reused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,9 +42,37 @@ from .prepare import prepare_models
 from .records import cell_row, environment
 from .reference_cache import ReferenceCache
 from .spec import Spec
-from .store import ResultsStore
+from .store import LEASE_TIMEOUT_S, ResultsStore
 
 Event = Callable[[str, Mapping[str, Any]], None]
+
+#: Seconds between two looks at cells another sweep is computing.
+WAIT_POLL_S = 0.5
+#: A stored failure whose reason names one of these was the environment's, not the cell's: never reused.
+ENVIRONMENT_FAILURE = re.compile(r"PermissionError|OSError|No space left|disk (is )?full|Read-only file system|"
+                                 r"\[Errno \d+\]", re.I)
+
+
+@contextlib.contextmanager
+def keep_leases(store_path: Path, owner: str, every: float = LEASE_TIMEOUT_S / 3):
+    """Renew ``owner``'s leases every ``every`` seconds from a background thread (its own connection), so a
+    cell that computes for longer than the lease timeout is not taken over by a concurrent sweep."""
+    stop = threading.Event()
+
+    def renew():
+        while not stop.wait(every):
+            try:
+                with ResultsStore(store_path, create=False) as s:
+                    s.renew(owner)
+            except Exception:  # noqa: BLE001 -- a missed renewal only risks a duplicate computation
+                pass
+
+    thread = threading.Thread(target=renew, name="sampler-bench-leases", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 @dataclass
@@ -83,6 +124,7 @@ class Sweep:
         touches the store, decides what to compute and tells the others (every rank returns its summary)."""
         t0 = time.perf_counter()
         world, main = self.world, self.world.is_main
+        self._environment_failed: set[str] = set()  # stored as failed by the environment: recomputed
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = world.broadcast_object(uuid.uuid4().hex[:12])
@@ -96,8 +138,13 @@ class Sweep:
                                   environment=environment())
                 todo_ids = []
                 for cell in self.cells:
-                    status = store.status(cell.cell_id)
-                    if status is not None and not self.force and not (self.retry_failed and status == "failed"):
+                    stored = store.stored(cell.cell_id)
+                    status = stored[0] if stored else None
+                    environmental = status == "failed" and bool(ENVIRONMENT_FAILURE.search(stored[1]))
+                    if environmental:
+                        self._environment_failed.add(cell.cell_id)
+                    if status is not None and not self.force and not (self.retry_failed and status == "failed") \
+                            and not environmental:
                         store.link(sweep_id, cell.cell_id)
                         summary.reused += 1
                         self._count(summary, status)
@@ -109,10 +156,48 @@ class Sweep:
             world.run(lambda: self.store_floors(store) if main else None, "while computing the noise floor")
             todo = [c for c in self.cells if c.cell_id in set(todo_ids)]
             self.on_event("start", {"total": len(self.cells), "todo": len(todo), "reused": summary.reused})
-            for cell in todo:
+            owner = f"{socket.gethostname()}:{os.getpid()}:{sweep_id}"
+            recompute = "all" if self.force else "failed" if self.retry_failed else "none"
+            leases = keep_leases(summary.store_path, owner) if main and todo else contextlib.nullcontext()
+            try:
+                with leases:
+                    self._compute_all(todo, store, owner, recompute, sweep_id, summary)
+            finally:
+                if main:
+                    with contextlib.suppress(Exception):  # e.g. Ctrl-C or disk full: free the cells for a rerun
+                        store.release_owner(owner)
+            world.run(lambda: store.finish_sweep(sweep_id) if main else None, "while closing the sweep")
+        summary.wall_s = time.perf_counter() - t0
+        return world.broadcast_object(summary)
+
+    def _compute_all(self, todo: list[Cell], store, owner: str, recompute: str, sweep_id: str,
+                     summary: SweepSummary) -> None:
+        """Claim, compute and store every cell of ``todo``; cells another sweep holds are visited again
+        until they are stored (reused) or their claimer is gone (computed here)."""
+        world, main = self.world, self.world.is_main
+        pending = list(todo)
+        while pending:
+            waiting = []
+            for cell in pending:
+                redo = cell.cell_id in self._environment_failed
+                claim = lambda: store.claim(cell.cell_id, owner, recompute=recompute if not redo or recompute == "all"  # noqa: E731
+                                            else "failed")
+                verdict = world.broadcast_object(world.run(claim if main else lambda: None, "while claiming a cell"))
+                if verdict == "busy":
+                    waiting.append(cell)
+                    continue
+                if verdict == "stored":  # a concurrent sweep computed it meanwhile
+                    stored = world.broadcast_object(store.stored(cell.cell_id) if main else None)
+                    world.run(lambda: store.link(sweep_id, cell.cell_id) if main else None, "while linking a cell")
+                    summary.reused += 1
+                    self._count(summary, stored[0])
+                    self.on_event("cell_done", {"cell": cell, "row": {"status": stored[0], "reason": stored[1]},
+                                                "written": False, "reused": True})
+                    continue
                 self.on_event("cell_start", {"cell": cell})
                 row, metric_rows, kept = self.compute(cell, sweep_id)
-                put = lambda: store.put_cell(row, metric_rows, kept, replace=self.force or self.retry_failed)  # noqa: E731
+                replace = self.force or self.retry_failed or redo
+                put = lambda: store.put_cell(row, metric_rows, kept, replace=replace)  # noqa: E731
                 written = world.run(put if main else lambda: True, f"while storing cell {cell.label}")
                 summary.computed += 1
                 status = row["status"] if written else (store.status(cell.cell_id) or row["status"])
@@ -120,9 +205,10 @@ class Sweep:
                 if row["status"] != "ok":
                     summary.problems.append(f"{cell.label}: {row['status']}: {row['reason']}")
                 self.on_event("cell_done", {"cell": cell, "row": row, "written": written})
-            world.run(lambda: store.finish_sweep(sweep_id) if main else None, "while closing the sweep")
-        summary.wall_s = time.perf_counter() - t0
-        return world.broadcast_object(summary)
+            if waiting:
+                self.on_event("waiting", {"cells": len(waiting)})
+                time.sleep(WAIT_POLL_S)
+            pending = waiting
 
     def store_floors(self, store: ResultsStore) -> None:
         """The noise floor (:mod:`.floor`) of every model x distribution metric, unless already stored:

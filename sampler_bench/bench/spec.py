@@ -151,6 +151,8 @@ class Spec:
     replicates: int = 1
     #: level of every stored interval, strictly inside (0, 1)
     confidence: float = 0.95
+    #: which replicate this (expanded) spec is: its seed is the spec's seed + replicate_index * n_samples
+    replicate_index: int = 0
     #: what drives a stochastic sampler's noise: "philox" (counter-based, keyed on (seed, i, draw)) or
     #: "torch" (one torch.Generator per sample seeded seed + i, EDM's and k-diffusion's seeding)
     noise_generator: str = "philox"
@@ -648,6 +650,9 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             source=text,
             path=str(path) if path else None,
         )
+        if spec.seed + spec.replicates * spec.n_samples - 1 > MAX_SEED:
+            raise SpecError(f"replicates = {spec.replicates} with n_samples = {spec.n_samples} needs seeds up to "
+                            f"seed + replicates * n_samples - 1, beyond {MAX_SEED}; lower seed or replicates")
     except SpecError as e:
         raise SpecError(f"{where_file}{e}") from None
     return spec

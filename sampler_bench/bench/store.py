@@ -95,14 +95,26 @@ CREATE TABLE IF NOT EXISTS floors (
     floor_id TEXT PRIMARY KEY, model TEXT, model_hash TEXT, metric TEXT, key TEXT, n_samples INTEGER, seed INTEGER,
     value REAL, ci_low REAL, ci_high REAL, corrected REAL, lower_is_better INTEGER, replicates BLOB, provenance TEXT);
 CREATE TABLE IF NOT EXISTS sweep_cells (sweep_id TEXT NOT NULL, cell_id TEXT NOT NULL, PRIMARY KEY (sweep_id, cell_id));
+CREATE TABLE IF NOT EXISTS leases (
+    cell_id TEXT PRIMARY KEY, owner TEXT NOT NULL, pid INTEGER, host TEXT, claimed_at REAL, expires_at REAL);
 """
+#: Seconds a cell's lease lasts without renewal. A sweep renews its leases every LEASE_TIMEOUT_S / 3 while it
+#: computes, so only a claimer that died (killed, crashed, lost its node) lets a lease run out; a dead claimer
+#: on the same host is noticed at once from its pid.
+LEASE_TIMEOUT_S = 300.0
 
 
 class StoreError(ValueError):
     """The results file is missing, not a results store, or from an incompatible version."""
 
 
-class StoreWriteError(OSError):
+class EnvironmentFailure(OSError):
+    """A sweep stopped because of its environment (disk full, a read-only or unwritable cache or store
+    directory): not bad input and not a property of a cell, so nothing is stored for the cell it was
+    computing and rerunning the same command once the cause is fixed resumes."""
+
+
+class StoreWriteError(EnvironmentFailure):
     """The store could not be written for a reason of the environment (disk full, read-only file system,
     permissions): not bad input and not a property of the cell. The store itself stays intact (the
     transaction was rolled back), so rerunning the same command once the cause is fixed resumes."""
@@ -134,6 +146,17 @@ def environment_problem(e: BaseException) -> str | None:
             return f"permission denied ({e.filename or e})"
         return f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
     return None
+
+
+def _pid_alive(pid) -> bool:
+    """Whether process ``pid`` runs on this host (a lease of a dead claimer on this host is stale)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError, OverflowError):
+        return True  # another user's process, or no pid recorded: trust the lease's timeout instead
+    return True
 
 
 def _store_file(path: Path, create: bool) -> Path:
@@ -445,9 +468,58 @@ class ResultsStore:
             if blob is not None:
                 db.execute("INSERT INTO samples VALUES (?, ?)", (cid, blob))
             db.execute("INSERT OR IGNORE INTO sweep_cells VALUES (?, ?)", (row["sweep_id"], cid))
+            db.execute("DELETE FROM leases WHERE cell_id = ?", (cid,))  # stored: nobody needs to compute it
         return True
 
+    # -- leases: concurrent sweeps on one store compute each cell once ---------------------------
+
+    def claim(self, cell_id: str, owner: str, *, timeout: float = LEASE_TIMEOUT_S, recompute: str = "none") -> str:
+        """Try to take the lease on ``cell_id`` for ``owner``: 'claimed', 'stored' (another sweep stored it;
+        ``recompute`` = 'all' (--force) or 'failed' (--retry-failed) claims stored cells too) or 'busy'
+        (another live sweep holds the lease). A lease whose time ran out, or whose claimer on this host is
+        no longer running, is taken over: that claimer's cell is computed again."""
+        import socket
+        import time
+
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+            if row is not None and not (recompute == "all" or (recompute == "failed" and row[0] == "failed")):
+                return "stored"
+            lease = db.execute("SELECT owner, pid, host, expires_at FROM leases WHERE cell_id = ?", (cell_id,)).fetchone()
+            if lease is not None and lease[0] != owner and lease[3] > now and not (
+                    lease[2] == host and not _pid_alive(lease[1])):
+                return "busy"
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
+                       (cell_id, owner, pid, host, now, now + timeout))
+        return "claimed"
+
+    def renew(self, owner: str, timeout: float = LEASE_TIMEOUT_S) -> None:
+        """Extend every lease ``owner`` holds (called periodically while it computes)."""
+        import time
+
+        with self._transaction() as db:
+            db.execute("UPDATE leases SET expires_at = ? WHERE owner = ?", (time.time() + timeout, owner))
+
+    def release(self, cell_id: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE cell_id = ? AND owner = ?", (cell_id, owner))
+
+    def release_owner(self, owner: str) -> None:
+        """Drop every lease ``owner`` still holds (a sweep that stops frees its cells for the next run)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+
+    def leases(self) -> pd.DataFrame:
+        """The cells being computed now: cell_id, owner, pid, host, claimed_at, expires_at (Unix seconds)."""
+        return self._frame("SELECT cell_id, owner, pid, host, claimed_at, expires_at FROM leases ORDER BY claimed_at")
+
     # -- reading --------------------------------------------------------------------------------
+
+    def stored(self, cell_id: str) -> tuple[str, str] | None:
+        """(status, reason) of a stored cell, None when it is not stored."""
+        row = self._db.execute("SELECT status, reason FROM cells WHERE cell_id = ?", (cell_id,)).fetchone()
+        return (row[0], row[1] or "") if row else None
 
     def status(self, cell_id: str) -> str | None:
         """'ok' | 'skipped' | 'failed' for a stored cell, None when it is not stored."""

@@ -1,4 +1,4 @@
-"""The streaming-accumulator contract every metric follows (DESIGN.md "Streaming").
+"""The streaming-accumulator contract every metric follows (README.md, "Metrics").
 
 An :class:`Accumulator` takes batches of samples and keeps float64 tensors in ``self._state``:
 
@@ -199,6 +199,8 @@ class Accumulator:
             row_weights = None
             if cat_index is not None:
                 row_weights = U.poisson_weights_at(cat_index[:, 0].cpu().numpy(), self.replicates)
+            saved_params = dict(self.params)
+            self.params.update(self._replicate_params())
             try:
                 for r in range(self.replicates):
                     state = {k: plain[REP + k][r] for k in sum_keys}
@@ -219,8 +221,13 @@ class Accumulator:
                         reps[k].append(float(out.get(k, math.nan)))
             finally:
                 self._state = plain
+                self.params = saved_params
         return {k: U.estimate(v, reps[k], bias_correct=k in self.bias_corrected_keys, confidence=confidence)
                 for k, v in values.items()}
+
+    def _replicate_params(self) -> dict:
+        """Parameter overrides while computing replicates (e.g. fewer KID subsets); none by default."""
+        return {}
 
     @property
     def count(self) -> int:

@@ -1,4 +1,4 @@
-"""Metrics that use the exact law of an analytic Gaussian-mixture model (physics.md f.1).
+"""Metrics that use the exact law of an analytic Gaussian-mixture model (docs/processes.md, "Exact denoisers").
 
 * ``gmm_nll``: mean negative log-likelihood of the samples under the true mixture density,
   ``-(1/n) sum_i log p(x_i)`` (``GaussianMixture.log_prob``). For exact samples it estimates the

@@ -60,6 +60,7 @@ def wasserstein_1d(a: torch.Tensor, b: torch.Tensor, p: int = 2) -> torch.Tensor
 )
 class SlicedWasserstein(FeatureMetric):
     reference_kind = "features"
+    replicates = 16  # each replicate sorts the reweighted projections again (see kid_pr)
 
     def _setup(self) -> None:
         self.max_samples = self.params["max_samples"]

@@ -2,7 +2,7 @@
 
 A DDPM network (Ho et al., arXiv 2006.11239) predicts epsilon (or v, or x0) from the scaled state
 x = sqrt(abar_k) x0 + sqrt(1 - abar_k) eps at an integer step k. In the toolkit's notation
-(reference/solvers.md section 0) step k is the noise level sigma_k = sqrt((1 - abar_k)/abar_k), the
+(docs/notation.md) step k is the noise level sigma_k = sqrt((1 - abar_k)/abar_k), the
 state is x-hat = x / sqrt(abar_k), and the network becomes the denoiser
 D(x-hat, sigma) = x-hat - sigma eps(sqrt(abar) x-hat, k(sigma)), with k(sigma) the step whose sigma is
 nearest (:class:`~sampler_bench.models.precond.DiscreteVPTime`, EDM's ``iDDPMPrecond.round_sigma``).

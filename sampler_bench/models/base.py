@@ -3,7 +3,7 @@
 Every model (a built-in analytic one, a trained checkpoint from ``sb.load_model``, an adapter for an
 outside network) satisfies :class:`Model`:
 
-* ``model(x, sigma)`` -> E[x0 | x], ``sigma`` of shape [B] (DESIGN.md contract);
+* ``model(x, sigma)`` -> E[x0 | x], ``sigma`` of shape [B] (docs/notation.md, "The public API");
 * ``model.prior(n, generator=None)`` -> n starting states at ``model.sigma_max``;
 * ``sigma_min``, ``sigma_max``, ``shape``, ``process`` ('gaussian', 'pfgmpp', 'cld', ...);
 * ``fingerprint()`` -> a content hash recorded with every result;

@@ -14,7 +14,7 @@ needed to rebuild and trust the model::
     }
 
 Loading refuses anything that is not such a pair (no pickle is ever opened: the principle "no pickles
-from outside" of DESIGN.md), and a config that does not match its weights (wrong hash, missing or
+from outside" of the project's rules: no pickles from outside), and a config that does not match its weights (wrong hash, missing or
 unexpected tensors, wrong shapes), each with one message that says what is wrong.
 
 ``load_model(path)`` returns a :class:`TrainedModel` that satisfies the

@@ -74,7 +74,7 @@ def load_converted(path: str | Path, device: str | torch.device = "cpu", null_la
 
 
 def converted(path: str, device: str = "cpu", null_label: bool = False) -> EDMNetworkModel:
-    """Plug-in factory for a converted checkpoint (``python = "sampler_bench.models.edm:converted"``)."""
+    """Plug-in factory for a converted checkpoint (``python = "sampler_bench.models.edm_import:converted"``)."""
     return load_converted(path, device=device, null_label=null_label)
 
 

@@ -3,7 +3,7 @@
 The factory is the user's code; it returns an object that follows :class:`DenoiserProtocol`:
 
 * ``model(x, sigma, **conditioning)`` -> E[x0 | x] with the shape of ``x`` (``sigma`` of shape [B]; the
-  k-diffusion convention of DESIGN.md). A class-conditional model receives ``class_labels`` (int64 [B],
+  k-diffusion convention of docs/notation.md). A class-conditional model receives ``class_labels`` (int64 [B],
   ``-1`` = no label when it declares ``null_label = True``);
 * ``sigma_min``, ``sigma_max`` (floats, 0 < sigma_min < sigma_max), ``shape`` (data shape without batch),
   ``process`` (``"gaussian"``, ``"pfgmpp"`` or ``"cld"``);

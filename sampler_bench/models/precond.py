@@ -12,7 +12,7 @@ precond     c_skip                 c_out                       c_in             
 ==========  =====================  ==========================  ==================  ======================
 
 VP models (DDPM/ScoreSDE) predict epsilon, v or x0 from the *scaled* state x = alpha x-hat at a model
-time t; :class:`VPPrecond` wraps them with the conversion table of reference/solvers.md section 0:
+time t; :class:`VPPrecond` wraps them with the conversion table of docs/notation.md:
 alpha = 1/sqrt(1 + sigma^2), sigma_VP = alpha sigma, and
 
 * epsilon-prediction: D = x-hat - sigma eps
@@ -139,7 +139,7 @@ PREDICTIONS = ("eps", "v", "x0")
 
 
 def vp_output_to_denoised(out: torch.Tensor, x_hat: torch.Tensor, sigma: torch.Tensor, prediction: str) -> torch.Tensor:
-    """The conversion table of reference/solvers.md section 0, in float64: a VP model output -> D(x-hat, sigma)."""
+    """The conversion table of docs/notation.md, in float64: a VP model output -> D(x-hat, sigma)."""
     s = _col(sigma, x_hat)
     xh = x_hat.to(torch.float64)
     out = out.to(torch.float64)

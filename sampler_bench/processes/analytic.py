@@ -1,6 +1,6 @@
 """Exact denoisers E[x0 | x] under the Gaussian kernel x = x0 + sigma * n.
 
-Formulas: reference/physics.md (f.1) Gaussian mixtures, (f.2) finite point sets. Everything is
+Formulas: docs/processes.md, "Exact denoisers" (Gaussian mixtures, finite point sets). Everything is
 computed in float64 and in log-space (log-sum-exp over components / points), batched over samples
 with one sigma per sample, so the same objects serve as test oracles and as built-in sweep models.
 """
@@ -64,7 +64,7 @@ class IsotropicGaussian:
 
 
 class GaussianMixture:
-    """Data sum_k pi_k N(mu_k, Sigma_k) with full covariances (physics.md f.1).
+    """Data sum_k pi_k N(mu_k, Sigma_k) with full covariances (docs/processes.md).
 
     Each covariance is eigendecomposed once, Sigma_k = U_k diag(lam_k) U_k^T, so the noisy
     covariance C_k = Sigma_k + sigma^2 I is diagonal in the same basis for every sigma.
@@ -222,7 +222,7 @@ class GaussianMixture:
 class PointSet:
     """The empirical distribution of a finite point set: the optimal denoiser of its training data.
 
-    D(x, sigma) = sum_i softmax_i(log pi_i - |x - y_i|^2 / (2 sigma^2)) y_i (physics.md f.2), computed
+    D(x, sigma) = sum_i softmax_i(log pi_i - |x - y_i|^2 / (2 sigma^2)) y_i (docs/processes.md), computed
     as one matmul with cached squared norms; the probability-flow ODE ends on the points themselves.
     """
 

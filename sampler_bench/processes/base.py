@@ -1,7 +1,7 @@
 """One interface for the physical processes that share the ODE dx/dsigma = (x - D(x, sigma))/sigma.
 
 Every process here is "data (+) an isotropic kernel family indexed by the noise level sigma"
-(reference/physics.md, "Unified view"). What differs between them, and so what a
+(docs/processes.md). What differs between them, and so what a
 :class:`Process` declares:
 
 * ``sample_sigma``      -- the training law of the noise level (EDM: ln sigma ~ N(P_mean, P_std^2));

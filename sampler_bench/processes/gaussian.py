@@ -1,7 +1,7 @@
 """The Gaussian kernel x = y + sigma * n: VE, EDM and VP diffusion in the unscaled state x-hat.
 
 All three share the kernel, the probability-flow ODE dx/dsigma = (x - D)/sigma and a reverse SDE; they
-differ only in the training law of sigma, the loss weight and the prior (reference/physics.md,
+differ only in the training law of sigma, the loss weight and the prior (docs/processes.md,
 "Unified view" table; EDM ``training/loss.py`` VPLoss / VELoss / EDMLoss):
 
 ========  ===========================================  ==========================  =========================
@@ -92,7 +92,7 @@ class GaussianProcess(Process):
         return super().prior(n, shape, generator, sigma=s, dtype=dtype, device=device)
 
     def point_set_denoiser(self, points: torch.Tensor) -> PointSet:
-        """physics.md (f.2): softmax(-|x - y_i|^2 / (2 sigma^2)) weighted mean of the points."""
+        """docs/processes.md (finite point set): softmax(-|x - y_i|^2 / (2 sigma^2)) weighted mean of the points."""
         return PointSet(points)
 
     def config(self) -> dict:

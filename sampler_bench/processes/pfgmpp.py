@@ -1,15 +1,15 @@
 """PFGM++: the Poisson-flow kernel with D extra dimensions (Xu et al., arXiv 2302.04265; D = 1 is PFGM,
 arXiv 2209.11178).
 
-With r = sigma * sqrt(D) (the alignment with EDM, physics.md c.3), the perturbation kernel
+With r = sigma * sqrt(D) (the alignment with EDM, arXiv 2302.04265 §4), the perturbation kernel
 p_r(x | y) ~ 1/(|x - y|^2 + r^2)^((N + D)/2) is a multivariate Student-t with D degrees of freedom,
-location y and scale sigma^2 I (physics.md c.1), so:
+location y and scale sigma^2 I (docs/processes.md, PFGM++), so:
 
 * a draw is x = y + R u, u uniform on the unit sphere of R^N and (R/r)^2 = B/(1 - B) with
-  B ~ Beta(N/2, D/2) (the Beta-prime radius of the reference code, physics.md c.2);
+  B ~ Beta(N/2, D/2) (the Beta-prime radius of the reference code, docs/processes.md);
 * every coordinate of (x - y)/sigma is Student-t with D degrees of freedom;
-* the probability-flow ODE is dx/dsigma = (x - D(x, sigma))/sigma, the EDM ODE (physics.md c.5);
-* the empirical-data denoiser weights y_i by (|x - y_i|^2 + r^2)^(-(N+D)/2) (physics.md f.3);
+* the probability-flow ODE is dx/dsigma = (x - D(x, sigma))/sigma, the EDM ODE (docs/processes.md);
+* the empirical-data denoiser weights y_i by (|x - y_i|^2 + r^2)^(-(N+D)/2) (docs/processes.md, "Exact denoisers");
 * there is no exact reverse SDE for finite D, so ``kind = 'pfgmpp'`` and stochastic samplers are skipped;
 * D -> infinity is the Gaussian kernel: ``PFGMPPProcess(D=math.inf)`` *is* the EDM process (kind 'gaussian').
 
@@ -71,7 +71,7 @@ def pfgmpp_noise(shape: Sequence[int], sigma, D: float, generator: Generators = 
 
 
 class PFGMPPPointSet:
-    """Exact E[y | x] of a finite point set under the PFGM++ kernel (physics.md f.3).
+    """Exact E[y | x] of a finite point set under the PFGM++ kernel (docs/processes.md, "Exact denoisers").
 
     logits_i = log pi_i - ((N + D)/2) log1p(|x - y_i|^2 / (D sigma^2)); the squared distances use one
     matmul with cached norms (float64), as :class:`~sampler_bench.processes.analytic.PointSet` does.

@@ -22,7 +22,8 @@ from .markdown import write_markdown
 from .provenance import model_blocks, sweeps_blocks
 from .tables import (
     ORDER_KEY, REQUIRED_METRIC_COLUMNS, check_columns, declared_text, deduplicate, fitted_orders, format_value,
-    headline_key, metric_table, number, order_table, pareto_front, prepare_cells, row_order, seconds_per_sample,
+    headline_key, metric_table, number, order_table, pareto_front, prepare_cells, replicate_table, row_order,
+    seconds_per_sample,
 )
 
 SamplesFn = Callable[[str], "object | None"]
@@ -126,7 +127,14 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
     if cells is None or len(cells) == 0:
         raise ValueError("the results store holds no cells; run `sampler-bench sweep` before asking for a report")
     check_columns(metrics, REQUIRED_METRIC_COLUMNS, "metrics")
-    prepared = prepare_cells(cells)
+    replicate_of = _replicate_index(metrics)
+    if replicate_of:  # replicate k > 0 of a cell: same row label as replicate 0 (its seed is set back)
+        cells = cells.copy()
+        for cid, (k, base_seed) in replicate_of.items():
+            cells.loc[cells["cell_id"] == cid, "seed"] = base_seed
+    prepared_all = prepare_cells(cells)
+    extra_replicates = prepared_all[prepared_all["cell_id"].isin([c for c, (k, _) in replicate_of.items() if k > 0])]
+    prepared = prepared_all[~prepared_all["cell_id"].isin(extra_replicates["cell_id"])]
     kept, superseded = deduplicate(prepared)
     values = metrics.copy()
     values["value"] = pd.to_numeric(values["value"], errors="coerce").astype(float)
@@ -177,14 +185,19 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
         summary.append(f"{orphans} metric value(s) belong to no stored cell and are left out")
     doc.add(Bullets(tuple(summary)))
     doc.add(Paragraph(
-        "NFE is the number of denoiser evaluations, counted by wrapping the denoiser. Tables show 3 significant "
+        "NFE is the number of denoiser evaluations, counted by wrapping the denoiser; for a classifier-free guided "
+        "model one guided evaluation counts once (its network evaluations, two per guided one, are in each value's "
+        "provenance under 'evaluations'). Tables show 3 significant "
         "digits; the provenance section at the end lists everything needed to reproduce each number."
     ))
 
     for model in models:
         m_cells = kept[kept["model"].astype(str) == model]
         m_values = joined[(joined["model"].astype(str) == model) & (joined["status"] == "ok")]
-        _model_section(doc, names, model, m_cells, m_values, samples, budgets_asked, reps, floor_of)
+        m_rep = extra_replicates[extra_replicates["model"].astype(str) == model]
+        rep_values = values.merge(m_rep[["cell_id", "row", "nfe_budget", "status"]], on="cell_id", how="inner")
+        _model_section(doc, names, model, m_cells, m_values, samples, budgets_asked, reps, floor_of,
+                       rep_values[rep_values["status"] == "ok"])
 
     doc.add(Heading(2, "Provenance", names("provenance")))
     sweep_ids = sorted(kept["sweep_id"].dropna().unique(), key=str) if "sweep_id" in kept.columns else []
@@ -207,7 +220,22 @@ def _floor_for(floor_of, model, metric, key, sub) -> dict | None:
     return floor_of.get((str(model), str(metric), str(key), int(n.iloc[0]), int(seed.iloc[0])))
 
 
-def _model_section(doc, names, model, cells, values, samples, budgets_asked, reps=None, floor_of=None) -> None:
+def _replicate_index(metrics: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """cell_id -> (replicate index, base seed) for cells of a sweep with ``replicates = K > 1``."""
+    from .tables import parse_json
+
+    out = {}
+    if "provenance" not in metrics.columns:
+        return out
+    for cid, prov in zip(metrics["cell_id"], metrics["provenance"]):
+        rep = parse_json(prov).get("replicate")
+        if isinstance(rep, dict) and "index" in rep:
+            out[cid] = (int(rep["index"]), int(rep.get("base_seed", 0)))
+    return out
+
+
+def _model_section(doc, names, model, cells, values, samples, budgets_asked, reps=None, floor_of=None,
+                   rep_values=None) -> None:
     doc.add(Heading(2, f"Model {model}", names("model", model)))
     facts = []
     for col, label in (("process", "process"), ("model_hash", "hash")):
@@ -244,6 +272,10 @@ def _model_section(doc, names, model, cells, values, samples, budgets_asked, rep
         orders = fitted_orders(cells, sub) if key == ORDER_KEY else None
         doc.add(_metric_figure(names, model, name, sub, orders, style, lower, sorted(cells["nfe_budget"].unique()),
                                floor))
+        if rep_values is not None and len(rep_values):
+            extra = rep_values[(rep_values["metric"] == metric) & (rep_values["key"] == key)]
+            if len(extra):
+                doc.add(replicate_table(cells, sub, extra, lower))
         if orders is not None and len(orders):
             doc.add(Heading(3, f"{model}: empirical order", names(model, "order")))
             doc.add(order_table(orders, key))
@@ -297,15 +329,28 @@ def _metric_figure(names, model, name, sub, orders, style, lower, budgets, floor
         series.append({"row": row, "label": label, "nfe": s["nfe_counted"].to_numpy(), "value": s["value"].to_numpy(),
                        "ci_low": s["ci_low"].to_numpy() if "ci_low" in s else None,
                        "ci_high": s["ci_high"].to_numpy() if "ci_high" in s else None,
-                       "stochastic": bool(s["stochastic"].iloc[0])})
+                       "stochastic": bool(s["stochastic"].iloc[0]), "family": _family(s["solver"].iloc[0])})
     direction = "lower" if lower else "higher"
     fig = plots.metric_vs_nfe(series, title=f"{model}: {name} vs NFE", ylabel=f"{name} ({direction} is better)",
-                              style=style, budgets=budgets)
-    caption = (f"{name} against counted NFE (log x; log y when the values span a decade or more); dashed lines "
-               "are stochastic samplers.")
+                              style=style, budgets=budgets, floor=floor)
+    caption = (f"{name} against counted NFE (log x; log y when the values span a decade or more), one panel per "
+               "sampler family with shared axes; shaded bands are the 95% intervals, dashed lines stochastic samplers.")
+    if floor is not None:
+        caption += (f" Grey band: the noise floor, i.e. {name} of {int(floor['n_samples'])} exact samples with its "
+                    "interval (dotted: its value); a sampler inside it cannot be told apart from exact sampling.")
     if orders is not None:
         caption += " Legend: declared order p and fitted order (upper half of the budgets where possible)."
     return Figure(names(model, name, "vs-nfe"), plots.to_png(fig), caption, alt=f"{model} {name} vs NFE")
+
+
+def _family(solver: str) -> str:
+    """The family (solver module) a sampler belongs to: the panel of its line."""
+    from ..solvers.registry import info
+
+    try:
+        return str(getattr(info(str(solver)), "family", "") or "other").replace("_", " ")
+    except ValueError:
+        return "other"
 
 
 def _pareto_blocks(names, model, cells, values, head, style) -> list:

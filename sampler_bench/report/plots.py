@@ -60,34 +60,73 @@ def _nfe_ticks(ax, nfe: Sequence[float], most: int = 12) -> None:
     ax.set_xticks([], minor=True)
 
 
-def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: Mapping[str, tuple],
-                  budgets: Sequence[int] = ()) -> Figure:
-    """One line per sampler: metric value against counted NFE on log-log axes.
+#: Small-multiple panels per row of a metric-vs-NFE figure.
+PANEL_COLUMNS = 3
 
-    The y axis is linear when a value is <= 0 or all lie within a decade. ``series`` items:
-    ``label`` (legend text), ``row`` (palette key), ``nfe``, ``value``, ``stochastic`` (dashed
-    line); ``budgets`` label the x axis (default: the NFE values plotted).
+
+def _floor_band(ax, floor: Mapping | None) -> None:
+    """The noise floor (the metric of exact samples of the same size): a grey band over its interval."""
+    if not floor:
+        return
+    lo, hi, v = (float(floor.get(k, math.nan)) for k in ("ci_low", "ci_high", "value"))
+    if math.isfinite(hi):
+        ax.axhspan(lo if math.isfinite(lo) else 0.0, hi, color="0.5", alpha=0.18, linewidth=0, zorder=0)
+    if math.isfinite(v):
+        ax.axhline(v, color="0.4", linestyle=":", linewidth=1.0, zorder=0)
+
+
+def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: Mapping[str, tuple],
+                  budgets: Sequence[int] = (), floor: Mapping | None = None) -> Figure:
+    """Small multiples, one panel per sampler family: metric value against counted NFE (log x).
+
+    ``series`` items: ``label`` (legend text), ``row`` (palette key), ``nfe``, ``value``, optional
+    ``ci_low``/``ci_high`` (drawn as a band), ``family`` (panel; default one panel), ``stochastic``
+    (dashed line). ``floor``: the noise floor (value, ci_low, ci_high), a grey band in every panel.
+    Panels share both axes, so heights compare across panels; y is log when every value and band is
+    positive and they span a decade or more.
     """
-    fig = Figure(figsize=(9.5, 5.2), layout="constrained")
-    ax = fig.add_subplot()
+    families = list(dict.fromkeys(s.get("family", "") for s in series)) or [""]
+    ncols = min(PANEL_COLUMNS, len(families))
+    nrows = math.ceil(len(families) / ncols)
+    fig = Figure(figsize=(4.2 * ncols + 0.6, 3.1 * nrows + 0.8), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     everything = []
-    for s in series:
-        nfe = np.asarray(s["nfe"], dtype=np.float64)
-        val = np.asarray(s["value"], dtype=np.float64)
-        order = np.argsort(nfe, kind="stable")
-        colour, marker = style[s["row"]]
-        ax.plot(nfe[order], val[order], marker=marker, markersize=4, linewidth=1.3, color=colour,
-                linestyle="--" if s.get("stochastic") else "-", label=s["label"])
-        everything.extend(val.tolist())
-    ax.set_xscale("log")
-    _nfe_ticks(ax, list(budgets) or [n for s in series for n in np.asarray(s["nfe"]).tolist()])
-    _log_if_positive(ax, everything)
-    ax.set_xlabel("NFE (counted)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=11)
-    ax.grid(True, which="both", alpha=0.3)
-    if series:
-        _legend(fig, len(series))
+    for k, family in enumerate(families):
+        ax = axes[k // ncols][k % ncols]
+        for s in [s for s in series if s.get("family", "") == family]:
+            nfe = np.asarray(s["nfe"], dtype=np.float64)
+            val = np.asarray(s["value"], dtype=np.float64)
+            order = np.argsort(nfe, kind="stable")
+            colour, marker = style[s["row"]]
+            ax.plot(nfe[order], val[order], marker=marker, markersize=3.5, linewidth=1.2, color=colour,
+                    linestyle="--" if s.get("stochastic") else "-", label=s["label"])
+            lo, hi = s.get("ci_low"), s.get("ci_high")
+            if lo is not None and hi is not None:
+                lo, hi = np.asarray(lo, dtype=np.float64)[order], np.asarray(hi, dtype=np.float64)[order]
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                if ok.any():
+                    ax.fill_between(nfe[order][ok], lo[ok], hi[ok], color=colour, alpha=0.15, linewidth=0)
+                    everything.extend(hi[ok].tolist())
+            everything.extend(val.tolist())
+        _floor_band(ax, floor)
+        ax.set_xscale("log")
+        ax.set_title(family or title, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, frameon=False, loc="best")
+    for k in range(len(families), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    ax0 = axes[0][0]
+    _nfe_ticks(ax0, list(budgets) or [n for s in series for n in np.asarray(s["nfe"]).tolist()])
+    if floor and math.isfinite(float(floor.get("ci_high", math.nan))):
+        everything.append(float(floor["ci_high"]))
+    _log_if_positive(ax0, everything)
+    if ax0.get_yscale() == "log":
+        positive = [v for v in everything if math.isfinite(v) and v > 0]
+        if positive:  # bands reaching below 0 (an interval of a value near 0) are cut at the axis
+            ax0.set_ylim(bottom=0.5 * min(positive))
+    fig.supxlabel("NFE (counted)", fontsize=9)
+    fig.supylabel(ylabel, fontsize=9)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 

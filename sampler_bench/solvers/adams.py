@@ -6,7 +6,7 @@ call per step (NFE = steps, no extra call on the step onto sigma = 0):
 
     x_{i+1} = x_i + sum_j c_ij eps_{i-j}
 
-and differ only in the weights ``c_ij`` (reference/solvers.md §2.6 and §4):
+and differ only in the weights ``c_ij`` (docs/solvers.md, "Adams and DEIS family"):
 
 * ``lms`` / ``deis_rho``: Adams–Bashforth in sigma, ``c_ij = int_{sigma_i}^{sigma_{i+1}} l_j(s) ds``
   with ``l_j`` the Lagrange basis on the recent sigmas;
@@ -121,7 +121,7 @@ def deis_rho(ctx, x, i):
     """rhoAB-DEIS in the unscaled state x = v (DEIS ``x2v``) with rho = sigma: exactly ``lms(order=r+1)``.
 
     DEIS names the order by the polynomial degree r (``ab_order``), so ``deis_rho(order=r)`` is
-    ``lms(order=r+1)`` (reference/solvers.md §4, pitfall 12).
+    ``lms(order=r+1)`` (docs/findings.md, "Pitfalls": DEIS's ab_order).
     """
     return adams_bashforth_sigma_step(ctx, x, i, ctx.options["order"] + 1)
 
@@ -211,9 +211,8 @@ def _deis_coefficients(ctx) -> list[list[float]]:
 def deis(ctx, x, i):
     """x_{i+1} = x_i + sum_j C_ij eps_{i-j}, C_ij = int_{t_i}^{t_{i+1}} sigma'(t) l_j(t) dt.
 
-    This is DEIS's VP update ``Psi x + sum C eps`` divided by alpha_{i+1} (reference/solvers.md §4,
-    [derived]); t(sigma) is EDM's VP time (``schedules.vp_time``). ``order`` is DEIS's ``ab_order``
-    r, the polynomial degree, so the global order is r + 1; step i uses degree ``min(i, r)``.
+    This is DEIS's VP update ``Psi x + sum C eps`` divided by alpha_{i+1} (docs/solvers.md, deis);
+    t(sigma) is EDM's VP time (``schedules.vp_time``). ``order`` is DEIS's ``ab_order`` r, the polynomial degree, so the global order is r + 1; step i uses degree ``min(i, r)``.
     """
     coeffs = ctx.state["deis_coeffs"][i]
     history = _eps_history(ctx, x, i, ctx.options["order"] + 1)

@@ -2,7 +2,7 @@
 
 An ancestral step splits sigma_i -> sigma_{i+1} into a deterministic step down to ``sigma_down``
 and fresh noise of std ``sigma_up``, with sigma_down^2 + sigma_up^2 = sigma_{i+1}^2 (k-diffusion's
-``get_ancestral_step``). Formulas: reference/solvers.md §2.2, §2.6 and §11 pitfalls 8 and 14.
+``get_ancestral_step``). Formulas: docs/solvers.md; pitfalls: docs/findings.md (SDE noise, DDIM's eta).
 
 ``ddim`` and ``euler_ancestral`` are one step function under two names. Both default to eta = 1
 (DDPM's ancestral sampler, k-diffusion's default): this registry entry is the *stochastic* DDIM
@@ -48,8 +48,8 @@ _ANCESTRAL_PAPERS = (
 def euler_ancestral(ctx, x, i):
     """DDIM(eta) in the unscaled state: Euler down to sigma_down, then sigma_up * s_noise * z.
 
-    In (x, sigma) DDIM's posterior std c1/alpha_next equals sigma_up of ``ancestral_split`` (solvers.md
-    §2.2 [derived], pitfall 14), so DDIM(eta) is exactly k-diffusion's euler_ancestral(eta). The
+    In (x, sigma) DDIM's posterior std c1/alpha_next equals sigma_up of ``ancestral_split`` (docs/solvers.md,
+    euler_ancestral; docs/findings.md, "Pitfalls"), so DDIM(eta) is exactly k-diffusion's euler_ancestral(eta). The
     deterministic part is written like ``euler`` so that eta = 0 reproduces it bit for bit; the
     step onto sigma = 0 returns D and adds no noise.
     """
@@ -57,7 +57,7 @@ def euler_ancestral(ctx, x, i):
     denoised = ctx.model(x, s)
     sigma_down, sigma_up = ancestral_split(s, s_next, ctx.options["eta"])
     x = first_order_update(x, denoised, s, sigma_down)
-    if sigma_up > 0:  # eta = 0 or the final step: no noise drawn at all (pitfall 8)
+    if sigma_up > 0:  # eta = 0 or the final step: no noise drawn at all (k-diffusion's eta = 0 rule)
         x = x + ctx.noise(x, i) * (ctx.options["s_noise"] * sigma_up)
     return x
 

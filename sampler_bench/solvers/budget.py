@@ -1,6 +1,6 @@
 """Turn an NFE budget into the step count, grid and options for a solver.
 
-Each repository counts NFE its own way (reference/solvers.md §11 pitfall 1); here the budget is the
+Each repository counts NFE its own way (docs/findings.md, "Counting NFE differently"); here the budget is the
 number of denoiser evaluations, the solver's declared NFE law says what a grid costs, and the
 sweep later *counts* the evaluations and compares.
 """

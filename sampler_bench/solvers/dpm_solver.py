@@ -3,11 +3,11 @@
 DPM-Solver (Lu et al., arXiv 2206.00927) integrates the probability-flow ODE exactly in its linear
 part, in lambda = -log(sigma), and Taylor-expands the noise prediction eps = (xh - D)/sigma:
 
-    xh_t = xh_s - int_{lambda_s}^{lambda_t} e^{-lambda} eps dlambda            (reference/solvers.md §0.1)
+    xh_t = xh_s - int_{lambda_s}^{lambda_t} e^{-lambda} eps dlambda            (docs/notation.md)
 
 With h = lambda_t - lambda_s = log(sigma_s / sigma_t), intermediate points at fractions r of h,
 sigma_r = sigma_s e^{-r h}, and sigma_t expm1(h) = sigma_s - sigma_t, the k-stage updates are
-solvers.md §3.1 in xh form (DPMS ``singlestep_dpm_solver_*_update`` divided by alpha_t).
+docs/solvers.md in xh form (DPMS ``singlestep_dpm_solver_*_update`` divided by alpha_t).
 
 This module also holds the *DPM-Solver-fast* order split (paper §3.3, DPMS
 ``get_orders_and_timesteps_for_singlestep_solver``) shared with the DPM-Solver++ singlestep solvers
@@ -23,7 +23,7 @@ cumulative sums of the per-step orders (``singlestep_plan_grid``), so a planned 
 reference there.
 
 The step onto sigma = 0 (h = infinity) is always a single first-order denoise, ``xh = D``
-(solvers.md §11 pitfall 2; no log(0) is ever taken). Scalar coefficients are Python floats
+(docs/findings.md, "Pitfalls"; no log(0) is ever taken). Scalar coefficients are Python floats
 (float64); tensor work is kept to one kernel per term so the per-step overhead stays small.
 """
 
@@ -58,7 +58,7 @@ DPM_SOLVER_PAPER = (
 
 
 def fast_orders(order: int, nfe: int) -> list[int]:
-    """DPM-Solver-fast's per-step orders for ``nfe`` evaluations (solvers.md §3.1, DPMS ``sample``).
+    """DPM-Solver-fast's per-step orders for ``nfe`` evaluations (docs/solvers.md, DPMS ``sample``).
 
     order 3: K = nfe//3 + 1 steps, [3]*(K-2)+[2,1] if nfe%3 == 0, [3]*(K-1)+[1] if nfe%3 == 1,
     [3]*(K-1)+[2] if nfe%3 == 2; order 2: [2]*(nfe/2) if nfe is even, else [2]*(nfe//2)+[1];
@@ -287,7 +287,7 @@ def register_singlestep(name: str, *, order: int, r1: float, r2: float | None, p
 
 
 # ---------------------------------------------------------------------------------------------
-# The noise-prediction updates (solvers.md §3.1, xh form).
+# The noise-prediction updates (docs/solvers.md, xh form).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -386,7 +386,7 @@ def _dpm_solver_step(ctx, x, i):
 def dpm_2(ctx, x, i):
     """sigma_mid = exp((log s + log s')/2); x2 = x + (sigma_mid - s) d; x' = x + (s' - s) d(x2, sigma_mid).
 
-    solvers.md §2.4; onto sigma = 0 a single Euler step (the denoise), as in k-diffusion.
+    docs/solvers.md (dpm_2); onto sigma = 0 a single Euler step (the denoise), as in k-diffusion.
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
@@ -405,7 +405,7 @@ def dpm_2(ctx, x, i):
     description="DPM-Solver-1: first-order exponential integrator (= DDIM = Euler in (x, sigma)).",
 )
 def dpm_solver_1(ctx, x, i):
-    """``xh_t = xh_s - sigma_t expm1(h) eps_s`` = ``(t/s) xh_s + (1 - t/s) D_s`` (solvers.md §2.1)."""
+    """``xh_t = xh_s - sigma_t expm1(h) eps_s`` = ``(t/s) xh_s + (1 - t/s) D_s`` (docs/solvers.md, euler)."""
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     return first_order_update(x, ctx.model(x, s), s, t)
 
@@ -415,7 +415,7 @@ def dpm_solver_1(ctx, x, i):
     description="Singlestep DPM-Solver-2 (noise prediction), r1=1/2 in lambda; planned budgets use DPM-Solver-fast.",
 )
 def dpm_solver_2(ctx, x, i):
-    """DPM-Solver-2 (arXiv 2206.00927 Alg. 1 / solvers.md §3.1); see :func:`dpm_solver_2_update`.
+    """DPM-Solver-2 (arXiv 2206.00927 Alg. 1); see :func:`dpm_solver_2_update`.
 
     Options: ``r1`` (default 1/2), ``solver_type`` 'dpmsolver'|'taylor', per-step ``orders`` (1 or 2),
     ``split`` for budgets. NFE = sum(orders); by default 2 per step and 1 for the denoise onto 0.
@@ -428,7 +428,7 @@ def dpm_solver_2(ctx, x, i):
     description="Singlestep DPM-Solver-3 (noise prediction), r1=1/3, r2=2/3; planned budgets use DPM-Solver-fast.",
 )
 def dpm_solver_3(ctx, x, i):
-    """DPM-Solver-3 (arXiv 2206.00927 Alg. 2 / solvers.md §3.1); see :func:`dpm_solver_3_update`.
+    """DPM-Solver-3 (arXiv 2206.00927 Alg. 2); see :func:`dpm_solver_3_update`.
 
     Options: ``r1``, ``r2`` (defaults 1/3, 2/3; order-2 steps use r1 = 1/2), ``solver_type``,
     per-step ``orders`` (1..3), ``split``. ``plan('dpm_solver_3', nfe)`` gives DPM-Solver-fast:

@@ -3,16 +3,16 @@
 DPM-Solver++ (Lu et al., arXiv 2211.01095) integrates the probability-flow ODE exactly in its linear
 part in lambda = -log(sigma) and Taylor-expands the *denoiser* D instead of the noise:
 
-    xh_t = (sigma_t/sigma_s) xh_s + sigma_t int_{lambda_s}^{lambda_t} e^{lambda} D dlambda   (solvers.md §0.1)
+    xh_t = (sigma_t/sigma_s) xh_s + sigma_t int_{lambda_s}^{lambda_t} e^{lambda} D dlambda   (docs/notation.md)
 
 With h = log(sigma_s/sigma_t) and the data-form phi functions phi_1 = expm1(-h), phi_2 = phi_1/h + 1,
-phi_3 = phi_2/h - 1/2, the updates are solvers.md §3.2-3.3 (DPMS ``dpmsolver++`` code divided by
+phi_3 = phi_2/h - 1/2, the updates are those of docs/solvers.md (DPMS ``dpmsolver++`` code divided by
 alpha_t): every one of them reads ``xh_t = (t/s) xh_s - phi_1 D_s + (higher-order corrections)``.
 
 Singlestep solvers share DPM-Solver's per-step ``orders`` / ``split`` machinery
 (:mod:`sampler_bench.solvers.dpm_solver`). Multistep solvers keep their past denoiser outputs in
 ``ctx.state`` and warm-start with orders 1, 2, ... . Every step onto sigma = 0 is the single
-first-order denoise ``xh = D`` (h = infinity; solvers.md §11 pitfall 2), as in k-diffusion.
+first-order denoise ``xh = D`` (h = infinity; docs/findings.md, "Pitfalls"), as in k-diffusion.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DPMPP_PAPER = (
 )
 
 # ---------------------------------------------------------------------------------------------
-# Singlestep DPM-Solver++(2S) and (3S) (solvers.md §3.2).
+# Singlestep DPM-Solver++(2S) and (3S) (docs/solvers.md).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -93,7 +93,7 @@ def _dpmpp_singlestep(ctx, x, i):
     "= k-diffusion dpmpp_2s_ancestral(eta=0).",
 )
 def dpmpp_2s(ctx, x, i):
-    """DPM-Solver++(2S) (arXiv 2211.01095 Alg. 1; solvers.md §3.2); see :func:`dpmpp_2s_update`.
+    """DPM-Solver++(2S) (arXiv 2211.01095 Alg. 1; docs/solvers.md); see :func:`dpmpp_2s_update`.
 
     Defaults reproduce k-diffusion's ``sample_dpmpp_2s_ancestral(eta=0)``: every step second order with
     r1 = 1/2, the step onto sigma=0 a single denoise (2N-1 NFE to zero, 2N otherwise). Options as
@@ -107,7 +107,7 @@ def dpmpp_2s(ctx, x, i):
     description="Singlestep DPM-Solver++(3S) (data prediction), r1=1/3, r2=2/3; planned budgets use DPM-Solver-fast.",
 )
 def dpmpp_3s(ctx, x, i):
-    """DPM-Solver++(3S) (arXiv 2211.01095; solvers.md §3.2); see :func:`dpmpp_3s_update`.
+    """DPM-Solver++(3S) (arXiv 2211.01095; docs/solvers.md); see :func:`dpmpp_3s_update`.
 
     Options as DPM-Solver-3: ``r1``, ``r2`` (order-2 steps use r1 = 1/2), ``solver_type``, per-step
     ``orders`` (1..3), ``split`` ('fast' = DPM-Solver-fast split when planned from a budget).
@@ -116,7 +116,7 @@ def dpmpp_3s(ctx, x, i):
 
 
 # ---------------------------------------------------------------------------------------------
-# Multistep DPM-Solver++(2M) and (3M) (solvers.md §3.3).
+# Multistep DPM-Solver++(2M) and (3M) (docs/solvers.md).
 # ---------------------------------------------------------------------------------------------
 
 LOWER_ORDER_FINAL_DOC = (
@@ -128,7 +128,7 @@ LOWER_ORDER_FINAL_DOC = (
 def multistep_order(ctx, i: int, order: int) -> int:
     """Order of step ``i``: warm start min(order, i + 1); with ``lower_order_final`` also <= steps - i.
 
-    ``lower_order_final`` (solvers.md §3.3, pitfall 3) is implemented three ways in the wild: DPMS
+    ``lower_order_final`` (docs/findings.md, "Pitfalls") is implemented three ways in the wild: DPMS
     lowers with ``min(order, steps + 1 - step)`` but only when steps < 10 (its docstring says < 15,
     diffusers uses < 15), UniPC always, k-diffusion only on the step onto sigma = 0. Here:
 
@@ -210,7 +210,7 @@ def dpmpp_3m_update(x, m0, m1, m2, s_prev2: float, s_prev: float, s: float, t: f
     },
 )
 def dpmpp_2m(ctx, x, i):
-    """DPM-Solver++(2M) (arXiv 2211.01095 Alg. 2; solvers.md §3.3); see :func:`dpmpp_2m_update`.
+    """DPM-Solver++(2M) (arXiv 2211.01095 Alg. 2; docs/solvers.md); see :func:`dpmpp_2m_update`.
 
     One evaluation per step (NFE = steps). Step 0 is first order; the step onto sigma=0 is the
     denoise. With the defaults this equals k-diffusion's ``sample_dpmpp_2m`` on any grid.
@@ -240,7 +240,7 @@ def dpmpp_2m(ctx, x, i):
     },
 )
 def dpmpp_3m(ctx, x, i):
-    """DPM-Solver++(3M) (arXiv 2211.01095; DPMS code; solvers.md §3.3); see :func:`dpmpp_3m_update`.
+    """DPM-Solver++(3M) (arXiv 2211.01095; DPMS code; docs/solvers.md); see :func:`dpmpp_3m_update`.
 
     One evaluation per step. Steps 0 and 1 use orders 1 and 2 (the 2M update of form ``variant``);
     the step onto sigma=0 is the denoise. With ``variant='taylor'`` this equals k-diffusion's
@@ -291,8 +291,8 @@ def res_multistep(ctx, x, i):
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
-    previous = ctx.state.get("denoised")
-    ctx.state["denoised"] = denoised
+    previous = ctx.history[0] if ctx.history else None
+    ctx.history.push(s, denoised, keep=1)
     if t == 0.0 or previous is None:
         return first_order_update(x, denoised, s, t)
     h = math.log(s / t)

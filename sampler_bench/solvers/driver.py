@@ -1,6 +1,6 @@
 """The one sampling loop shared by every solver, the denoiser wrapper that counts NFE, and ``sample``.
 
-Conventions (DESIGN.md "Contracts"): ``denoiser(x, sigma)`` with ``sigma`` of shape ``[B]``
+Conventions (docs/notation.md, "The public API"): ``denoiser(x, sigma)`` with ``sigma`` of shape ``[B]``
 returns E[x0 | x]; ``sigmas`` is 1-D, strictly decreasing, float64; a trailing 0 means the
 sampler ends with its reference code's denoise to 0, a positive last value means it stops there.
 """
@@ -34,7 +34,7 @@ class NonFiniteSampleError(RuntimeError):
 class CountingDenoiser:
     """Wraps ``denoiser(x, sigma[B])``; accepts a Python float sigma; counts every call.
 
-    NFE is *counted* here, never inferred from loop lengths (DESIGN.md "Counted, not assumed").
+    NFE is *counted* here, never inferred from loop lengths (docs/notation.md, "Counting NFE").
     ``seconds`` accumulates wall time inside the denoiser when ``timed`` (for the sweep's
     fraction-of-time-in-denoiser figure); timing synchronises CUDA so it is off by default.
     """
@@ -79,7 +79,7 @@ class CountingDenoiser:
 
 
 class DenoiserOutputError(ValueError):
-    """The denoiser broke its contract (DESIGN.md "Contracts"): an output not shaped like its input."""
+    """The denoiser broke its contract (docs/notation.md, "The public API"): an output not shaped like its input."""
 
 
 #: How many per-grid coefficient sets :meth:`Context.cached` keeps (least recently used dropped first).

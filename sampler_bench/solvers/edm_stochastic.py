@@ -1,11 +1,11 @@
 """EDM's stochastic sampler: Heun with "churn" (Karras et al., 'Elucidating the Design Space of
-Diffusion-Based Generative Models', arXiv 2206.00364, Algorithm 2; reference/solvers.md §2.4).
+Diffusion-Based Generative Models', arXiv 2206.00364, Algorithm 2; docs/solvers.md).
 
 Each step first raises the noise level from sigma_i to sigma_hat = sigma_i (1 + gamma_i) by adding
 fresh noise of std sqrt(sigma_hat^2 - sigma_i^2) S_noise, then takes a Heun step from sigma_hat to
 sigma_{i+1} (a single Euler step onto sigma = 0). gamma_i = min(S_churn / N, sqrt(2) - 1) for
 S_min <= sigma_i <= S_max and 0 elsewhere, N the number of steps (EDM ``edm_sampler``, k-diffusion
-``sample_heun``; pitfall 9). The NFE law is Heun's: 2N - 1 on a grid ending at 0, 2N otherwise.
+``sample_heun``). The NFE law is Heun's: 2N - 1 on a grid ending at 0, 2N otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def _check(ctx, x) -> None:
 
 @register(
     "edm_stochastic",
+    # Without churn this is heun (order 2). With churn no weak order beyond 1 is established
+    # (docs/solvers.md); on a Gaussian it measures 2, because gamma = S_churn/N vanishes as N grows.
     order=lambda o: 2 if o["S_churn"] == 0 else 1,
     nfe_per_step=2,
     stochastic=True,
@@ -40,8 +42,6 @@ def _check(ctx, x) -> None:
         S_noise=Option(1.0, float, "std multiplier of the churn noise (EDM ImageNet-64: 1.003)", low=0.0),
     ),
     init=_check,
-    # Without churn this is heun (order 2). With churn no weak order beyond 1 is established
-    # (solvers.md §2.4); on a Gaussian it measures 2, because gamma = S_churn/N vanishes as N grows.
 )
 def edm_stochastic(ctx, x, i):
     """Churn sigma_i -> sigma_hat with fresh noise, then Heun (Euler onto sigma = 0) to sigma_{i+1}."""

@@ -1,19 +1,19 @@
 """ER-SDE-Solvers 1, 2 and 3 (Cui et al., 'Elucidating the Solution Space of Extended Reverse-Time
 SDE for Diffusion Models', arXiv 2309.06169; reference code QinpengCui/ER-SDE-Solver).
 
-The extended reverse SDE with noise-scale function phi has the exact step (reference/solvers.md §6.1)
+The extended reverse SDE with noise-scale function phi has the exact step (docs/solvers.md, "ER-SDE-Solver")
 
     x_{i+1} = r x_i + phi(s') int_{s'}^{s} phi'/phi^2 D dsigma + sqrt(s'^2 - s^2 r^2) z,   r = phi(s')/phi(s),
 
 and ER-SDE-Solver-k replaces D by its Taylor polynomial in sigma of degree k-1 (backward differences
-of past D's), integrated exactly (§6.2):
+of past D's), integrated exactly:
 
     k = 1:  r x + (1 - r) D_i + sqrt(s'^2 - s^2 r^2) z
     k = 2:  ... + (s' - s + phi(s') S) d1,               S  = int_{s'}^{s} dsigma / phi
     k = 3:  ... + ((s' - s)^2 / 2 + phi(s') S') d2,      S' = int_{s'}^{s} (sigma - s) / phi dsigma
 
 The noise is exact, so phi must satisfy sigma phi'/phi >= 1 (else s'^2 - s^2 r^2 < 0); this is checked
-on the actual grid before sampling (pitfall 11). S and S' depend only on the grid: they are
+on the actual grid before sampling (docs/findings.md, "Pitfalls"). S and S' depend only on the grid: they are
 precomputed once per run in float64, by default with Gauss-Legendre quadrature in log sigma
 (accurate to round-off); ``integral='riemann'`` uses the reference code's 100-point left Riemann
 sum instead, for parity with the paper's numbers (its O(h^2/100) error in S caps the order of

@@ -1,4 +1,4 @@
-"""Euler–Maruyama on the reverse-SDE family in sigma (reference/solvers.md §0.1, §2.5).
+"""Euler–Maruyama on the reverse-SDE family in sigma (docs/notation.md, "Reverse SDEs"; docs/solvers.md).
 
     d x = (1 + kappa) eps d sigma + sqrt(2 kappa sigma) dw,   eps = (x - D(x, sigma)) / sigma,
 

@@ -120,7 +120,9 @@ def linear_quadratic(n: int, sigma_min: float, sigma_max: float, threshold_noise
     """Mochi's linear-then-quadratic schedule times sigma_max (ComfyUI ``linear_quadratic_schedule``).
 
     Its last positive level is set by ``threshold_noise`` and the step count, not by sigma_min, which
-    must not exceed it. ``linear_steps`` defaults to half the steps. Without a trailing 0 the grid is
+    must not exceed it. Mochi is a flow model (sigma in [0, 1]); on a VE/EDM range the last positive
+    level stays a sizeable fraction of sigma_max (20 steps from 80 reach 14.6 before the denoise),
+    which the sweep's numbers show (`sampler-bench sweep schedules`). ``linear_steps`` defaults to half the steps. Without a trailing 0 the grid is
     the ``n + 1``-step schedule's positive levels.
     """
     _check(n, sigma_min, sigma_max)

@@ -1,6 +1,6 @@
 """First-order and EDM-family deterministic samplers on dx/dsigma = (x - D(x, sigma))/sigma.
 
-Formulas: reference/solvers.md §2.1 and §2.4.
+Formulas: docs/solvers.md (euler, heun).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Two noise sources, chosen by every stochastic solver's ``noise`` option (declare
   ``BrownianTree``, Li et al. 2020, arXiv 2001.01328), seeded from the generator(s). The same seed
   gives the same path whatever the step grid, so samples on a coarse and a fine grid are driven by
   the *same* noise (strong-error studies; k-diffusion's ``BrownianTreeNoiseSampler`` idea,
-  reference/solvers.md §11 pitfall 8).
+  docs/findings.md, "Pitfalls").
 """
 
 from __future__ import annotations

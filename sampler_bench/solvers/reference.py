@@ -3,7 +3,7 @@
 Integrates the probability-flow ODE in u = log(sigma), where it reads dx/du = x - D(x, sigma)
 (smooth and non-stiff down to small sigma), with SciPy's adaptive DOP853 (Dormand & Prince,
 8th order; Hairer, Norsett & Wanner, 'Solving ODEs I') in float64 at tight tolerances.
-Measure orders against it ending at sigma_min > 0 (reference/solvers.md §9).
+Measure orders against it ending at sigma_min > 0 (docs/solvers.md, "Reference integrators").
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ The main pass is EDM's Heun on the given grid (Karras et al. Alg. 1). At each re
 
 t_min is snapped to the nearest main-grid level, as the reference implementation does
 (Newbeeer/diffusion_restart_sampling @ 8cbcb07, ``benchmarks/generate_restart.py restart_sampler``,
-re-implemented independently in tests/test_seeds_restart.py). Every evaluation is counted: a restart
+re-implemented independently in tests/test_sde_samplers.py). Every evaluation is counted: a restart
 interval costs 2 K (restart_steps - 1) NFE on top of Heun's 2N - 1 (grid ending at 0) or 2N.
 
 Defaults are the paper's CIFAR-10 (EDM, VP) configuration, Table 3: one interval [0.14, 0.30],

@@ -4,7 +4,7 @@ Convention for every builder: ``n`` is the number of solver *steps*. With ``appe
 (the default) the grid holds ``n`` positive levels from ``sigma_max`` to ``sigma_min`` followed by
 0 (k-diffusion's ``get_sigmas_*(n)``), so the last step is the sampler's denoise to 0; with
 ``append_zero=False`` it holds ``n + 1`` positive levels and the sampler stops at ``sigma_min``.
-Formulas: reference/solvers.md §1 (EDM ``generate.py``, k-diffusion ``sampling.py``, DPM-Solver
+Formulas: docs/solvers.md, "Schedules" (EDM ``generate.py``, k-diffusion ``sampling.py``, DPM-Solver
 ``get_time_steps``).
 """
 

@@ -1,11 +1,11 @@
 """SDE variants of DPM-Solver++: k-diffusion's dpmpp_sde, DPM-Solver++(2M) SDE and (3M) SDE.
 
 All three discretise the reverse-SDE family d x = (1 + eta) eps d sigma + sqrt(2 sigma eta) dw
-(reference/solvers.md §0.1, k-diffusion's ``eta`` = kappa) with exponential-integrator steps in
+(docs/notation.md, "Reverse SDEs"; k-diffusion's ``eta`` = kappa) with exponential-integrator steps in
 lambda = -log sigma; eta = 0 skips the noise branch and gives the deterministic solver
-(§3.4, §2.6, pitfall 8). Formulas follow k-diffusion's ``sampling.py`` (Crowson) exactly.
+(docs/solvers.md, "SDE versions"). Formulas follow k-diffusion's ``sampling.py`` (Crowson) exactly.
 
-Declared weak order for eta > 0: 1. No convergence theorem exists for these SDE variants (§3.4, §9);
+Declared weak order for eta > 0: 1. No convergence theorem exists for these SDE variants;
 with the exact denoiser of a Gaussian, 2M/3M SDE measure weak order 2 and dpmpp_sde 1
 (tests/test_stochastic.py), so 1 is the bound that holds for all three.
 """
@@ -121,7 +121,7 @@ def dpmpp_2m_sde(ctx, x, i):
 )
 def dpmpp_3m_sde(ctx, x, i):
     """x_{i+1} = (s'/s) e^{-eta h} x + (1 - e^{-H}) D_i + phi2(H) d1 - phi3(H) d2 + noise, H = (1+eta) h,
-    with k-diffusion's backward differences d1, d2 in units of h (solvers.md §3.4)."""
+    with k-diffusion's backward differences d1, d2 in units of h (docs/solvers.md, "SDE versions")."""
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eta = ctx.options["eta"]
     denoised = ctx.model(x, s)

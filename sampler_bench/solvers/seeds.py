@@ -13,7 +13,7 @@ exactly the variance 1 - e^{-2 eta h} of the exact solution (paper Alg. 2-4, the
 weighted" noise of Prop. 4.2). Stage weights are the derivative-free exponential Runge-Kutta ones:
 SEEDS-2 with phi_1 (midpoint) or phi_2 (Heun-like) final weights, SEEDS-3 with phi_2 weights
 (paper Alg. 3-4; the reference implementation followed is ComfyUI's ``sample_seeds_2`` /
-``sample_seeds_3``, which tests/test_seeds_restart.py re-implements independently).
+``sample_seeds_3``, which tests/test_sde_samplers.py re-implements independently).
 
 eta = 0 gives DPM-Solver++(2S) / (3S) (the 'dpmsolver' form for phi_1, 'taylor' for phi_2); the step
 onto sigma = 0 is the single denoise x = D (2N-1 / 3N-2 NFE on a grid ending at 0).

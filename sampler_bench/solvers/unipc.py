@@ -1,7 +1,7 @@
 """UniPC: unified predictor-corrector multistep sampler (Zhao et al., arXiv 2302.04867).
 
 Data-prediction form (``algorithm_type='data_prediction'``) of the reference code's
-``multistep_uni_pc_bh_update`` and ``sample(method='multistep')`` (reference/solvers.md §5),
+``multistep_uni_pc_bh_update`` and ``sample(method='multistep')`` (docs/solvers.md, UniPC),
 written in the unscaled state (divide the VP update by alpha_t). With lambda = -log(sigma),
 h = lambda_{i+1} - lambda_i, D_i the stored denoiser outputs and r_k = (lambda_{i-k} - lambda_i)/h:
 
@@ -31,7 +31,7 @@ def phi(k: int, z: float) -> float:
     """The exponential-integrator phi-function phi_k(z) = sum_n z^n/(n+k)!, accurate for every z.
 
     The recursion phi_{k+1} = (phi_k - 1/k!)/z (what the reference code runs) loses about
-    k*log10(1/|z|) digits for small steps (reference/solvers.md pitfall 5); the series does not.
+    k*log10(1/|z|) digits for small steps (docs/findings.md, "Pitfalls": precision); the series does not.
     """
     if abs(z) < 1.0:
         term = 1.0 / math.factorial(k)

@@ -25,7 +25,7 @@ def lincomb(terms: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
 
 
 def first_order_update(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-    """DPM-Solver-1 = DPM-Solver++(1) = DDIM = Euler in (xh, sigma) (solvers.md §2.1).
+    """DPM-Solver-1 = DPM-Solver++(1) = DDIM = Euler in (xh, sigma) (docs/solvers.md, euler).
 
     ``(s'/s) x + (1 - s'/s) D`` as a single lerp; onto sigma = 0 it is the denoise ``D`` itself.
     """

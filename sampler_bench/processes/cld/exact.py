@@ -57,7 +57,7 @@ class _CLDExact:
 
 
 class CLDGaussianMixture(_CLDExact):
-    """Data sum_k pi_k N(mu_k, S_k) under the CLD kernel: exact score, posterior mean and eps (physics.md f.1).
+    """Data sum_k pi_k N(mu_k, S_k) under the CLD kernel: exact score, posterior mean and eps (docs/processes.md).
 
     u = A x_0 + noise with A = (psi11, psi21) per coordinate and noise covariance Sigma_t per (x, v) pair,
     so component k has covariance A S_k A^T + Sigma_t (x) I. In the eigenbasis S_k = U diag(lam) U^T it
@@ -114,7 +114,7 @@ class CLDGaussianMixture(_CLDExact):
 
 
 class CLDPointSet(_CLDExact):
-    """The empirical distribution of a finite point set under the CLD kernel (physics.md f.2, CLD case).
+    """The empirical distribution of a finite point set under the CLD kernel (docs/processes.md, CLD case).
 
     With P = Sigma_t^{-1} = [[a, b], [b, c]]: logits_i = log pi_i - Q_i / 2 with
     Q_i = sum_d a e_x^2 + 2 b e_x e_v + c e_v^2, e = (x - psi11 y_i, v - psi21 y_i), evaluated as one

@@ -3,7 +3,7 @@
 Dockhorn, Vahdat, Kreis, "Score-Based Generative Modeling with Critically-Damped Langevin Diffusion"
 (arXiv 2112.07068); score parameterisation and samplers from Zhang, Tao, Chen, "gDDIM: Generalized
 Denoising Diffusion Implicit Models" (arXiv 2206.05564), reference code qsh-zh/gDDIM ``cld_jax``.
-Formulas: reference/physics.md (e), (f.1), (f.2); reference/solvers.md §7.2.
+Formulas: docs/processes.md (CLD, exact denoisers); docs/solvers.md (CLD samplers).
 
 **State layout (used everywhere in sampler-bench):** ``u`` has shape ``[B, 2, *data_shape]`` with
 ``u[:, 0]`` the position x (the data channel) and ``u[:, 1]`` the velocity v. A network sees the two
@@ -113,7 +113,7 @@ def _r_solution(m_inv: float, gamma_: float, numerical_eps: float, b_max: float)
 
 @dataclass(frozen=True)
 class CLD:
-    """Critically-damped Langevin diffusion with gDDIM's defaults (``cld_jax/configs``, solvers.md §7.2).
+    """Critically-damped Langevin diffusion with gDDIM's defaults (``cld_jax/configs``; docs/processes.md).
 
     ``m_inv`` = M^-1 (mass inverse), ``beta_0``/``beta_1``: beta(t) = beta_0 + beta_1 t, ``gamma``: the
     HSM initial velocity variance in units of M (``vv_gamma``), ``numerical_eps``: added to Sigma_0,
@@ -224,7 +224,7 @@ class CLD:
         Sigma_xx = e^{-2x} [S0xx (1+x)^2 + E3(2x) + M^-2 B^2 S0vv],
         Sigma_xv = e^{-2x} [-B (1+x) S0xx + M^-1 B (1-x) S0vv + 2 B x],
         Sigma_vv = e^{-2x} [B^2 S0xx + (1-x)^2 S0vv + M (E3(2x) + 4x)]
-        (physics.md e.1 gives the same polynomials).
+        (CLD-SGM's reference code gives the same polynomials).
         """
         s0 = self.sigma0 if sigma0 is None else np.asarray(sigma0, dtype=np.float64)
         if abs(s0[0, 1]) > 0 or abs(s0[1, 0]) > 0:

@@ -1,8 +1,10 @@
 """Samplers for critically-damped Langevin diffusion: gDDIM (deterministic and stochastic), EM, Euler, Heun.
 
 Zhang, Tao, Chen, "gDDIM: Generalized Denoising Diffusion Implicit Models" (arXiv 2206.05564), reference
-code qsh-zh/gDDIM ``cld_jax/sampling.py``, ``sde_lib.py``, ``deis.py``; formulas in reference/solvers.md
-§7 and pitfall 13, the process in :mod:`sampler_bench.processes.cld`.
+code qsh-zh/gDDIM ``cld_jax/sampling.py``, ``sde_lib.py``, ``deis.py``; formulas in docs/solvers.md
+("CLD samplers"), the process in :mod:`sampler_bench.processes.cld` (docs/processes.md). The
+coefficients use gDDIM's R_t of eq. 17, not a Cholesky factor (the paper's Table 1 shows the latter
+fails at low NFE).
 
 How CLD fits the registry's contract (these solvers need the capability
 :data:`~sampler_bench.processes.kind.CLD_PHASE_SPACE`, which only CLD models offer):

@@ -24,7 +24,7 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(32)
 
 
 def order0_eps_coefficient(cld: CLD, t: float, t_next: float) -> np.ndarray:
-    """int_t^{t'} Psi(t', s) 1/2 G G^T R_s^{-T} ds in closed form: R_{t'} - Psi(t', t) R_t (solvers.md §7.1)."""
+    """int_t^{t'} Psi(t', s) 1/2 G G^T R_s^{-T} ds in closed form: R_{t'} - Psi(t', t) R_t (gDDIM, arXiv 2206.05564, eq. 17)."""
     return cld.R(t_next) - cld.psi(t_next, t) @ cld.R(t)
 
 

@@ -1,0 +1,112 @@
+"""The noise floor is stored and shown, ties follow the stated rule (every sampler inside the floor is
+tied when the best is), `replicates = K` runs K disjoint seed ranges and reports mean, interval and
+EDM's minimum, and bad replicate / confidence settings are one clear spec error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sampler_bench.bench.runner import run_sweep
+from sampler_bench.bench.spec import SpecError, parse_spec
+from sampler_bench.bench.store import ResultsStore
+from sampler_bench.report import plots
+from sampler_bench.report.ties import column_verdict
+
+BASE = """
+name = "t"
+nfe = [{nfe}]
+n_samples = {n}
+{extra}
+keep_samples = 0
+[[model]]
+builtin = "gmm2d"
+{samplers}
+[[metric]]
+name = "fd"
+"""
+
+
+def spec(nfe="30", n=1000, extra="", samplers=("euler", "heun", "dpmpp_2m")):
+    text = BASE.format(nfe=nfe, n=n, extra=extra, samplers="\n".join(f'[[sampler]]\nname = "{s}"' for s in samplers))
+    return parse_spec(text)
+
+
+@pytest.fixture(scope="module")
+def nfe30(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nfe30")
+    run_sweep(spec(), out)
+    with ResultsStore(out / "results.sqlite") as store:
+        return store.joined(), store.replicates(), store.floors()
+
+
+def test_the_floor_of_exact_samples_is_stored_with_its_interval(nfe30):
+    _, _, floors = nfe30
+    f = floors[(floors["metric"] == "fd") & (floors["key"] == "fd")]
+    assert len(f) == 1 and int(f["n_samples"].iloc[0]) == 1000
+    f = f.iloc[0]
+    # exact samples: the population FD is 0 and the bias-corrected interval covers it
+    assert f["value"] > 0 and f["ci_low"] <= 0.0 <= f["ci_high"]
+
+
+def test_at_nfe_30_every_sampler_inside_the_floor_is_tied_with_the_best(nfe30):
+    joined, reps, floors = nfe30
+    col = joined[joined["key"] == "fd"].assign(row=lambda d: d["solver"])
+    floor = floors[floors["key"] == "fd"].iloc[0].to_dict()
+    verdict = column_verdict(col, {c: r for (c, m, k), r in reps.items() if k == "fd"}, True, floor)
+    assert verdict.in_floor, "some sampler at 30 NFE must be within the noise floor of 1000 samples"
+    assert verdict.best in verdict.in_floor
+    assert verdict.in_floor <= verdict.tied
+    # and the tie set is not everything by default: a sampler outside the floor and separated is not tied
+    assert verdict.tied <= set(col["row"])
+
+
+def test_a_sampler_separated_by_the_paired_test_is_not_tied():
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 1, 48)
+    col = pd.DataFrame({"row": ["a", "b"], "cell_id": ["a", "b"], "value": [1.0, 1.2], "corrected": [1.0, 1.2],
+                        "ci_low": [0.0, 0.2], "ci_high": [2.0, 2.2], "seed": [0, 0], "n_samples": [100, 100]})
+    reps = {"a": 1.0 + shared, "b": 1.2 + shared + rng.normal(0, 0.01, 48)}  # wide alone, sharp when paired
+    assert column_verdict(col, reps, True).tied == {"a"}
+    reps["b"] = 1.2 + rng.normal(0, 1, 48)  # unrelated noise: not separable
+    assert column_verdict(col, reps, True).tied == {"a", "b"}
+
+
+def test_replicates_run_disjoint_seed_ranges_and_report_mean_and_edm_minimum(tmp_path):
+    out = tmp_path / "rep"
+    run_sweep(spec(nfe="8", n=100, extra="replicates = 3", samplers=("euler",)), out)
+    with ResultsStore(out / "results.sqlite") as store:
+        cells = store.cells()
+        joined = store.joined()
+    assert sorted(cells["seed"].astype(int)) == [0, 100, 200]
+    from sampler_bench.report.build import write_report
+
+    paths = write_report(out / "results.sqlite", tmp_path / "report")
+    text = paths["markdown"].read_text()
+    fd = joined[joined["key"] == "fd"]["value"].to_numpy()
+    assert "Replicates: each cell run on 3 disjoint seed ranges" in text and "EDM's convention" in text
+    assert f"min {float(fd.min()):.3g}" in text and f"{float(fd.mean()):.3g} ±" in text
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("replicates = 0", "replicates"), ("replicates = -1", "replicates"), ("replicates = 1.5", "replicates"),
+    ("confidence = 0", "confidence"), ("confidence = 1", "confidence"), ("confidence = 95", "confidence"),
+    ("confidence = -0.5", "confidence"),
+])
+def test_bad_replicates_or_confidence_is_one_clear_spec_error(extra, message):
+    with pytest.raises(SpecError, match=message):
+        spec(extra=extra)
+
+
+def test_metric_plot_draws_interval_bands_the_floor_and_one_panel_per_family():
+    style = plots.palette(["a", "b", "c"])
+    series = [{"row": r, "label": r, "nfe": [4, 8], "value": [1.0, 0.5], "ci_low": [0.8, 0.4], "ci_high": [1.2, 0.6],
+               "family": fam} for r, fam in (("a", "x"), ("b", "x"), ("c", "y"))]
+    fig = plots.metric_vs_nfe(series, title="t", ylabel="fd", style=style, floor={"value": 0.1, "ci_low": 0.05,
+                                                                                     "ci_high": 0.2})
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["x", "y"]
+    for ax in visible:
+        assert len(ax.collections) >= 1  # interval bands
+        assert any(abs(p.get_extents().height) > 0 for p in ax.patches)  # the floor band
