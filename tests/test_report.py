@@ -7,6 +7,7 @@ orders and best cells have known answers. tests/test_report_store.py renders a r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -254,10 +255,10 @@ def test_options_the_budget_plan_added_do_not_split_a_sampler_into_one_row_per_b
         k = budget // 3 + 1
         return k, {"orders": [3] * (k - 1) + [budget - 3 * (k - 1)] if budget % 3 else [3] * (k - 1)}
 
-    fake = registry.SolverInfo(
-        name="fake_fast", order=3, stochastic=False, description="", paper="", nfe_per_step=3,
+    fake = dataclasses.replace(
+        registry.info("euler"), name="fake_fast", order=3, nfe_per_step=3,
         options={"orders": registry.Option(None, "int_list", nullable=True), "r1": registry.Option(0.5, float)},
-        nfe=lambda steps, end, opts: 3 * steps, processes=("gaussian",), steps_for_nfe=steps_for_nfe,
+        nfe=lambda steps, end, opts: 3 * steps, steps_for_nfe=steps_for_nfe,
     )
     # the sweep names the configuration (labels.options_label) and stores the name with the cell
     got = {labels.options_label(fake, {**steps_for_nfe(b, True, {})[1], "r1": r1}, b) for b in (6, 7, 10)

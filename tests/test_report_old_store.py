@@ -9,6 +9,9 @@ rendered from it at that commit::
 
 Whatever the registry, planner or option defaults become, that report must come out byte for byte;
 a change that breaks this test changes what old reports say about sweeps that were never rerun.
+A deliberate change of the report's own wording (captions, explanations) regenerates report.md with
+the last command above, and its diff must show wording only: never a number, label or order of a
+stored cell.
 """
 
 from __future__ import annotations
