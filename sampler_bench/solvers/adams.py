@@ -32,13 +32,10 @@ from .registry import Option, SolverOptionError, register
 
 
 def _eps_history(ctx, x, i: int, keep: int) -> list:
-    """Evaluate eps at (x, sigma_i), store it first in ``ctx.state['eps']``; keep the ``keep`` newest."""
+    """Evaluate eps at (x, sigma_i), record it as the newest in ``ctx.history``; keep the ``keep`` newest."""
     s = ctx.sigmas[i]
     eps = (x - ctx.model(x, s)) / s
-    history = ctx.state.setdefault("eps", [])
-    history.insert(0, eps)
-    del history[keep:]
-    return history
+    return ctx.history.push(s, eps, keep)
 
 
 def _combine(x, coeffs, history):
@@ -93,13 +90,12 @@ def _ab_sigma_coefficients(sigmas, order: int) -> list[list[float]]:
 
 @register(
     "lms",
-    order=4,
+    order=lambda opts: opts["order"],
     paper="Katherine Crowson, k-diffusion `sample_lms` (linear multistep, Adams–Bashforth in sigma); "
     "= rhoAB-DEIS of Zhang & Chen, 'Fast Sampling of Diffusion Models with Exponential Integrator' (arXiv 2204.13902)",
     description="k-diffusion's linear multistep: variable-step Adams–Bashforth in sigma on eps, warm start; "
     "1 NFE/step.",
     options={"order": Option(4, int, "number of stored eps (Adams–Bashforth order)", low=1, high=4)},
-    order_of=lambda opts: opts["order"],
 )
 def lms(ctx, x, i):
     """x_{i+1} = x_i + sum_j (int_{sigma_i}^{sigma_{i+1}} l_j) eps_{i-j}, l_j the Lagrange basis on sigma_{i-j}.
@@ -114,13 +110,12 @@ def lms(ctx, x, i):
 
 @register(
     "deis_rho",
-    order=4,
+    order=lambda opts: opts["order"] + 1,
     paper="Zhang & Chen, 'Fast Sampling of Diffusion Models with Exponential Integrator' (arXiv 2204.13902), "
     "rhoAB-DEIS",
     description="rhoAB-DEIS: Adams–Bashforth in rho = sigma (identical to lms with order r+1); 1 NFE/step.",
     options={"order": Option(3, int, "DEIS order r: degree of the eps polynomial (r+1 stored eps; global order r+1)",
                              low=0, high=3)},
-    order_of=lambda opts: opts["order"] + 1,
 )
 def deis_rho(ctx, x, i):
     """rhoAB-DEIS in the unscaled state x = v (DEIS ``x2v``) with rho = sigma: exactly ``lms(order=r+1)``.
@@ -199,7 +194,7 @@ def _deis_coefficients(ctx) -> list[list[float]]:
 
 @register(
     "deis",
-    order=4,
+    order=lambda opts: opts["order"] + 1,
     paper="Zhang & Chen, 'Fast Sampling of Diffusion Models with Exponential Integrator' (arXiv 2204.13902), tAB-DEIS",
     description="tAB-DEIS: eps extrapolated by a degree-r polynomial in VP time t, integrated exactly "
     "against the VP schedule; 1 NFE/step.",
@@ -212,7 +207,6 @@ def _deis_coefficients(ctx) -> list[list[float]]:
                            low=0.0),
     },
     init=_deis_init,
-    order_of=lambda opts: opts["order"] + 1,
 )
 def deis(ctx, x, i):
     """x_{i+1} = x_i + sum_j C_ij eps_{i-j}, C_ij = int_{t_i}^{t_{i+1}} sigma'(t) l_j(t) dt.
@@ -240,15 +234,14 @@ IPNDM_WEIGHTS = {
 
 @register(
     "ipndm",
-    order=2,
+    # Declared: what holds on the grids sampler-bench builds (none is uniform in sigma), see below.
+    order=lambda opts: min(opts["order"], 2),
     paper="Zhang & Chen (arXiv 2204.13902), improved PNDM; Liu et al., 'Pseudo Numerical Methods for "
     "Diffusion Models on Manifolds' (arXiv 2202.09778)",
     description="iPNDM: fixed uniform-step Adams–Bashforth weights on eps times the DDIM step; global order 2 "
     "on non-uniform grids (nominal order 4 needs equal sigma steps); 1 NFE/step.",
     options={"order": Option(4, int, "number of stored eps (fixed Adams–Bashforth weights of this order)",
                              low=1, high=4)},
-    # Declared: what holds on the grids sampler-bench builds (none is uniform in sigma), see below.
-    order_of=lambda opts: min(opts["order"], 2),
 )
 def ipndm(ctx, x, i):
     """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) sum_j w_j eps_{i-j}, w = [1], [3,-1]/2, [23,-16,5]/12, [55,-59,37,-9]/24.
@@ -329,14 +322,13 @@ IPNDM_V_ORDER = {1: 1, 2: 2, 3: 3, 4: 2}
 
 @register(
     "ipndm_v",
-    order=2,
+    order=lambda opts: IPNDM_V_ORDER[opts["order"]],
     paper="Zhou et al., 'Fast ODE-based Sampling for Diffusion Models in Around 5 Steps' (arXiv 2312.00094), "
     "diff-sampler (zju-pi) variable-step iPNDM; Zhang & Chen (arXiv 2204.13902) iPNDM",
     description="diff-sampler's variable-step iPNDM: Adams–Bashforth-like weights built from the step ratios "
     "(exact variable-step AB at order 2 only; the default order 4 is second order on Karras grids); the step "
     "onto sigma=0 is the denoise; 1 NFE/step.",
     options={"order": Option(4, int, "maximum number of stored eps (max_order)", low=1, high=4)},
-    order_of=lambda opts: IPNDM_V_ORDER[opts["order"]],
 )
 def ipndm_v(ctx, x, i):
     """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) sum_j w_j eps_{i-j}, w from :func:`ipndm_v_weights`.
@@ -351,9 +343,7 @@ def ipndm_v(ctx, x, i):
     order = ctx.options["order"]
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
-    history = ctx.state.setdefault("eps", [])
-    history.insert(0, (x - denoised) / s)
-    del history[order:]
+    history = ctx.history.push(s, (x - denoised) / s, order)
     if t == 0.0:
         return denoised
     coeffs = ctx.cached(("ipndm_v", order), lambda: _ipndm_v_coefficients(ctx.sigmas, order))[i]
@@ -521,7 +511,8 @@ def _deis_logrho_coefficients(sigmas, order: int, lower_order_final: bool) -> li
 
 @register(
     "deis_logrho",
-    order=2,
+    # A first-order last step (lower_order_final) caps the global order at 2, as for dpmpp_3m and unipc.
+    order=lambda opts: min(opts["order"], 2) if opts["lower_order_final"] else opts["order"],
     paper="Zhang & Chen, 'Fast Sampling of Diffusion Models with Exponential Integrator' (arXiv 2204.13902), "
     "rhoAB-DEIS with the eps polynomial taken in log rho, as diffusers' DEISMultistepScheduler "
     "(solver_type='logrho')",
@@ -532,8 +523,6 @@ def _deis_logrho_coefficients(sigmas, order: int, lower_order_final: bool) -> li
         "lower_order_final": Option(False, bool, "the last two steps use orders 1 and min(order, 2) (diffusers "
                                     "default True, applied there only below 15 steps)"),
     },
-    # A first-order last step (lower_order_final) caps the global order at 2, as for dpmpp_3m and unipc.
-    order_of=lambda opts: min(opts["order"], 2) if opts["lower_order_final"] else opts["order"],
 )
 def deis_logrho(ctx, x, i):
     """xh_{i+1} = xh_i + sum_j C_ij eps_{i-j}, C_ij = int_{sigma_i}^{sigma_{i+1}} l_j(log rho) drho.

@@ -66,7 +66,7 @@ _ANCESTRAL_OPTIONS = stochastic_options(eta=_eta(None), s_noise=_S_NOISE)
 
 register(
     "euler_ancestral",
-    order=1,
+    order=lambda o: 2 if o["eta"] == 0 else 1,
     stochastic=True,
     paper=_ANCESTRAL_PAPERS,
     description="Ancestral Euler (k-diffusion's name); identical to ddim. eta=1: DDPM ancestral sampling; eta=0: euler.",
@@ -102,7 +102,6 @@ register(
     # eta <= 1 keeps sigma_down > 0 whenever sigma_next > 0, so every step but the last costs
     # exactly 2 NFE (k-diffusion falls back to a 1-NFE Euler step when sigma_down = 0).
     options=stochastic_options(eta=_eta(1.0), s_noise=_S_NOISE),
-    order_of=lambda o: 2 if o["eta"] == 0 else 1,
 )
 def dpmpp_2s_ancestral(ctx, x, i):
     """Midpoint in lambda = -log sigma between sigma_i and sigma_down (data prediction), then noise."""
@@ -123,7 +122,7 @@ def dpmpp_2s_ancestral(ctx, x, i):
 
 @register(
     "dpm_2_ancestral",
-    order=1,
+    order=lambda o: 2 if o["eta"] == 0 else 1,
     nfe_per_step=2,
     stochastic=True,
     paper="k-diffusion sample_dpm_2_ancestral (Crowson): the midpoint in log sigma of "
@@ -133,7 +132,6 @@ def dpmpp_2s_ancestral(ctx, x, i):
     # eta <= 1 keeps sigma_down > 0 whenever sigma_next > 0, so only the final step onto 0 is a
     # 1-NFE Euler step and the NFE law is the 2-stage default (k-diffusion's fallback is sigma_down == 0).
     options=stochastic_options(eta=_eta(1.0), s_noise=_S_NOISE),
-    order_of=lambda o: 2 if o["eta"] == 0 else 1,
 )
 def dpm_2_ancestral(ctx, x, i):
     """Midpoint in log sigma from sigma_i to sigma_down, then sigma_up * s_noise * z (k-diffusion).

@@ -274,7 +274,7 @@ def register_singlestep(name: str, *, order: int, r1: float, r2: float | None, p
     """Register a k-stage singlestep solver with the shared options, NFE law, order and budget hooks."""
     return register(
         name,
-        order=order,
+        order=singlestep_order_of(order),
         nfe_per_step=order,
         paper=paper,
         description=description,
@@ -283,7 +283,6 @@ def register_singlestep(name: str, *, order: int, r1: float, r2: float | None, p
         init=singlestep_init(order, r_order2),
         steps_for_nfe=singlestep_steps_for_nfe(name, order),
         plan_grid=singlestep_plan_grid(order),
-        order_of=singlestep_order_of(order),
     )
 
 

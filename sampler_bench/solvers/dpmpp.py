@@ -148,12 +148,9 @@ def multistep_order(ctx, i: int, order: int) -> int:
     return current
 
 
-def _denoised_history(ctx, denoised, keep: int) -> list:
-    """Store this step's D first in ``ctx.state['denoised']`` (newest first); keep ``keep`` of them."""
-    history = ctx.state.setdefault("denoised", [])
-    history.insert(0, denoised)
-    del history[keep:]
-    return history
+def _denoised_history(ctx, i: int, denoised, keep: int) -> list:
+    """Record step ``i``'s D as the newest in ``ctx.history``; keep ``keep`` of them (values, newest first)."""
+    return ctx.history.push(ctx.sigmas[i], denoised, keep)
 
 
 def dpmpp_2m_update(x, m0, m1, s_prev: float, s: float, t: float, variant: str):
@@ -221,7 +218,7 @@ def dpmpp_2m(ctx, x, i):
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
-    history = _denoised_history(ctx, denoised, 2)
+    history = _denoised_history(ctx, i, denoised, 2)
     if t == 0.0 or multistep_order(ctx, i, 2) == 1:
         return first_order_update(x, denoised, s, t)
     return dpmpp_2m_update(x, denoised, history[1], ctx.sigmas[i - 1], s, t, ctx.options["variant"])
@@ -229,7 +226,7 @@ def dpmpp_2m(ctx, x, i):
 
 @register(
     "dpmpp_3m",
-    order=2,
+    order=lambda opts: 3 if opts["d2"] == "corrected" and not opts["lower_order_final"] else 2,
     paper=DPMPP_PAPER + "; third-order multistep update of the reference code (LuChengTHU/dpm-solver)",
     description="Multistep DPM-Solver++(3M) (data prediction), warm start with orders 1, 2. The reference "
     "coefficients are second order; d2='corrected' is third order.",
@@ -241,7 +238,6 @@ def dpmpp_2m(ctx, x, i):
                      choices=("reference", "corrected")),
         "lower_order_final": Option(False, bool, LOWER_ORDER_FINAL_DOC),
     },
-    order_of=lambda opts: 3 if opts["d2"] == "corrected" and not opts["lower_order_final"] else 2,
 )
 def dpmpp_3m(ctx, x, i):
     """DPM-Solver++(3M) (arXiv 2211.01095; DPMS code; docs/solvers.md); see :func:`dpmpp_3m_update`.
@@ -257,7 +253,7 @@ def dpmpp_3m(ctx, x, i):
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
-    history = _denoised_history(ctx, denoised, 3)
+    history = _denoised_history(ctx, i, denoised, 3)
     order = 1 if t == 0.0 else multistep_order(ctx, i, 3)
     if order == 1:
         return first_order_update(x, denoised, s, t)
@@ -295,8 +291,8 @@ def res_multistep(ctx, x, i):
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
-    previous = ctx.state.get("denoised")
-    ctx.state["denoised"] = denoised
+    previous = ctx.history[0] if ctx.history else None
+    ctx.history.push(s, denoised, keep=1)
     if t == 0.0 or previous is None:
         return first_order_update(x, denoised, s, t)
     h = math.log(s / t)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from . import noise as _noise
+from .history import History
 from .registry import SolverOptionError, check_applies, info as solver_info
 
 
@@ -116,7 +117,8 @@ def coefficient_cache_info() -> dict[str, int]:
 
 @dataclass
 class Context:
-    """Everything a step function needs; ``state`` is the solver's own scratch (history etc.)."""
+    """Everything a step function needs: ``history`` holds a multistep solver's past model values,
+    ``state`` its per-run plan (coefficients, orders) and other scratch."""
 
     name: str
     model: CountingDenoiser
@@ -125,6 +127,8 @@ class Context:
     generator: Any = None
     noise_source: Any = None
     state: dict[str, Any] = field(default_factory=dict)
+    #: past model values of a multistep solver, newest first (:class:`~sampler_bench.solvers.history.History`)
+    history: History = field(default_factory=History)
     #: this run's view of the coefficient cache (``key`` -> value), so step-time lookups skip the grid hash
     memo: dict[Any, Any] = field(default_factory=dict, repr=False)
 

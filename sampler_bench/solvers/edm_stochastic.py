@@ -26,7 +26,9 @@ def _check(ctx, x) -> None:
 
 @register(
     "edm_stochastic",
-    order=2,
+    # Without churn this is heun (order 2). With churn no weak order beyond 1 is established
+    # (docs/solvers.md); on a Gaussian it measures 2, because gamma = S_churn/N vanishes as N grows.
+    order=lambda o: 2 if o["S_churn"] == 0 else 1,
     nfe_per_step=2,
     stochastic=True,
     paper="Karras et al., 'Elucidating the Design Space of Diffusion-Based Generative Models' (arXiv 2206.00364) Alg. 2",
@@ -40,9 +42,6 @@ def _check(ctx, x) -> None:
         S_noise=Option(1.0, float, "std multiplier of the churn noise (EDM ImageNet-64: 1.003)", low=0.0),
     ),
     init=_check,
-    # Without churn this is heun (order 2). With churn no weak order beyond 1 is established
-    # (docs/solvers.md); on a Gaussian it measures 2, because gamma = S_churn/N vanishes as N grows.
-    order_of=lambda o: 2 if o["S_churn"] == 0 else 1,
 )
 def edm_stochastic(ctx, x, i):
     """Churn sigma_i -> sigma_hat with fresh noise, then Heun (Euler onto sigma = 0) to sigma_{i+1}."""

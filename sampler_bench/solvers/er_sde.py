@@ -123,9 +123,10 @@ def _step(ctx, x, i, order: int):
     s = ctx.sigmas[i]
     denoised = ctx.model(x, s)
     coef = ctx.state["coeffs"][i]
-    st = ctx.state
-    old, old_d1 = st.get("old_denoised"), st.get("old_d1")
-    d1 = None
+    past = ctx.history
+    old = past[0] if len(past) > 0 else None
+    # the previous step's first divided difference, recomputed from the same values in the same order
+    old_d1 = (past[0] - past[1]) / (past.sigma(0) - past.sigma(1)) if len(past) > 1 and order >= 3 else None
     if coef is None:
         x = denoised
     else:
@@ -144,7 +145,7 @@ def _step(ctx, x, i, order: int):
                 x = x + coef["c1"] * d1
         if coef["std"] > 0:
             x = x + ctx.noise(x, i) * coef["std"]
-    st["old_denoised"], st["old_d1"] = denoised, d1
+    past.push(s, denoised, keep=2)
     return x
 
 

@@ -96,7 +96,7 @@ _REGISTRY: dict[str, SolverInfo] = {}
 def register(
     name: str,
     *,
-    order: int,
+    order: int | Callable[[Mapping[str, Any]], int],
     paper: str,
     description: str,
     nfe_per_step: int = 1,
@@ -115,6 +115,11 @@ def register(
 ):
     """Decorator: register a step function (``kind='step'``) or a whole run (``kind='run'``).
 
+    ``order`` is the one declaration of the solver's theoretical global order: an int, or a function of
+    its validated options (``order=lambda opts: opts["order"] + 1``); ``info(name).order`` is its value
+    for the default options, ``info(name).order_for(options)`` for others. (``order_of`` is the older
+    spelling of a function ``order``; given with an int ``order`` the two must agree on the defaults.)
+
     ``nfe`` defaults to the law of a k-stage singlestep solver whose final step to sigma=0 is a
     single evaluation: ``k*steps - (k-1)`` when the grid ends at 0, else ``k*steps``.
     """
@@ -126,15 +131,23 @@ def register(
     def default_nfe(steps: int, ends_at_zero: bool, opts) -> int:
         return k * steps - ((k - 1) if ends_at_zero else 0)
 
+    options = dict(options or {})
+    defaults = {key: opt.default for key, opt in options.items()}
+    order_fn = order if callable(order) else order_of
+    default_order = int(order_fn(defaults)) if order_fn is not None else int(order)
+    if order_of is not None and not callable(order) and int(order) != default_order:
+        raise RuntimeError(f"solver {name!r}: order={order} disagrees with order_of(defaults)={default_order}; "
+                           "declare the order once, as order=<function of the options>")
+
     def wrap(fn):
         info = SolverInfo(
             name=name,
-            order=order,
+            order=default_order,
             stochastic=stochastic,
             description=description,
             paper=paper,
             nfe_per_step=nfe_per_step,
-            options=dict(options or {}),
+            options=options,
             nfe=nfe or default_nfe,
             needs=frozenset(needs) if needs is not None else (SDE_NEEDS if stochastic else ODE_NEEDS),
             step=fn if kind == "step" else None,
@@ -144,7 +157,7 @@ def register(
             steps_for_nfe=steps_for_nfe,
             plan_grid=plan_grid,
             tolerance_for_nfe=tolerance_for_nfe,
-            order_of=order_of,
+            order_of=order_fn,
             adaptive=adaptive,
             family=fn.__module__.split(".solvers.", 1)[-1],
         )

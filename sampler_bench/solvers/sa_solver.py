@@ -92,7 +92,7 @@ def _check(ctx, x) -> None:
         raise SolverOptionError(
             f"solver {ctx.name!r}: tau_sigma_max={o['tau_sigma_max']!r} is below tau_sigma_min={o['tau_sigma_min']!r}"
         )
-    ctx.state.update(denoised=[], last_x=None, last_noise=None, done=0)
+    ctx.state.update(last_x=None, last_noise=None, done=0)
 
 
 def _ode_order(o) -> int:
@@ -105,7 +105,7 @@ def _ode_order(o) -> int:
 
 @register(
     "sa_solver",
-    order=1,
+    order=lambda o: _ode_order(o) if o["tau"] == 0 else 1,
     stochastic=True,
     paper=SA_PAPER,
     description="SA-Solver: stochastic Adams predictor-corrector in lambda (data prediction) with noise tau; "
@@ -123,14 +123,13 @@ def _ode_order(o) -> int:
                                  "(predictor <= N - i, corrector <= N - i + 1)"),
     ),
     init=_check,
-    order_of=lambda o: _ode_order(o) if o["tau"] == 0 else 1,
 )
 def sa_solver(ctx, x, i):
     """Evaluate D at the predicted state, correct the previous step with it, then predict the next state."""
     o, st = ctx.options, ctx.state
     n, s, t = ctx.steps, ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
-    history = st["denoised"]
+    history = ctx.history  # D at the previous levels, newest first
     lam = [-math.log(v) for v in ctx.sigmas[: i + 1]]
     keep = max(o["predictor_order"], o["corrector_order"] - 1)
     warm = min(i - 1, keep) if i > 0 else 0  # diffusers' lower_order_nums at the previous step
@@ -139,11 +138,10 @@ def sa_solver(ctx, x, i):
         if o["lower_order_final"]:
             c = min(c, n - (i - 1) + 1)
         s_prev = ctx.sigmas[i - 1]
-        values = [denoised] + history[::-1][: c - 1]
+        values = [denoised] + history.values[: c - 1]
         lambdas = lam[i - c + 1 : i + 1][::-1]
         x = _update(st["last_x"], s_prev, s, _tau(ctx, s_prev), lambdas, values, st["last_noise"], True, None)
-    history.append(denoised)
-    del history[:-keep]
+    history.push(s, denoised, keep)
     if t == 0:  # the denoise onto sigma = 0 (h infinite): order 1, no noise
         return denoised
     p = min(o["predictor_order"], min(i, keep) + 1)
@@ -152,7 +150,7 @@ def sa_solver(ctx, x, i):
     tau = _tau(ctx, s)
     noise = ctx.noise(x, i) if tau > 0 else None
     st["last_x"], st["last_noise"] = x, noise
-    values = history[::-1][:p]
+    values = history.values[:p]
     lambdas = lam[i - p + 1 : i + 1][::-1]
     lambda_prev = lam[i - 1] if p == 2 else None
     return _update(x, s, t, tau, lambdas, values, noise, False, lambda_prev)

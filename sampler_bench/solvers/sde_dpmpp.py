@@ -25,7 +25,7 @@ _DPMPP_PAPER = "Lu et al., 'DPM-Solver++: Fast Solver for Guided Sampling of Dif
 
 @register(
     "dpmpp_sde",
-    order=1,
+    order=lambda o: 2 if o["eta"] == 0 else 1,
     nfe_per_step=2,
     stochastic=True,
     paper=_DPMPP_PAPER + "; k-diffusion sample_dpmpp_sde (Crowson)",
@@ -36,7 +36,6 @@ _DPMPP_PAPER = "Lu et al., 'DPM-Solver++: Fast Solver for Guided Sampling of Dif
         s_noise=_S_NOISE,
         r=Option(0.5, float, "position of the intermediate point as a fraction of h in lambda", low=0.0, open_low=True, high=1.0),
     ),
-    order_of=lambda o: 2 if o["eta"] == 0 else 1,
 )
 def dpmpp_sde(ctx, x, i):
     """Stage 1: ancestral exponential step to sigma_s = sigma_i e^{-r h}; stage 2: to sigma_{i+1} with
@@ -70,7 +69,7 @@ def _sde_noise(ctx, x, i, s_next: float, eta_h: float):
 
 @register(
     "dpmpp_2m_sde",
-    order=1,
+    order=lambda o: 2 if o["eta"] == 0 else 1,
     stochastic=True,
     paper=_DPMPP_PAPER + "; k-diffusion sample_dpmpp_2m_sde (Crowson)",
     description="DPM-Solver++(2M) SDE (k-diffusion): multistep, 1 NFE per step. eta=0: dpmpp_2m "
@@ -81,7 +80,6 @@ def _sde_noise(ctx, x, i, s_next: float, eta_h: float):
         solver_type=Option("midpoint", str, "second-order correction: 'midpoint' or 'heun' (exact for D linear in lambda)",
                            choices=("midpoint", "heun")),
     ),
-    order_of=lambda o: 2 if o["eta"] == 0 else 1,
 )
 def dpmpp_2m_sde(ctx, x, i):
     """x_{i+1} = (s'/s) e^{-eta h} x + (1 - e^{-H}) D_i + c(H) (D_i - D_{i-1})/r + noise, H = (1+eta) h.
@@ -91,8 +89,8 @@ def dpmpp_2m_sde(ctx, x, i):
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eta = ctx.options["eta"]
     denoised = ctx.model(x, s)
-    old, h_last = ctx.state.get("old_denoised"), ctx.state.get("h_last")
-    h = None
+    old = ctx.history[0] if ctx.history else None
+    h_last = math.log(ctx.history.sigma(0) / s) if ctx.history else None  # the previous step's h
     if s_next == 0:
         x = denoised
     else:
@@ -106,21 +104,20 @@ def dpmpp_2m_sde(ctx, x, i):
             x = x + (c * h / h_last) * (denoised - old)
         if eta > 0:
             x = x + _sde_noise(ctx, x, i, s_next, eta_h)
-    ctx.state["old_denoised"], ctx.state["h_last"] = denoised, h
+    ctx.history.push(s, denoised, keep=1)
     return x
 
 
 @register(
     "dpmpp_3m_sde",
-    order=1,
+    # eta = 0: k-diffusion's coefficients are DPMS's reference 3M ones, globally second order
+    # (see dpmpp.dpmpp_3m_update); kept as they are for parity with k-diffusion.
+    order=lambda o: 2 if o["eta"] == 0 else 1,
     stochastic=True,
     paper=_DPMPP_PAPER + "; k-diffusion sample_dpmpp_3m_sde (Crowson)",
     description="DPM-Solver++(3M) SDE (k-diffusion): multistep with exact eta-SDE noise, 1 NFE per step; "
     "warm start orders 1, 2 (taylor form). eta=0: dpmpp_3m(variant='taylor').",
     options=stochastic_options(eta=_ETA, s_noise=_S_NOISE),
-    # eta = 0: k-diffusion's coefficients are DPMS's reference 3M ones, globally second order
-    # (see dpmpp.dpmpp_3m_update); kept as they are for parity with k-diffusion.
-    order_of=lambda o: 2 if o["eta"] == 0 else 1,
 )
 def dpmpp_3m_sde(ctx, x, i):
     """x_{i+1} = (s'/s) e^{-eta h} x + (1 - e^{-H}) D_i + phi2(H) d1 - phi3(H) d2 + noise, H = (1+eta) h,
@@ -128,10 +125,10 @@ def dpmpp_3m_sde(ctx, x, i):
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eta = ctx.options["eta"]
     denoised = ctx.model(x, s)
-    st = ctx.state
-    d_1, d_2 = st.get("denoised_1"), st.get("denoised_2")
-    h_1, h_2 = st.get("h_1"), st.get("h_2")
-    h = h_1  # k-diffusion keeps the previous h on the final step; only the history shift uses it
+    past = ctx.history  # D at the two previous levels and the steps between them (k-diffusion's h_1, h_2)
+    d_1, d_2 = (past[0] if len(past) > 0 else None), (past[1] if len(past) > 1 else None)
+    h_1 = math.log(past.sigma(0) / s) if len(past) > 0 else None
+    h_2 = math.log(past.sigma(1) / past.sigma(0)) if len(past) > 1 else None
     if s_next == 0:
         x = denoised
     else:
@@ -152,6 +149,5 @@ def dpmpp_3m_sde(ctx, x, i):
             x = x + (phi_2 * h / h_1) * (denoised - d_1)
         if eta > 0:
             x = x + _sde_noise(ctx, x, i, s_next, eta_h)
-    st["denoised_1"], st["denoised_2"] = denoised, d_1
-    st["h_1"], st["h_2"] = h, h_1
+    past.push(s, denoised, keep=2)
     return x

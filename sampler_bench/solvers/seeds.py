@@ -73,7 +73,7 @@ def _check_seeds_3(ctx, x) -> None:
 
 @register(
     "seeds_2",
-    order=1,
+    order=lambda o: 2 if o["eta"] == 0 else 1,
     nfe_per_step=2,
     stochastic=True,
     paper=SEEDS_PAPER,
@@ -87,7 +87,6 @@ def _check_seeds_3(ctx, x) -> None:
         solver_type=Option("phi_1", str, "final weights: 'phi_1' (midpoint form) or 'phi_2' (Heun-like form)",
                            choices=("phi_1", "phi_2")),
     ),
-    order_of=lambda o: 2 if o["eta"] == 0 else 1,
 )
 def seeds_2(ctx, x, i):
     """SEEDS-2 step (Alg. 3): stage at lambda_s + r h, then the final combination; exact noise per segment."""
@@ -120,7 +119,7 @@ def seeds_2(ctx, x, i):
 
 @register(
     "seeds_3",
-    order=1,
+    order=lambda o: 3 if o["eta"] == 0 else 1,
     nfe_per_step=3,
     stochastic=True,
     paper=SEEDS_PAPER,
@@ -135,7 +134,6 @@ def seeds_2(ctx, x, i):
                    low=0.0, high=1.0, open_low=True, open_high=True),
     ),
     init=_check_seeds_3,
-    order_of=lambda o: 3 if o["eta"] == 0 else 1,
 )
 def seeds_3(ctx, x, i):
     """SEEDS-3 step (Alg. 4): stages at lambda_s + r_1 h and lambda_s + r_2 h with phi_2 weights."""

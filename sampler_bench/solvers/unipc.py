@@ -97,7 +97,6 @@ def _grid_coefficients(ctx) -> list:
 
 
 def _unipc_init(ctx, x):
-    ctx.state["models"] = []  # denoiser outputs, newest first
     ctx.state["cached"] = None  # the corrector's D at the current sigma, if any
 
 
@@ -110,7 +109,7 @@ def _declared_order(opts) -> int:
 
 @register(
     "unipc",
-    order=2,
+    order=_declared_order,
     paper="Zhao, Bai, Rao, Zhou, Lu, 'UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of "
     "Diffusion Models' (arXiv 2302.04867)",
     description="UniPC multistep (data prediction): UniP-p predictor + UniC-p corrector reusing the model "
@@ -125,7 +124,6 @@ def _declared_order(opts) -> int:
     },
     init=_unipc_init,
     min_steps=lambda opts: opts["order"],
-    order_of=_declared_order,
 )
 def unipc(ctx, x, i):
     """One UniPC step sigma_i -> sigma_{i+1} (reference: ``UniPC.sample``, ``multistep_uni_pc_bh_update``).
@@ -144,13 +142,11 @@ def unipc(ctx, x, i):
       is ``lower_order_final=False``, order 4).
     """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
-    models = ctx.state["models"]
     m0 = ctx.state["cached"]
     if m0 is None:
         m0 = ctx.model(x, s)
     ctx.state["cached"] = None
-    models.insert(0, m0)
-    del models[ctx.options["order"]:]
+    models = ctx.history.push(s, m0, ctx.options["order"])  # denoiser outputs, newest first
     if s_next == 0:
         return m0
 

@@ -142,7 +142,6 @@ def _init_gddim(ctx, u: torch.Tensor) -> None:
     # Per-grid matrices depend on the grid, the options and the process: computed once (ctx.cached).
     ctx.state["coefficients"] = ctx.cached(
         ("gddim", cld.config()), lambda: multistep_coefficients(cld, times, order, kt) if len(times) > 1 else ())
-    ctx.state["history"] = []
     if kt == "L":
         # A CLD network predicts eps_R; the L_t variant converts it: eps_L = L^T R^{-T} eps_R (LSDE.epsR2epsL).
         ctx.state["r_to_l"] = ctx.cached(("gddim_r_to_l", cld.config()),
@@ -151,7 +150,7 @@ def _init_gddim(ctx, u: torch.Tensor) -> None:
 
 @register(
     "gddim",
-    order=3,
+    order=lambda opts: opts["order"],
     paper=_PAPER + " eq. 19; code cld_jax/sampling.py `_impl_deis_sampler`",
     description="gDDIM on CLD: multistep exponential integrator in t with the R_t score parameterisation "
     "(order = number of eps points; the README's deis_order=2 is order=3). CLD models only.",
@@ -163,7 +162,6 @@ def _init_gddim(ctx, u: torch.Tensor) -> None:
     },
     needs=(CLD_PHASE_SPACE,),
     init=_init_gddim,
-    order_of=lambda opts: opts["order"],
 )
 def gddim(ctx, u, i):
     """u_{i+1} = Psi u_i + sum_j C_ij eps(u_{i-j}, t_{i-j}); onto t = 0 gDDIM's denoising step."""
@@ -173,9 +171,7 @@ def gddim(ctx, u, i):
         return _denoise_to_zero(ctx.state["cld"], u, t, eps)
     if ctx.options["kt"] == "L":
         eps = apply2(ctx.state["r_to_l"][i], eps)
-    history = ctx.state["history"]
-    history.insert(0, eps)
-    del history[ctx.options["order"]:]
+    history = ctx.history.push(t, eps, ctx.options["order"])
     psi, coefs = ctx.state["coefficients"][i]
     out = apply2(psi, u)
     for c, e in zip(coefs, history):
