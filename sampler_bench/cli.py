@@ -169,7 +169,7 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
     split over the N processes (one GPU each on CUDA); rank 0 writes the store and the report.
     """
     with deferred():  # the heavy imports of a sweep (torch, scipy): Ctrl-C acts once they are done
-        from .bench.distributed import DistributedError, init_from_env, shutdown
+        from .bench.distributed import DistributedError, env_world, init_from_env, shutdown
         from .bench.runner import Sweep  # noqa: F401
         from .bench.spec import check_device, load_spec, with_overrides
         try:
@@ -180,6 +180,10 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
     s = with_overrides(load_spec(spec), device=device, batch_size=batch_size)
     check_device(s.device)  # before any model is loaded: a missing device is bad input, not failed cells
     out = out or Path("results") / s.name
+    try:
+        env_world()  # a broken torchrun environment is refused before anything is written
+    except ValueError as e:
+        raise InputError(str(e)) from None
     _writable_directory(out, "--out")
     try:
         world = init_from_env(s.device)
