@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 DPI = 96
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
@@ -60,6 +61,15 @@ def _nfe_ticks(ax, nfe: Sequence[float], most: int = 12) -> None:
     ax.set_xticks([], minor=True)
 
 
+def _fixed_margins(fig: Figure, *, left: float, right: float, top: float, bottom: float,
+                   wspace: float = 0.0, hspace: float = 0.0) -> None:
+    """Margins in inches, set once: grids of panels sharing axes need no layout engine, which would
+    measure every tick label of every panel again (half of a report's drawing time)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left / w, right=1.0 - right / w, top=1.0 - top / h, bottom=bottom / h,
+                        wspace=wspace, hspace=hspace)
+
+
 #: Small-multiple panels per row of a metric-vs-NFE figure.
 PANEL_COLUMNS = 3
 
@@ -88,8 +98,9 @@ def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: 
     families = list(dict.fromkeys(s.get("family", "") for s in series)) or [""]
     ncols = min(PANEL_COLUMNS, len(families))
     nrows = math.ceil(len(families) / ncols)
-    fig = Figure(figsize=(4.2 * ncols + 0.6, 3.1 * nrows + 0.8), layout="constrained")
+    fig = Figure(figsize=(4.2 * ncols + 0.6, 3.1 * nrows + 0.8))
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    _fixed_margins(fig, left=0.85, right=0.15, top=0.75, bottom=0.6, wspace=0.06, hspace=0.22)
     everything = []
     for k, family in enumerate(families):
         ax = axes[k // ncols][k % ncols]
@@ -111,7 +122,7 @@ def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: 
         _floor_band(ax, floor)
         ax.set_xscale("log")
         ax.set_title(family or title, fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=6, frameon=False, loc="best")
     for k in range(len(families), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
@@ -121,6 +132,9 @@ def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: 
         everything.append(float(floor["ci_high"]))
     _log_if_positive(ax0, everything)
     if ax0.get_yscale() == "log":
+        # Minor ticks of a log axis spanning many decades are hundreds of tick objects per panel,
+        # drawn in every panel: the major decades and their grid lines carry the reading.
+        ax0.yaxis.set_minor_locator(NullLocator())
         positive = [v for v in everything if math.isfinite(v) and v > 0]
         if positive:  # bands reaching below 0 (an interval of a value near 0) are cut at the axis
             ax0.set_ylim(bottom=0.5 * min(positive))
@@ -216,8 +230,9 @@ def scatter_grid(rows: Sequence[str], budgets: Sequence[int], panels: Mapping[tu
     one_d = {a.shape[1] for a in arrays} == {1}
     last = [a for (_, b), a in panels.items() if b == budgets[-1] and isinstance(a, np.ndarray)]
     limits = None if one_d else view_limits(last or arrays)
-    fig = Figure(figsize=(1.0 + 2.1 * len(budgets), 0.6 + 2.0 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(1.0 + 2.1 * len(budgets), 0.6 + 2.0 * len(rows)))
     axes = fig.subplots(len(rows), len(budgets), squeeze=False)
+    _fixed_margins(fig, left=0.75, right=0.1, top=0.55, bottom=0.45, wspace=0.08, hspace=0.12)
     for i, row in enumerate(rows):
         for j, budget in enumerate(budgets):
             ax = axes[i][j]
