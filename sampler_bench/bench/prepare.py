@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..processes.catalog import process_kind
 from ..solvers.registry import info as solver_info, mismatch
 from .reference_cache import reference_solver
 from .spec import MetricSpec, ModelSpec, Spec, SpecError, check_device
@@ -199,7 +200,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
                     f"model {m.label!r}: the schedule's sigma range [{smin}, {smax}] is empty; "
                     f"the model's range is [{model.sigma_min}, {model.sigma_max}]"
                 )
-            if smax != model.sigma_max and prepared.process != "gaussian":
+            if smax != model.sigma_max and not process_kind(prepared.process).gaussian_prior:
                 raise SpecError(
                     f"model {m.label!r} ({prepared.process}): its prior is drawn at sigma_max = {model.sigma_max}; "
                     "a different schedule sigma_max is only supported for Gaussian processes"

@@ -36,6 +36,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
+from ..processes.catalog import process_kind
 from ..rng import randn_like
 from .base import tensor_hash
 
@@ -129,7 +130,7 @@ def _check_attributes(obj: Any, ref: str) -> tuple[float, float, tuple[int, ...]
     prior = getattr(obj, "prior", None)
     if prior is not None and not callable(prior):
         raise PluginError(f"{where}: attribute 'prior' is not callable; expected prior(n, generator=None)")
-    if prior is None and process != "gaussian":
+    if prior is None and not process_kind(process).gaussian_prior:
         raise PluginError(f"{where}: a {process!r} process has no default prior; define prior(n, generator=None)")
     return float(smin), float(smax), tuple(int(s) for s in shape), str(process)
 

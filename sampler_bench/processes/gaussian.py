@@ -33,7 +33,7 @@ from .kind import GAUSSIAN_REVERSE_SDE, PROBABILITY_FLOW_ODE, ProcessKind
 #: Gaussian kernels (VE, VP, EDM): the probability-flow ODE and the reverse SDE in sigma; the state is the data.
 GAUSSIAN = ProcessKind(
     "gaussian", frozenset({PROBABILITY_FLOW_ODE, GAUSSIAN_REVERSE_SDE}), time_variable="sigma",
-    state="x, the data's own shape", reference_solver="reference")
+    state="x, the data's own shape", reference_solver="reference", gaussian_prior=True)
 
 _DEFAULT_RANGE = {
     "edm": (0.002, 80.0),

@@ -42,6 +42,9 @@ class ProcessKind:
     schedule_defaults: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     #: where the data sits in the state: None when the state is the data, else the index along dim 1
     data_channel: int | None = None
+    #: the prior at any noise level sigma is N(0, sigma^2 I): a sweep may start below the model's
+    #: sigma_max, and a model needs no prior of its own
+    gaussian_prior: bool = False
 
     def offers(self, needs) -> bool:
         """True when every capability in ``needs`` is offered."""

@@ -378,14 +378,13 @@ def gradient_estimation(ctx, x, i):
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
     eps = (x - denoised) / s
-    previous = ctx.state.get("eps")
-    ctx.state["eps"] = eps
+    history = ctx.history.push(s, eps, keep=2)
     if t == 0.0:
         return denoised
-    if previous is None:
+    if len(history) < 2:
         return x + (t - s) * eps
     gamma = ctx.options["gamma"]
-    return x + (t - s) * (gamma * eps + (1.0 - gamma) * previous)
+    return x + (t - s) * (gamma * history[0] + (1.0 - gamma) * history[1])
 
 
 # ---------------------------------------------------------------------------------------------
