@@ -330,6 +330,7 @@ def test_a_malformed_torchrun_environment_is_a_readable_error(monkeypatch, env, 
 # Two gloo processes
 
 
+@pytest.mark.slow
 def test_gloo_reduction_equals_the_single_process_reduction_and_failures_reach_every_rank(two_ranks):
     expected = reduce_states([_shard_state(0), _shard_state(1)])
     for rank, res in enumerate(r["collectives"] for r in two_ranks[1]):
@@ -344,6 +345,7 @@ def test_gloo_reduction_equals_the_single_process_reduction_and_failures_reach_e
         assert res["failure"].startswith("rank 1 of 2 failed in the test phase: ValueError: boom (at test_distributed.py:")
 
 
+@pytest.mark.slow
 def test_torchrun_sweep_on_two_gloo_processes_stores_the_single_process_results(tmp_path, single_process_store):
     spec = tmp_path / "dist.toml"
     spec.write_text(SWEEP_SPEC)
@@ -367,6 +369,7 @@ def test_torchrun_sweep_on_two_gloo_processes_stores_the_single_process_results(
         assert all(json.loads(p)["execution"]["ranks"] == 1 for p in one.metrics()["provenance"])
 
 
+@pytest.mark.slow
 def test_a_failing_rank_stops_every_rank_the_store_stays_consistent_and_a_rerun_resumes(two_ranks, single_process_store):
     tmp_path, results = two_ranks
     r0, r1 = (r["sweep"] for r in results)
@@ -383,6 +386,7 @@ def test_a_failing_rank_stops_every_rank_the_store_stays_consistent_and_a_rerun_
     assert_same_store(tmp_path / "rank0" / "results.sqlite", single_process_store)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_gloo_processes_trains_the_single_process_weights_and_only_rank_0_writes(two_ranks, tmp_path):
     import json
 
@@ -410,6 +414,7 @@ def test_ddp_on_two_gloo_processes_trains_the_single_process_weights_and_only_ra
     assert losses == pytest.approx(ref_losses, rel=1e-5)  # the logged loss is the global batch's
 
 
+@pytest.mark.slow
 def test_sharded_cells_combine_in_rank_order_and_failures_are_classified_alike_on_every_rank(two_ranks):
     expected = reduce_states([_shard_state(0), _shard_state(1)])
     for rank, res in enumerate(r["collectives"] for r in two_ranks[1]):

@@ -43,6 +43,9 @@ import pandas as pd
 import pytest
 import torch
 
+# Two torchrun agents per launch on a 2-core machine: long proofs, run by .ci/run's serial slow step.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 NODES = 2
 TIMEOUT_S = 120

@@ -217,6 +217,7 @@ def metric_values(store_path) -> dict:
     return {(row.cell_id, row.key): row.value for row in j.itertuples()}
 
 
+@pytest.mark.slow
 def test_two_ranks_integrate_each_chunk_once_and_store_the_single_process_values(two_ranks, tmp_path):
     from sampler_bench.bench.runner import Sweep
     from sampler_bench.bench.spec import parse_spec
@@ -238,6 +239,7 @@ def test_two_ranks_integrate_each_chunk_once_and_store_the_single_process_values
         assert ours[k] == pytest.approx(v, rel=1e-12, abs=0), k
 
 
+@pytest.mark.slow
 def test_an_owner_that_cannot_integrate_its_straddling_chunk_stops_both_ranks(two_ranks):
     _, results = two_ranks
     for r in results:  # the same message on both ranks, naming rank 0 and its error; neither waits forever
