@@ -404,6 +404,10 @@ def test_ctrl_c_at_any_moment_of_a_real_sweep_never_prints_a_traceback(tmp_path)
         out = p.communicate(timeout=120)[0].decode()
         if p.returncode == 0:
             continue  # finished before the signal
+        if p.returncode == -signal.SIGINT and "0 failed" in out and "results:" in out:
+            # The sweep had finished and reported; the signal came while the interpreter was exiting,
+            # when Python has already restored the inherited SIG_DFL: nothing was left to lose.
+            continue
         assert p.returncode == 130 and "Traceback" not in out and "rerun the same command to resume" in out, out
     r = invoke("sweep", f, "--out", tmp_path / "o", "--no-report")
     assert r.exit_code == 0 and "4 cells" in r.output  # the rerun completes the sweep
