@@ -408,7 +408,10 @@ def test_ctrl_c_at_any_moment_of_a_real_sweep_never_prints_a_traceback(tmp_path)
             # The sweep had finished and reported; the signal came while the interpreter was exiting,
             # when Python has already restored the inherited SIG_DFL: nothing was left to lose.
             continue
-        assert p.returncode == 130 and "Traceback" not in out and "rerun the same command to resume" in out, out
+        # 130 is the command's own exit; -SIGINT (the inherited SIG_DFL once the interpreter exits) is what a
+        # shell also reports as 130: either way one line, no traceback, and the finished cells are kept.
+        assert p.returncode in (130, -signal.SIGINT), out
+        assert "Traceback" not in out and "rerun the same command to resume" in out, out
     r = invoke("sweep", f, "--out", tmp_path / "o", "--no-report")
     assert r.exit_code == 0 and "4 cells" in r.output  # the rerun completes the sweep
     shutil.rmtree(tmp_path / "o")
