@@ -291,21 +291,26 @@ def _check_shapes_before_loading(config: dict[str, Any], shapes: dict[str, list[
         raise CheckpointError(f"{config_path}: the config has no {e.args[0]!r} entry") from None
     except (ValueError, TypeError, RuntimeError, AttributeError, OverflowError) as e:
         raise CheckpointError(f"{config_path}: the network it describes cannot be built: {e}") from None
-    expected = {k: list(v.shape) for k, v in module.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: config {expected[k]}, file {shapes[k]})")
+    parts = _shape_mismatches({k: list(v.shape) for k, v in module.state_dict().items()}, shapes)
+    if parts:
         raise CheckpointError(f"{weights_path}: the weights do not fit the network its config describes "
                               "(compared before loading anything): " + "; ".join(parts))
+
+
+def _shape_mismatches(expected: dict[str, list], found: dict[str, list]) -> list[str]:
+    """What differs between the parameter shapes a config describes and those a file holds (empty: none)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} with other shapes (e.g. {k}: config {expected[k]}, file {found[k]})")
+    return parts
 
 
 def build_denoiser(config: dict[str, Any]) -> nn.Module:
@@ -320,19 +325,9 @@ def build_denoiser(config: dict[str, Any]) -> nn.Module:
 
 def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
     """Load ``tensors`` into ``module`` or raise one CheckpointError listing what does not match."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in set(own) & set(tensors) if tuple(own[k].shape) != tuple(tensors[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: config {list(own[k].shape)}, file {list(tensors[k].shape)})")
+    parts = _shape_mismatches({k: list(v.shape) for k, v in module.state_dict().items()},
+                              {k: list(v.shape) for k, v in tensors.items()})
+    if parts:
         raise CheckpointError(f"{where}: the weights do not fit the network its config describes: " + "; ".join(parts))
     module.load_state_dict(tensors)
 
