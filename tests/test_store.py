@@ -168,3 +168,27 @@ def test_a_store_from_an_incompatible_version_is_refused_with_advice(tmp_path):
     con.close()
     with pytest.raises(StoreError, match="incompatible sampler-bench .*table cells lacks .*new --out directory"):
         ResultsStore(path)
+
+
+def test_processes_opening_a_fresh_store_together_all_get_it(tmp_path):
+    """Switching a fresh store to WAL needs an exclusive lock that SQLite refuses at once (without
+    its busy handler) to a second opener; the store waits instead of failing the second sweep."""
+    import threading
+
+    for trial in range(25):
+        path = tmp_path / f"s{trial}" / "results.sqlite"
+        start, errors = threading.Barrier(4), []
+
+        def open_store():
+            start.wait()
+            try:
+                ResultsStore(path).close()
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []

@@ -208,6 +208,28 @@ def _samples_from_bytes(data: bytes) -> torch.Tensor:
     return load(bytes(data))["samples"]
 
 
+def _enable_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Switch the store to WAL mode, waiting out other processes doing the same.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers "database is locked" at
+    once instead of calling the busy handler when another connection holds it (two sweeps opening a
+    fresh store together hit this), so the change is retried here until ``timeout``.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.25)
+
+
 class ResultsStore:
     """A results store at ``path`` (created when missing unless ``create=False``).
 
@@ -243,7 +265,7 @@ class ResultsStore:
             if tables and "meta" not in tables:  # another program's database: never touch it
                 raise StoreError(f"{str(self.path)!r} is a SQLite database but not a sampler-bench results store "
                                  f"(its tables: {', '.join(sorted(tables))}); sweep into another --out directory")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(self._db, timeout)
             # NORMAL is durable against a killed process in WAL mode (only a power loss can drop
             # the last commits), which is the failure the resume promise covers.
             self._db.execute("PRAGMA synchronous = NORMAL")
