@@ -30,6 +30,10 @@ def started_as_command_line() -> bool:
     return any(a == "-m" and b == "sampler_bench" for a, b in zip(argv, argv[1:]))
 
 
+def _bytecode_boundary() -> None:
+    """Entering a Python function lets the interpreter run Python-level signal handlers still pending."""
+
+
 @contextlib.contextmanager
 def deferred():
     """Inside: Ctrl-C is recorded, not raised; at the end it prints :data:`INTERRUPTED` and exits 130.
@@ -46,6 +50,7 @@ def deferred():
     try:
         yield
     finally:
+        _bytecode_boundary()  # a Ctrl-C still pending in the interpreter runs our handler, not previous
         signal.signal(signal.SIGINT, previous)
     if pressed:
         print(f"\n{INTERRUPTED}", file=sys.stderr)

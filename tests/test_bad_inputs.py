@@ -366,22 +366,27 @@ def test_ctrl_c_during_start_up_is_deferred_then_one_line_for_the_command_line_o
 
     from sampler_bench import _interrupt
 
-    monkeypatch.setattr("sys.orig_argv", ["/venv/bin/sampler-bench", "show", "x"], raising=False)
-    assert _interrupt.started_as_command_line()
-    monkeypatch.setattr("sys.orig_argv", ["python", "-m", "sampler_bench", "sweep"], raising=False)
-    assert _interrupt.started_as_command_line()
-    with pytest.raises(SystemExit) as e:
-        with _interrupt.deferred():
-            os.kill(os.getpid(), signal.SIGINT)  # during the imports: recorded, not raised mid-import
-            imported = True
-    assert imported and e.value.code == 130
-    assert "rerun the same command to resume" in capsys.readouterr().err
-    monkeypatch.setattr("sys.orig_argv", ["python", "train.py"], raising=False)
-    assert not _interrupt.started_as_command_line()
-    with pytest.raises(KeyboardInterrupt):  # a library user keeps Python's own behaviour
-        with _interrupt.deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            signal.getsignal(signal.SIGINT)  # give the interpreter a bytecode boundary to raise at
+    # whatever an earlier test in this worker left installed, start from Python's own Ctrl-C handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        monkeypatch.setattr("sys.orig_argv", ["/venv/bin/sampler-bench", "show", "x"], raising=False)
+        assert _interrupt.started_as_command_line()
+        monkeypatch.setattr("sys.orig_argv", ["python", "-m", "sampler_bench", "sweep"], raising=False)
+        assert _interrupt.started_as_command_line()
+        with pytest.raises(SystemExit) as e:
+            with _interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGINT)  # during the imports: recorded, not raised mid-import
+                imported = True
+        assert imported and e.value.code == 130
+        assert "rerun the same command to resume" in capsys.readouterr().err
+        monkeypatch.setattr("sys.orig_argv", ["python", "train.py"], raising=False)
+        assert not _interrupt.started_as_command_line()
+        with pytest.raises(KeyboardInterrupt):  # a library user keeps Python's own behaviour
+            with _interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                signal.getsignal(signal.SIGINT)  # give the interpreter a bytecode boundary to raise at
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow
