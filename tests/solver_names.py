@@ -27,4 +27,6 @@ EXPECTED_SOLVERS = sorted([
     "dpm_2_ancestral", "ddpm", "sa_solver", "seeds_2", "seeds_3", "restart",
     # critically-damped Langevin diffusion (CLD samplers)
     "gddim", "gddim_sde", "cld_euler", "cld_euler_maruyama", "cld_heun",
+    # blurring diffusion (BDM samplers; its yardstick bdm_reference too)
+    "gddim_bdm", "bdm_euler", "bdm_euler_maruyama", "bdm_heun", "bdm_reference",
 ])

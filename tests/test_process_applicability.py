@@ -22,6 +22,7 @@ from solver_names import EXPECTED_SOLVERS
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 CLD_SAMPLERS = {"gddim", "gddim_sde", "cld_euler", "cld_euler_maruyama", "cld_heun", "cld_reference"}
+BDM_SAMPLERS = {"gddim_bdm", "bdm_euler", "bdm_euler_maruyama", "bdm_heun", "bdm_reference"}
 
 
 class PFGMInfinityModel:
@@ -43,6 +44,7 @@ class PFGMInfinityModel:
 def _models():
     yield "gmm2d", "gaussian", builtin_model("gmm2d")
     yield "gmm2d_cld", "cld", builtin_model("gmm2d_cld")
+    yield "gmm16_bdm", "bdm", builtin_model("gmm16_bdm")
     yield "pfgmpp-D=inf", "gaussian", PFGMInfinityModel()
     for path in sorted(CHECKPOINTS.glob("*.safetensors")):
         model = sb.load_model(path)
@@ -50,13 +52,15 @@ def _models():
 
 
 MODELS = {label: (kind, model) for label, kind, model in _models()}
-ANALYTIC = {"gmm2d", "gmm2d_cld", "pfgmpp-D=inf"}
+ANALYTIC = {"gmm2d", "gmm2d_cld", "gmm16_bdm", "pfgmpp-D=inf"}
 
 
 def applies(solver: str, kind: str) -> bool:
     if solver in CLD_SAMPLERS:
         return kind == "cld"
-    if kind == "cld":
+    if solver in BDM_SAMPLERS:
+        return kind == "bdm"
+    if kind in ("cld", "bdm"):
         return False
     return kind == "gaussian" or not sb.solvers.info(solver).stochastic
 
@@ -88,12 +92,12 @@ class Counting:
 
 
 def _grid(model, kind: str) -> torch.Tensor:
-    rho = 2.0 if kind == "cld" else 7.0  # CLD's own default (time grid uniform in sqrt t)
+    rho = 2.0 if kind in ("cld", "bdm") else 7.0  # CLD's and BDM's own default (time grid uniform in sqrt t)
     return sb.schedules.karras(6, float(model.sigma_min), float(model.sigma_max), rho=rho)
 
 
 def test_the_table_covers_every_kind_and_checkpoint():
-    assert {kind for kind, _ in MODELS.values()} == {"gaussian", "pfgmpp", "cld"}
+    assert {kind for kind, _ in MODELS.values()} == {"gaussian", "pfgmpp", "cld", "bdm"}
     assert {"digits-cld", "digits-pfgmpp-d128", "ring-edm", "digits-edm"} <= set(MODELS)
 
 
@@ -121,7 +125,7 @@ def test_sample_refuses_exactly_the_solvers_that_do_not_apply(solver, label):
         assert counted.calls == 0
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "pfgmpp", "cld"])
+@pytest.mark.parametrize("kind", ["gaussian", "pfgmpp", "cld", "bdm"])
 def test_samplers_for_a_kind_are_exactly_those_that_apply(kind):
     assert samplers_for(kind) == [n for n in EXPECTED_SOLVERS if applies(n, kind)]
     for name in EXPECTED_SOLVERS:

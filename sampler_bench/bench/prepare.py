@@ -149,9 +149,10 @@ class PreparedModel:
 def _reference_of(model, spec: Spec) -> tuple[str | None, dict, str]:
     """(reference solver, its validated options, why there is none) for ``model``."""
     from ..models.base import AnalyticModel
+    from ..processes.bdm import BDMAnalyticModel
     from ..processes.cld import CLDAnalyticModel
 
-    base = {} if isinstance(model, (AnalyticModel, CLDAnalyticModel)) else dict(NETWORK_REFERENCE)
+    base = {} if isinstance(model, (AnalyticModel, CLDAnalyticModel, BDMAnalyticModel)) else dict(NETWORK_REFERENCE)
     try:
         solver = reference_solver(str(model.process))
     except ValueError as e:  # no yardstick for this process: only an endpoint-error cell can fail, and says why

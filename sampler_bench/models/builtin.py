@@ -7,6 +7,9 @@
 2112.07068) with gDDIM's defaults (arXiv 2206.05564): its exact R_t-parameterised eps, for sweeping the CLD
 samplers (gddim, gddim_sde, cld_*) with endpoint errors against ``cld_reference`` and distribution metrics
 on the generated data u[:, 0].
+``gmm16_bdm``: the ``gmm16`` mixture read as 1x4x4 images under blurring diffusion (Hoogeboom & Salimans,
+arXiv 2209.05557) with gDDIM's blur schedule: its exact eps, for sweeping the BDM samplers (gddim_bdm,
+bdm_*) with endpoint errors against ``bdm_reference``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import torch
 
 from ..processes.analytic import GaussianMixture
+from ..processes.bdm import BDM, BDMAnalyticModel
 from ..processes.cld import CLD, CLDAnalyticModel
 from ..options import closest
 from .base import AnalyticModel
@@ -48,14 +52,21 @@ def _gmm2d_cld() -> CLDAnalyticModel:
         "state u = (x, v) of shape [2, 2], data = u[:, 0]")
 
 
-BUILTIN = {"gmm2d": _gmm2d, "gmm16": _gmm16, "gmm2d_cld": _gmm2d_cld}
+def _gmm16_bdm() -> BDMAnalyticModel:
+    return BDMAnalyticModel.from_mixture(
+        "gmm16_bdm", _gmm16().distribution, (1, 4, 4), BDM(),
+        description="gmm16 (16-D, 4 full-covariance components) as 1x4x4 images under blurring diffusion "
+        "with gDDIM's schedule (sigma_B,max = 10, d_min = 0.001, cosine alpha); state = the image")
+
+
+BUILTIN = {"gmm2d": _gmm2d, "gmm16": _gmm16, "gmm2d_cld": _gmm2d_cld, "gmm16_bdm": _gmm16_bdm}
 
 
 def available() -> list[str]:
     return sorted(BUILTIN)
 
 
-def builtin_model(name: str) -> AnalyticModel | CLDAnalyticModel:
+def builtin_model(name: str) -> AnalyticModel | CLDAnalyticModel | BDMAnalyticModel:
     if name not in BUILTIN:
         raise ValueError(f"unknown built-in model {name!r}{closest(name, list(BUILTIN))}; available: {', '.join(available())}")
     return BUILTIN[name]()

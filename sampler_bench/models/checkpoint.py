@@ -24,6 +24,8 @@ and ``sample_data(n, generator)`` (the dataset's held-out split, for reference s
 A CLD checkpoint (``process.name == "cld"``, ``precond.type == "cld"``) is the CLD model contract of
 :mod:`sampler_bench.processes.cld` instead: ``model(u, t)`` returns eps of the state u = (x, v),
 ``prior(n)`` has shape [n, 2, *shape], ``model.process_def`` is its process and ``data_from_state(u)`` = u[:, 0].
+A BDM checkpoint (``process.name == "bdm"``, ``precond.type == "bdm"``) likewise returns eps: ``model(z, t)``
+on the image state z (:mod:`sampler_bench.processes.bdm`).
 A diffusers ``UNet2DModel`` folder is loaded through :mod:`sampler_bench.models.adapters`.
 """
 
@@ -41,7 +43,7 @@ from torch import nn
 from ..processes.base import Process
 from ..processes.catalog import process_from_config
 from .base import tensor_hash
-from .networks import build_cld_network, build_network
+from .networks import build_bdm_network, build_cld_network, build_network
 from .precond import build_precond
 from .trained import CheckpointError, TrainedModel  # noqa: F401  re-exported
 
@@ -314,10 +316,13 @@ def _shape_mismatches(expected: dict[str, list], found: dict[str, list]) -> list
 
 
 def build_denoiser(config: dict[str, Any]) -> nn.Module:
-    """The preconditioned network a config describes (weights not loaded); for CLD, the eps network."""
+    """The preconditioned network a config describes (weights not loaded); for CLD and BDM, the eps network."""
     shape = tuple(config["shape"])
     if config["process"].get("name") == "cld":
         return build_cld_network(config["network"], config.get("precond", {"type": "cld"}),
+                                 process_from_config(config["process"]), shape)
+    if config["process"].get("name") == "bdm":
+        return build_bdm_network(config["network"], config.get("precond", {"type": "bdm"}),
                                  process_from_config(config["process"]), shape)
     net = build_network(config["network"], shape)
     return build_precond(config.get("precond", {"type": "edm", "sigma_data": config.get("sigma_data", 0.5)}), net)

@@ -7,13 +7,14 @@ from typing import Any
 
 from ..options import closest
 from .base import Process
+from .bdm import BDM, BDM_KIND
 from .cld import CLD, CLD_KIND
 from .gaussian import GAUSSIAN, GaussianProcess
 from .kind import ProcessKind
 from .pfgmpp import PFGMPP, PFGMPPProcess
 
 #: Every kind of process, by the name ``model.process`` gives.
-KINDS: dict[str, ProcessKind] = {k.name: k for k in (GAUSSIAN, PFGMPP, CLD_KIND)}
+KINDS: dict[str, ProcessKind] = {k.name: k for k in (GAUSSIAN, PFGMPP, CLD_KIND, BDM_KIND)}
 
 
 def process_kind(declared: Any) -> ProcessKind | None:
@@ -50,20 +51,23 @@ def process_from_config(config: dict[str, Any]) -> Process:
     or ``"inf"`` for the Gaussian limit). ``"cld"`` is critically-damped Langevin diffusion
     (:class:`sampler_bench.processes.cld.CLD`, kind ``'cld'``): its models predict eps of the state
     u = (x, v) rather than a denoiser, so it is not a :class:`Process` subclass, but it has the same
-    ``kind``, ``sigma_min``/``sigma_max`` (t_eps/T), ``prior`` and ``config()``.
+    ``kind``, ``sigma_min``/``sigma_max`` (t_eps/T), ``prior`` and ``config()``. ``"bdm"`` is blurring diffusion
+    (:class:`sampler_bench.processes.bdm.BDM`, kind ``'bdm'``), likewise an eps model in time t.
     """
     if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"a process config must be a table with a 'name' (one of edm, ve, vp, pfgmpp), got {config!r}")
+        raise ValueError(f"a process config must be a table with a 'name' (one of edm, ve, vp, pfgmpp, cld, bdm), got {config!r}")
     params = {k: v for k, v in config.items() if k not in ("name", "kind")}
     name = config["name"]
     if name == "cld":
         return CLD.from_config(config)
+    if name == "bdm":
+        return BDM.from_config(config)
     if name in GaussianProcess.VARIANTS:
         cls, params = GaussianProcess, {"variant": name, **params}
     elif name == "pfgmpp":
         cls = PFGMPPProcess
     else:
-        known = list(GaussianProcess.VARIANTS) + ["pfgmpp", "cld"]
+        known = list(GaussianProcess.VARIANTS) + ["pfgmpp", "cld", "bdm"]
         raise ValueError(f"unknown process {name!r}{closest(str(name), known)}; available: {', '.join(known)}")
     try:
         return cls(**params)

@@ -1,6 +1,6 @@
 """What samplers may assume about a process: its capabilities, state layout, time variable, schedule
 defaults and yardstick, declared once by each process module (:data:`~.gaussian.GAUSSIAN`,
-:data:`~.pfgmpp.PFGMPP`, :data:`~.cld.process.CLD_KIND`).
+:data:`~.pfgmpp.PFGMPP`, :data:`~.cld.process.CLD_KIND`, :data:`~.bdm.process.BDM_KIND`).
 
 A solver declares the capabilities it needs (``register(..., needs=...)``); it applies to a process
 exactly when the process offers all of them. Models name their kind in ``model.process``.
@@ -22,13 +22,16 @@ GAUSSIAN_REVERSE_SDE = "a Gaussian reverse SDE in sigma"
 #: The phase space u = (x, v) of critically-damped Langevin diffusion, an eps model in time t
 #: (Dockhorn et al., arXiv 2112.07068; Zhang et al., arXiv 2206.05564).
 CLD_PHASE_SPACE = "CLD's phase space u = (x, v) with an eps model in t"
+#: Blurring diffusion: an image state whose DCT coefficients each follow their own linear SDE in t, with
+#: an eps model (Hoogeboom & Salimans, arXiv 2209.05557; gDDIM, Zhang et al., arXiv 2206.05564).
+BDM_FREQUENCY_SPACE = "blurring diffusion's per-frequency linear SDE in t with an eps model"
 
 
 @dataclass(frozen=True)
 class ProcessKind:
     """One kind of process as samplers see it (``model.process`` names it)."""
 
-    #: the name models and stored cells use: 'gaussian', 'pfgmpp', 'cld'
+    #: the name models and stored cells use: 'gaussian', 'pfgmpp', 'cld', 'bdm'
     name: str
     #: what the process offers solvers (subsets of the capability constants above)
     capabilities: frozenset[str]

@@ -165,6 +165,15 @@ def parse_spec(raw: dict[str, Any], source: str = "", where: str = "train spec")
             raise ValueError(f"{where}: unknown key [precond].{extra[0]} for a CLD model; allowed: type, sigma_data, skip")
         if not isinstance(precond.get("skip", True), bool):
             raise ValueError(f"{where}: [precond].skip must be true or false, got {precond['skip']!r}")
+    elif process.get("name") == "bdm":  # BDM networks predict eps of the image state: their own scaling only
+        if precond.get("type", "bdm") != "bdm":
+            raise ValueError(f"{where}: a BDM model takes [precond].type = 'bdm' (or no [precond]), "
+                             f"got {precond.get('type')!r}")
+        extra = sorted(set(precond) - {"type", "sigma_data", "skip"})
+        if extra:
+            raise ValueError(f"{where}: unknown key [precond].{extra[0]} for a BDM model; allowed: type, sigma_data, skip")
+        if not isinstance(precond.get("skip", True), bool):
+            raise ValueError(f"{where}: [precond].skip must be true or false, got {precond['skip']!r}")
     elif precond.get("type", "edm") not in ("edm", "ve", "vp"):
         raise ValueError(f"{where}: [precond].type must be edm, ve or vp, got {precond.get('type')!r}"
                          + (" ('cld' is for [process] name = 'cld')" if precond.get("type") == "cld" else ""))
