@@ -173,7 +173,10 @@ def test_sweeps_default_to_philox_noise_recorded_in_the_stochastic_cells_identit
     assert set(p.loc[["euler_ancestral"], "cell_id"]).isdisjoint(t.loc[["euler_ancestral"], "cell_id"])
     assert all(json.loads(v)["noise_generator"] == "philox" for v in p.loc[["euler_ancestral"], "provenance"])
     assert all(json.loads(v)["noise_generator"] == "torch" for v in t.loc[["euler_ancestral"], "provenance"])
-    assert p.loc[["euler_ancestral"], "value"].tolist() == p5.loc[["euler_ancestral"], "value"].tolist()
+    # the noise is bit-identical across batch sizes (tested above); the sweep's mixture denoiser is a
+    # batched matrix product, which may round differently at batch 5 and 12, so the value agrees to round-off
+    assert p.loc[["euler_ancestral"], "value"].tolist() == pytest.approx(
+        p5.loc[["euler_ancestral"], "value"].tolist(), rel=1e-12, abs=0)
     # sample 7 is the sampler run from generator seed 3 + 7's prior and the counter stream (seed 3, index 7)
     model = builtin_model("gmm2d")
     sigmas = sb.solvers.plan("euler_ancestral", 6).sigmas
