@@ -77,20 +77,28 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
+def _loaded_classes(*where: tuple[str, str]) -> tuple[type, ...]:
+    """The classes ``(module, name)`` (modules relative to this package) of the modules imported so far."""
+    return tuple(getattr(sys.modules[f"sampler_bench.{m}"], n) for m, n in where if f"sampler_bench.{m}" in sys.modules)
+
+
 def friendly(fn):
     """Turn the package's input errors (ValueError subclasses with readable messages) into click errors."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .bench.check import BaselineError
-        from .bench.spec import SpecError
-        from .bench.store import EnvironmentFailure, StoreError, environment_problem
-
         try:
             return fn(*args, **kwargs)
-        except (SpecError, StoreError, BaselineError) as e:
-            raise InputError(str(e)) from None
+        except ValueError as e:
+            # an error class can only be raised once its module is imported: look them up, import none
+            # (importing the store here would cost a spec error the seconds of a torch import)
+            if isinstance(e, _loaded_classes(("bench.spec", "SpecError"), ("bench.store", "StoreError"),
+                                             ("bench.check", "BaselineError"))):
+                raise InputError(str(e)) from None
+            raise
         except OSError as e:  # the environment, not the input: exit 1, one line, and say that nothing is lost
+            from .bench.store import EnvironmentFailure, environment_problem
+
             text = str(e) if isinstance(e, EnvironmentFailure) else environment_problem(e)
             raise click.ClickException(f"{text}. Cells finished before are kept; once this is fixed, rerun the same "
                                        "command to resume") from None
@@ -169,15 +177,17 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
     split over the N processes (one GPU each on CUDA); rank 0 writes the store and the report.
     """
     with deferred():  # the heavy imports of a sweep (torch, scipy): Ctrl-C acts once they are done
+        from .bench.spec import check_device, load_spec, with_overrides
+
+        # the spec first: its mistakes are found before torch is imported where the names tell them
+        s = with_overrides(load_spec(spec), device=device, batch_size=batch_size)
         from .bench.distributed import DistributedError, env_world, init_from_env, shutdown
         from .bench.runner import Sweep  # noqa: F401
-        from .bench.spec import check_device, load_spec, with_overrides
         try:
             import sampler_bench.metrics  # noqa: F401
         except ImportError:
             pass  # said by the spec, if it asks for metrics
 
-    s = with_overrides(load_spec(spec), device=device, batch_size=batch_size)
     check_device(s.device)  # before any model is loaded: a missing device is bad input, not failed cells
     out = out or Path("results") / s.name
     try:
@@ -382,10 +392,8 @@ def check(db, baseline, write_baseline, rel, abs_, show_all, any_seed):
 LIST_SECTIONS = ("samplers", "schedules", "metrics", "features", "models", "specs")
 
 
-def _options_text(meta) -> str:
-    if not meta.options:
-        return "–"
-    return ", ".join(f"{k}={v.default!r}" for k, v in meta.options.items())
+def _options_text(options: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "–"
 
 
 def _add_row(table: Table, *cells) -> None:
@@ -396,12 +404,9 @@ def _add_row(table: Table, *cells) -> None:
 @click.argument("what", required=False, type=click.Choice(LIST_SECTIONS))
 def list_(what):
     """What is available: samplers, schedules, metrics, feature extractors, built-in models and specs."""
-    import sampler_bench as sb
+    from .catalog import load
 
-    from .bench.spec import builtin_specs
-    from .models.builtin import BUILTIN
-    from .solvers import schedules
-
+    catalog = load()  # the shipped catalogue when it matches the sources: no torch import
     show = (what,) if what else LIST_SECTIONS
     if "samplers" in show:
         t = Table(title="samplers")
@@ -409,63 +414,52 @@ def list_(what):
             t.add_column(col, no_wrap=True)  # names are never cut
         t.add_column("options (defaults)", overflow="fold")
         t.caption = "order: theoretical global order of the default options (weak order if stochastic); * adaptive"
-        for name in sb.solvers.available():
-            meta = sb.solvers.info(name)
-            order = f"{meta.order}*" if meta.adaptive else str(meta.order)
-            _add_row(t, name, order, str(meta.nfe_per_step), "yes" if meta.stochastic else "no",
-                      ", ".join(meta.processes), _options_text(meta))
+        for m in catalog["samplers"]:
+            order = f"{m['order']}*" if m["adaptive"] else str(m["order"])
+            _add_row(t, m["name"], order, str(m["nfe_per_step"]), "yes" if m["stochastic"] else "no",
+                     ", ".join(m["processes"]), _options_text(m["options"]))
         console.print(t)
     if "schedules" in show:
-        from .bench.spec import _schedule_param_names
-
         t = Table(title="schedules")
         t.add_column("name")
         t.add_column("parameters")
-        for name in sorted(schedules.BUILDERS):
-            _add_row(t, name, ", ".join(_schedule_param_names(name)) or "–")
+        for m in catalog["schedules"]:
+            _add_row(t, m["name"], ", ".join(m["parameters"]) or "–")
         console.print(t)
     if "metrics" in show or "features" in show:
-        try:
-            import sampler_bench.metrics as M
-        except ImportError as e:
-            console.print(f"[yellow]metrics unavailable[/yellow] ({e})")
+        if "metrics_unavailable" in catalog:
+            console.print(f"[yellow]metrics unavailable[/yellow] ({catalog['metrics_unavailable']})")
         else:
             if "metrics" in show:
                 t = Table(title="metrics")
                 for col in ("name", "values", "lower is better", "needs reference endpoints", "description"):
                     t.add_column(col)
-                for name in M.available():
-                    info = M.info(name)
-                    lib = getattr(info, "lower_is_better", True)
-                    _add_row(t, name, ", ".join(getattr(info, "keys", ()) or ()),
-                              json.dumps(lib) if isinstance(lib, dict) else ("yes" if lib else "no"),
-                              "yes" if getattr(info, "needs_reference_endpoints", False) else "no",
-                              getattr(info, "description", ""))
+                for m in catalog["metrics"]:
+                    lib = m["lower_is_better"]
+                    _add_row(t, m["name"], ", ".join(m["values"]),
+                             json.dumps(lib) if isinstance(lib, dict) else ("yes" if lib else "no"),
+                             "yes" if m["needs_reference_endpoints"] else "no", m["description"])
                 console.print(t)
             if "features" in show:
                 t = Table(title="feature extractors")
                 t.add_column("name")
-                features = getattr(M, "features", None)
-                for name in (features.available() if features is not None else []):
+                for name in catalog["features"]:
                     _add_row(t, name)
                 console.print(t)
     if "models" in show:
         t = Table(title="built-in models")
         for col in ("name", "shape", "process", "sigma range", "description"):
             t.add_column(col)
-        for name in sorted(BUILTIN):
-            m = BUILTIN[name]()
-            _add_row(t, name, "×".join(map(str, m.shape)), m.process, f"[{m.sigma_min:g}, {m.sigma_max:g}]",
-                      getattr(m, "description", ""))
+        for m in catalog["models"]:
+            _add_row(t, m["name"], "×".join(map(str, m["shape"])), m["process"],
+                     f"[{m['sigma_min']:g}, {m['sigma_max']:g}]", m["description"])
         console.print(t)
     if "specs" in show:
         t = Table(title="built-in specs (sampler-bench sweep NAME)")
         t.add_column("name")
         t.add_column("description")
-        from .bench.spec import load_spec
-
-        for name in builtin_specs():
-            _add_row(t, name, load_spec(name).description)
+        for m in catalog["specs"]:
+            _add_row(t, m["name"], m["description"])
         console.print(t)
 
 

@@ -12,6 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+#: The largest NFE budget a plan accepts. Sampler comparisons live below ~1000 NFE (EDM's 2-D
+#: ablations stop at 1023, arXiv 2206.00364 Fig. 2); 100k leaves room for convergence studies while
+#: keeping a grid (and DPM-Solver-fast's per-step order list) a few MB. Larger budgets are refused.
+MAX_NFE_BUDGET = 100_000
+
 
 class OptionError(ValueError):
     """A bad solver/metric name, option or budget; the message says what to change."""

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sampler_bench"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("sampler_bench.version", "sampler_bench.options", "sampler_bench.rng", "sampler_bench.vp",
                     "sampler_bench.hashing", "sampler_bench.compat", "sampler_bench.hardware", "sampler_bench._interrupt",
-                    "sampler_bench.philox")),
+                    "sampler_bench.philox", "sampler_bench.catalog_file")),
     ("processes", ("sampler_bench.processes",)),
     ("solvers", ("sampler_bench.solvers",)),
     ("data", ("sampler_bench.data",)),
@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("report", ("sampler_bench.report",)),
     ("train", ("sampler_bench.train",)),
     ("api", ("sampler_bench",)),  # sb.sample, sb.solvers, sb.schedules, sb.load_model
-    ("commands", ("sampler_bench.cli", "sampler_bench.train.cli", "sampler_bench.__main__")),
+    ("commands", ("sampler_bench.cli", "sampler_bench.catalog", "sampler_bench.train.cli", "sampler_bench.__main__")),
 ]
 
 

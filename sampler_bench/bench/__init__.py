@@ -6,7 +6,6 @@
 """
 
 from .spec import Spec, SpecError, builtin_specs, load_spec, parse_spec
-from .store import ResultsStore, StoreError
 
 __all__ = ["Spec", "SpecError", "builtin_specs", "load_spec", "parse_spec", "ResultsStore", "StoreError", "run_sweep"]
 
@@ -16,3 +15,12 @@ def run_sweep(spec, out_dir, **kwargs):
     from .runner import run_sweep as _run
 
     return _run(spec, out_dir, **kwargs)
+
+
+def __getattr__(name: str):
+    # the store pulls in pandas and torch: imported on first use, so that reading a spec stays light
+    if name in ("ResultsStore", "StoreError"):
+        from . import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

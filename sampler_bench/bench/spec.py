@@ -22,10 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..solvers import schedules as _schedules
-from ..solvers.registry import SolverOptionError, closest
-from ..solvers.registry import available as solver_names
-from ..solvers.registry import info as solver_info
+from ..catalog_file import shipped
+from ..options import MAX_NFE_BUDGET, SolverOptionError, closest
 
 #: Largest number of samples per cell kept in the store for the report's pictures.
 MAX_KEEP_SAMPLES = 256
@@ -60,6 +58,68 @@ MODEL_KEYS = ("builtin", "checkpoint", "python", "name", "args", "trust_pickle",
 SAMPLER_KEYS = ("name", "options")
 SCHEDULE_KEYS = ("name", "params", "sigma_min", "sigma_max", "ends_at_zero")
 METRIC_KEYS = ("name", "feature_extractor", "params")
+
+
+# The registries import torch and every solver, model and metric module (seconds on a small machine).
+# Names are checked first against the catalogue shipped with the package when it matches the installed
+# sources (sampler_bench.catalog_file), so that a misspelt name stops at once; anything a name is
+# looked up for (options, parameters) comes from the live registries, imported on first use.
+
+
+def solver_names() -> list[str]:
+    from ..solvers.registry import available
+
+    return available()
+
+
+def solver_info(name: str):
+    from ..solvers.registry import info
+
+    return info(name)
+
+
+def _schedule_builders():
+    from ..solvers import schedules
+
+    return schedules
+
+
+def _builtin_model_names() -> list[str]:
+    from ..models.builtin import available
+
+    return available()
+
+
+def _metric_names() -> list[str]:
+    try:
+        import sampler_bench.metrics as M
+    except ImportError as e:
+        raise SpecError(f"the spec asks for metrics but sampler_bench.metrics cannot be imported ({e})") from None
+    return list(M.available())
+
+
+_LIVE_NAMES = {  # catalogue section -> (registry module, its names)
+    "samplers": ("sampler_bench.solvers.registry", solver_names),
+    "schedules": ("sampler_bench.solvers.schedules", lambda: sorted(_schedule_builders().BUILDERS)),
+    "models": ("sampler_bench.models.builtin", _builtin_model_names),
+    "metrics": ("sampler_bench.metrics", _metric_names),
+}
+
+
+def known_names(section: str) -> list[str]:
+    """The valid names of a catalogue section (samplers, schedules, models, metrics): the shipped
+    catalogue's, plus the live registry's once it is imported (names a user registered at run time);
+    the live registry alone when the shipped catalogue does not match the sources."""
+    import sys
+
+    module, live = _LIVE_NAMES[section]
+    data = shipped()
+    if data is None or section not in data:
+        return live()
+    names = [e["name"] for e in data[section]]
+    if module in sys.modules:
+        names += [n for n in live() if n not in names]
+    return names
 
 
 class SpecError(ValueError):
@@ -281,14 +341,89 @@ def _array_of_tables(doc: Mapping, key: str, text: str) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]:
-    from ..models.builtin import available as builtin_names
+def _sampler_name(t: Mapping, where: str, text: str) -> str:
+    if "name" not in t:
+        raise SpecError(f"{where}: missing name = \"...\" (run `sampler-bench list` for the samplers)")
+    n = _str(t["name"], f"{where} name")
+    names = known_names("samplers")
+    if n not in names:
+        raise SpecError(
+            f"{where}: unknown sampler {n!r}{_line_of_value(text, n)}{closest(n, names)}; "
+            "run `sampler-bench list` to see the registered samplers"
+        )
+    return n
 
+
+def _check_excluded(exclude: list) -> None:
+    names = known_names("samplers")
+    for e in exclude:
+        if e not in names:
+            raise SpecError(f"exclude_samplers: unknown sampler {e!r}{closest(e, names)}")
+
+
+def _builtin_name(t: Mapping, where: str, text: str) -> str:
+    b = _str(t["builtin"], f"{where} builtin")
+    names = known_names("models")
+    if b not in names:
+        raise SpecError(
+            f"{where}: unknown built-in model {b!r}{_line_of_value(text, b)}{closest(b, names)}; "
+            f"built-in models: {', '.join(names)}"
+        )
+    return b
+
+
+def _schedule_name(t: Mapping, where: str, text: str) -> str:
+    name = _str(t.get("name", "karras"), f"{where} name")
+    builders = sorted(known_names("schedules"))
+    if name not in builders:
+        extra = " ('list' grids are fixed, so they cannot follow an NFE budget)" if name == "list" else ""
+        raise SpecError(
+            f"{where}: unknown schedule {name!r}{_line_of_value(text, name)}{closest(name, builders)}{extra}; "
+            f"available: {', '.join(builders)}"
+        )
+    return name
+
+
+def _metric_name(t: Mapping, where: str, text: str) -> str:
+    names = known_names("metrics")
+    if "name" not in t:
+        raise SpecError(f"{where}: missing name = \"...\"; metrics: {', '.join(names)}")
+    n = _str(t["name"], f"{where} name")
+    if n not in names:
+        raise SpecError(
+            f"{where}: unknown metric {n!r}{_line_of_value(text, n)}{closest(n, names)}; metrics: {', '.join(names)}"
+        )
+    return n
+
+
+def _check_names(doc: Mapping, text: str) -> None:
+    """Every table's keys and every name the spec gives, before anything is looked up in a registry:
+    with the shipped catalogue these checks import nothing, so a misspelt key or name stops at once."""
+    for k, t in enumerate(_array_of_tables(doc, "model", text), 1):
+        where = f"[[model]] #{k}"
+        _check_keys(t, MODEL_KEYS, where, text)
+        if "builtin" in t and "checkpoint" not in t and "python" not in t:
+            _builtin_name(t, where, text)
+    exclude = doc.get("exclude_samplers", [])
+    if isinstance(exclude, list) and all(isinstance(e, str) for e in exclude):
+        _check_excluded(exclude)
+    for k, t in enumerate(_array_of_tables(doc, "sampler", text), 1):
+        _check_keys(t, SAMPLER_KEYS, f"[[sampler]] #{k}", text)
+        _sampler_name(t, f"[[sampler]] #{k}", text)
+    for k, t in enumerate(_array_of_tables(doc, "schedule", text), 1):
+        _check_keys(t, SCHEDULE_KEYS, f"[[schedule]] #{k}", text)
+        _schedule_name(t, f"[[schedule]] #{k}", text)
+    for k, t in enumerate(_array_of_tables(doc, "metric", text), 1):
+        _check_keys(t, METRIC_KEYS, f"[[metric]] #{k}", text)
+        _metric_name(t, f"[[metric]] #{k}", text)
+
+
+def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]:
     tables = _array_of_tables(doc, "model", text)
     if not tables:
         raise SpecError(
             "the spec names no model; add e.g.\n  [[model]]\n  builtin = \"gmm2d\"\n"
-            f"(built-in models: {', '.join(builtin_names())}) or checkpoint = \"path/to/checkpoint\""
+            f"(built-in models: {', '.join(known_names('models'))}) or checkpoint = \"path/to/checkpoint\""
         )
     out = []
     for k, t in enumerate(tables, 1):
@@ -312,12 +447,7 @@ def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]
         if extras.pop("guidance") != [None]:
             raise SpecError(f"{where}: guidance applies to class-conditional plug-in models (python = ...) only")
         if has_b:
-            b = _str(t["builtin"], f"{where} builtin")
-            if b not in builtin_names():
-                raise SpecError(
-                    f"{where}: unknown built-in model {b!r}{_line_of_value(text, b)}{closest(b, builtin_names())}; "
-                    f"built-in models: {', '.join(builtin_names())}"
-                )
+            b = _builtin_name(t, where, text)
             out.append(ModelSpec(builtin=b, name=name, decode=extras["decode"]))
         else:
             c = Path(_str(t["checkpoint"], f"{where} checkpoint")).expanduser()
@@ -361,9 +491,6 @@ def _model_extras(t: Mapping, where: str, plugin: bool) -> dict:
 
 
 def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
-    names = solver_names()
-    # Adaptive solvers are swept only when they map a budget to tolerances (the yardsticks do not).
-    sweepable = [n for n in names if not solver_info(n).adaptive or solver_info(n).tolerance_for_nfe is not None]
     out: list[SamplerSpec] = []
     all_samplers = doc.get("all_samplers", False)
     if not isinstance(all_samplers, bool):
@@ -371,22 +498,16 @@ def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
     exclude = doc.get("exclude_samplers", [])
     if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
         raise SpecError("exclude_samplers must be a list of sampler names")
-    for e in exclude:
-        if e not in names:
-            raise SpecError(f"exclude_samplers: unknown sampler {e!r}{closest(e, names)}")
+    _check_excluded(exclude)
     if all_samplers:
+        # Adaptive solvers are swept only when they map a budget to tolerances (the yardsticks do not).
+        sweepable = [n for n in solver_names()
+                     if not solver_info(n).adaptive or solver_info(n).tolerance_for_nfe is not None]
         out += [SamplerSpec(n, solver_info(n).validate({}), from_all=True) for n in sweepable if n not in exclude]
     for k, t in enumerate(_array_of_tables(doc, "sampler", text), 1):
         where = f"[[sampler]] #{k}"
         _check_keys(t, SAMPLER_KEYS, where, text)
-        if "name" not in t:
-            raise SpecError(f"{where}: missing name = \"...\" (run `sampler-bench list` for the samplers)")
-        n = _str(t["name"], f"{where} name")
-        if n not in names:
-            raise SpecError(
-                f"{where}: unknown sampler {n!r}{_line_of_value(text, n)}{closest(n, names)}; "
-                "run `sampler-bench list` to see the registered samplers"
-            )
+        n = _sampler_name(t, where, text)
         meta = solver_info(n)
         if meta.adaptive and meta.tolerance_for_nfe is None:
             raise SpecError(
@@ -414,12 +535,11 @@ def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
 
 
 def _schedule_param_names(name: str) -> list[str]:
-    sig = inspect.signature(_schedules.BUILDERS[name])
+    sig = inspect.signature(_schedule_builders().BUILDERS[name])
     return [p for p in sig.parameters if p not in ("n", "sigma_min", "sigma_max", "append_zero")]
 
 
 def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
-    builders = sorted(_schedules.BUILDERS)
     tables = _array_of_tables(doc, "schedule", text)
     if not tables:
         return [ScheduleSpec()]
@@ -427,13 +547,7 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
     for k, t in enumerate(tables, 1):
         where = f"[[schedule]] #{k}"
         _check_keys(t, SCHEDULE_KEYS, where, text)
-        name = _str(t.get("name", "karras"), f"{where} name")
-        if name not in builders:
-            extra = " ('list' grids are fixed, so they cannot follow an NFE budget)" if name == "list" else ""
-            raise SpecError(
-                f"{where}: unknown schedule {name!r}{_line_of_value(text, name)}{closest(name, builders)}{extra}; "
-                f"available: {', '.join(builders)}"
-            )
+        name = _schedule_name(t, where, text)
         params = _table(t.get("params", {}), f"{where} params")
         allowed = _schedule_param_names(name)
         for p in params:
@@ -464,7 +578,7 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
         lo = smin if smin is not None else (smax / 1000 if smax is not None else 0.002)
         hi = smax if smax is not None else (smin * 1000 if smin is not None else 80.0)
         try:
-            _schedules.build(name, 3, lo, hi, append_zero=ends, **params)
+            _schedule_builders().build(name, 3, lo, hi, append_zero=ends, **params)
         except ValueError as e:
             raise SpecError(f"{where}: {e}") from None
         out.append(ScheduleSpec(name, params, smin, smax, ends))
@@ -475,11 +589,13 @@ def _parse_metrics(doc: Mapping, text: str, n_samples: int = 2, base: Path | Non
     tables = _array_of_tables(doc, "metric", text)
     if not tables:
         return []
+    for k, t in enumerate(tables, 1):
+        _metric_name(t, f"[[metric]] #{k}", text)
     try:
         import sampler_bench.metrics as M
     except ImportError as e:
         raise SpecError(f"the spec asks for metrics but sampler_bench.metrics cannot be imported ({e})") from None
-    names = list(M.available())
+
     extractors = None
     features = getattr(M, "features", None)
     if features is not None and hasattr(features, "available"):
@@ -488,13 +604,7 @@ def _parse_metrics(doc: Mapping, text: str, n_samples: int = 2, base: Path | Non
     for k, t in enumerate(tables, 1):
         where = f"[[metric]] #{k}"
         _check_keys(t, METRIC_KEYS, where, text)
-        if "name" not in t:
-            raise SpecError(f"{where}: missing name = \"...\"; metrics: {', '.join(names)}")
-        n = _str(t["name"], f"{where} name")
-        if n not in names:
-            raise SpecError(
-                f"{where}: unknown metric {n!r}{_line_of_value(text, n)}{closest(n, names)}; metrics: {', '.join(names)}"
-            )
+        n = _metric_name(t, where, text)
         fx = t.get("feature_extractor")
         if fx is not None:
             fx = _str(fx, f"{where} feature_extractor")
@@ -616,13 +726,12 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
     base = Path(path).resolve().parent if path else None
     try:
         _check_keys(doc, TOP_KEYS, "spec", text)
+        _check_names(doc, text)
         if "nfe" not in doc:
             raise SpecError("the spec needs NFE budgets, e.g. nfe = [4, 8, 16, 32]")
         nfe = doc["nfe"]
         if not isinstance(nfe, list) or not nfe:
             raise SpecError(f"nfe must be a non-empty list of budgets, e.g. nfe = [4, 8, 16], got {nfe!r}")
-        from ..solvers.budget import MAX_NFE_BUDGET
-
         nfe = sorted({_int(b, "every NFE budget", low=1, high=MAX_NFE_BUDGET) for b in nfe})
         n_samples = _int(doc.get("n_samples", 1000), "n_samples", low=1)
         precision = doc.get("precision", "float64")

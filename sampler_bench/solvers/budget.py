@@ -16,10 +16,7 @@ from . import schedules
 from .registry import SolverOptionError, info as solver_info
 
 
-#: The largest NFE budget a plan accepts. Sampler comparisons live below ~1000 NFE (EDM's 2-D
-#: ablations stop at 1023, arXiv 2206.00364 Fig. 2); 100k leaves room for convergence studies while
-#: keeping a grid (and DPM-Solver-fast's per-step order list) a few MB. Larger budgets are refused.
-MAX_NFE_BUDGET = 100_000
+from ..options import MAX_NFE_BUDGET  # noqa: E402,F401  (defined with the other input bounds)
 
 
 @dataclass(frozen=True)
