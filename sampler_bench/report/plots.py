@@ -121,9 +121,12 @@ def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: 
             everything.extend(val.tolist())
         _floor_band(ax, floor)
         ax.set_xscale("log")
-        ax.set_title(family or title, fontsize=9)
+        # A fixed title height and legend corner: matplotlib's automatic ones measure every tick label
+        # and every plotted point of the panel again (most of a report's drawing time). Values fall
+        # with NFE, so the upper right corner is the emptiest one.
+        ax.set_title(family or title, fontsize=9, y=1.0, pad=3)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=6, frameon=False, loc="best")
+        ax.legend(fontsize=6, frameon=False, loc="upper right")
     for k in range(len(families), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     ax0 = axes[0][0]
@@ -150,8 +153,11 @@ def pareto_plot(points, *, title: str, ylabel: str, style: Mapping[str, tuple]) 
     ``points``: DataFrame with ``row``, ``cost`` (seconds per sample), ``value``, ``nfe_budget``
     and ``front`` (bool).
     """
-    fig = Figure(figsize=(9.5, 5.2), layout="constrained")
+    fig = Figure(figsize=(9.5, 5.2))
     ax = fig.add_subplot()
+    # fixed margins, the legend in the right one: a layout engine would measure the figure twice
+    entries = points["row"].nunique() + 1  # a legend line per sampler and the front
+    _fixed_margins(fig, left=0.8, right=2.1 if entries <= 30 else 3.3, top=0.45, bottom=0.6)
     for row in [r for r in style if r in set(points["row"])]:
         sub = points[points["row"] == row]
         colour, marker = style[row]
@@ -168,10 +174,11 @@ def pareto_plot(points, *, title: str, ylabel: str, style: Mapping[str, tuple]) 
     _log_if_positive(ax, points["value"])
     ax.set_xlabel("wall time per sample (s)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=11, y=1.0, pad=4)
     ax.grid(True, which="both", alpha=0.3)
     if len(points):
-        _legend(fig, points["row"].nunique() + 1)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False,
+                  ncols=1 if entries <= 30 else 2, borderaxespad=0.0)
     return fig
 
 
@@ -217,6 +224,33 @@ def _empty_panel(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=7, color="0.4", transform=ax.transAxes, wrap=True)
 
 
+#: Width of one scatter panel in pixels (at DPI, about the 2.1 inches of an axes-per-panel figure).
+SCATTER_PANEL_PX = 180
+_BLUE = np.array(colormaps["tab10"].colors[0])  # tab:blue
+_SCATTER_ALPHA = 0.6
+
+
+def scatter_raster(points: np.ndarray, limits, shape: tuple[int, int]) -> np.ndarray:
+    """[H, W, 3] picture of 2-D points (white ground): each point covers a 2 x 2 pixel dot of
+    tab:blue at alpha 0.6 and dots compose as overlapping transparent markers do (1 - 0.4^k for k of
+    them), as a scatter plot with markers of that size would draw them, at a fraction of the cost of
+    drawing each marker."""
+    (x0, x1), (y0, y1) = limits
+    h, w = shape
+    p = points[np.isfinite(points).all(axis=1)]
+    counts, _, _ = np.histogram2d(p[:, 1], p[:, 0], bins=(h, w), range=((y0, y1), (x0, x1)))
+    counts = counts[::-1]  # image rows run from the top: y decreases downwards
+    dots = counts.copy()
+    dots[1:, :] += counts[:-1, :]
+    dots[:, 1:] += dots[:, :-1].copy()
+    cover = 1.0 - (1.0 - _SCATTER_ALPHA) ** dots
+    return 1.0 - cover[..., None] * (1.0 - _BLUE[None, None, :])
+
+
+def _tick_text(v: float) -> str:
+    return f"{v:.3g}"
+
+
 def scatter_grid(rows: Sequence[str], budgets: Sequence[int], panels: Mapping[tuple[str, int], np.ndarray | str],
                  *, title: str, axis_labels: tuple[str, str] = ("x1", "x2")) -> Figure:
     """Samples as scatter plots (or histograms for 1-D data): one row per sampler, one column per budget.
@@ -224,12 +258,18 @@ def scatter_grid(rows: Sequence[str], budgets: Sequence[int], panels: Mapping[tu
     A panel is an [N, 2] (or [N, 1]) array, or a short text saying why there is none. Every panel
     shares the axis limits, fitted to the samples of the largest budget (the best converged), so a
     sampler that spreads its mass wider shows it, and a panel says which fraction of its points
-    falls outside the view (a diverged cell); tick labels sit on the outer panels only.
+    falls outside the view (a diverged cell); the shared limits are written on the outer panels.
+
+    2-D panels are drawn as one picture (:func:`scatter_raster` per panel, equal scales on both axes)
+    in a single axes: a grid of axes with thousands of markers took seconds per figure, most of a
+    report's time.
     """
     arrays = [a for a in panels.values() if isinstance(a, np.ndarray)]
     one_d = {a.shape[1] for a in arrays} == {1}
     last = [a for (_, b), a in panels.items() if b == budgets[-1] and isinstance(a, np.ndarray)]
     limits = None if one_d else view_limits(last or arrays)
+    if limits is not None:
+        return _raster_scatter_grid(rows, budgets, panels, limits, title=title, axis_labels=axis_labels)
     fig = Figure(figsize=(1.0 + 2.1 * len(budgets), 0.6 + 2.0 * len(rows)))
     axes = fig.subplots(len(rows), len(budgets), squeeze=False)
     _fixed_margins(fig, left=0.75, right=0.1, top=0.55, bottom=0.45, wspace=0.08, hspace=0.12)
@@ -264,6 +304,58 @@ def scatter_grid(rows: Sequence[str], budgets: Sequence[int], panels: Mapping[tu
     fig.suptitle(title, fontsize=10)
     if not one_d:
         fig.supxlabel(f"{axis_labels[0]} (x), {axis_labels[1]} (y)", fontsize=7)
+    return fig
+
+
+def _raster_scatter_grid(rows, budgets, panels, limits, *, title: str, axis_labels: tuple[str, str]) -> Figure:
+    (x0, x1), (y0, y1) = limits
+    w = SCATTER_PANEL_PX
+    h = int(round(min(max(w * (y1 - y0) / (x1 - x0), w / 3), 2 * w)))  # square pixels: equal aspect
+    gap = 8
+    n_r, n_c = len(rows), len(budgets)
+    mosaic = np.ones((n_r * (h + gap) - gap, n_c * (w + gap) - gap, 3))
+    notes = []  # (row, column, text, colour, centred)
+    for i, row in enumerate(rows):
+        for j, budget in enumerate(budgets):
+            top, left = i * (h + gap), j * (w + gap)
+            tile = mosaic[top:top + h, left:left + w]
+            data = panels.get((row, budget), "not run")
+            if not isinstance(data, np.ndarray) or not len(data):
+                notes.append((i, j, data if isinstance(data, str) else "no samples stored", "0.4", True))
+            else:
+                tile[:] = scatter_raster(data, limits, (h, w))
+                away = _outside(data, limits)
+                if away > 0.005:
+                    notes.append((i, j, f"{100 * away:.0f}% outside view", "tab:red", False))
+            tile[[0, -1], :] = 0.8  # a light frame around every panel
+            tile[:, [0, -1]] = 0.8
+    dpi_in = 1.0 / DPI
+    left_in, right_in, top_in, bottom_in = 0.9, 0.15, 0.7, 0.55
+    width_px, height_px = mosaic.shape[1], mosaic.shape[0]
+    fig = Figure(figsize=(left_in + right_in + width_px * dpi_in, top_in + bottom_in + height_px * dpi_in))
+    fw, fh = fig.get_size_inches()
+    ax = fig.add_axes((left_in / fw, bottom_in / fh, width_px * dpi_in / fw, height_px * dpi_in / fh))
+    ax.imshow(mosaic, interpolation="nearest", extent=(0, width_px, height_px, 0))
+    ax.set_axis_off()
+    for i, j, text, colour, centred in notes:
+        x, y = j * (w + gap), i * (h + gap)
+        if centred:
+            ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=7, color=colour, wrap=True)
+        else:
+            ax.text(x + 4, y + 4, text, ha="left", va="top", fontsize=6, color=colour,
+                    bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+    for j, budget in enumerate(budgets):
+        ax.text(j * (w + gap) + w / 2, -6, f"NFE {budget}", ha="center", va="bottom", fontsize=8)
+        bottom = n_r * (h + gap) - gap
+        ax.text(j * (w + gap), bottom + 3, _tick_text(x0), ha="left", va="top", fontsize=6)
+        ax.text(j * (w + gap) + w, bottom + 3, _tick_text(x1), ha="right", va="top", fontsize=6)
+    for i, row in enumerate(rows):
+        y = i * (h + gap)
+        ax.text(-30, y + h / 2, row, ha="right", va="center", fontsize=7)
+        ax.text(-3, y, _tick_text(y1), ha="right", va="top", fontsize=6)
+        ax.text(-3, y + h, _tick_text(y0), ha="right", va="bottom", fontsize=6)
+    fig.suptitle(title, fontsize=10, y=1.0 - 0.1 / fh, va="top")  # above the column titles
+    fig.supxlabel(f"{axis_labels[0]} (x), {axis_labels[1]} (y); shared limits on the outer panels", fontsize=7)
     return fig
 
 
