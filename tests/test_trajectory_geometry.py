@@ -269,6 +269,9 @@ def test_bad_output_value_and_solvers_that_cannot_take_the_option_say_what_to_ch
     sig = sb.schedules.karras(5, 0.002, 80.0)
     with pytest.raises(ValueError, match=r"option output='x0' is not allowed; expected one of 'state', 'denoised'"):
         sb.sample("euler", model, x, sig, output="x0")
+    with pytest.raises(ValueError, match=r"\[\[sampler\]\] #1: solver 'heun': option output='bogus' is not allowed"):
+        parse_spec('nfe = [4]\nn_samples = 4\n[[model]]\nbuiltin = "gmm2d"\n[[sampler]]\nname = "heun"\n'
+                   'options = { output = "bogus" }\n[[metric]]\nname = "fd"\n')
     with pytest.raises(ValueError, match="only the solvers of the probability-flow ODE in sigma"):
         sb.solvers.info("gddim_bdm").validate({"output": "denoised"})
     with pytest.raises(ValueError, match="ends_at_zero = false"):
