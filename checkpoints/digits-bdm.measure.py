@@ -1,6 +1,7 @@
 """Measure the quality numbers of the BDM digits checkpoint quoted in checkpoints/README.md (and draw its picture).
 
     PYTHONPATH=. python checkpoints/digits-bdm.measure.py [--n 2000] [--seeds 0 1 2] [--nfe 10 20 50] [--picture]
+    PYTHONPATH=. python checkpoints/digits-bdm.measure.py --picture-from results/digits_bdm [--nfe 50]
 
 Fréchet distance in the "digits-classifier" feature space between the generated digits and the 299
 held-out digits, for gDDIM on blurring diffusion (Zhang et al., arXiv 2206.05564; order 1 = DDIM per DCT
@@ -44,6 +45,20 @@ def generate(model, solver: str, nfe: int, n: int, seed: int, batch: int = 500, 
     return torch.cat(out)
 
 
+def picture_from_sweep(sweep: Path, nfe: int) -> None:
+    """The picture from the first 64 samples a sweep kept (same seeds 0..63 as the sweep's cells)."""
+    from sampler_bench.bench.store import ResultsStore
+
+    with ResultsStore(sweep / "results.sqlite", create=False) as store:
+        cells = store.cells()
+        cell = cells[(cells["solver"] == "gddim_bdm") & (cells["options"].str.contains('"order": 2'))
+                     & (cells["nfe_budget"] == nfe) & (cells["status"] == "ok")]
+        if cell.empty:
+            raise SystemExit(f"{sweep}: no finished gddim_bdm (order 2) cell at {nfe} NFE")
+        x = store.samples(cell["cell_id"].iloc[0])[:64].double()
+    picture(x, HERE / f"{NAME}.png", f"{NAME}: gDDIM-BDM (order 2) {nfe} NFE")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
@@ -51,8 +66,14 @@ def main():
     ap.add_argument("--nfe", type=int, nargs="+", default=[20, 50])
     ap.add_argument("--checkpoint", default=str(HERE / NAME))
     ap.add_argument("--picture", action="store_true")
+    ap.add_argument("--picture-from", default=None, metavar="SWEEP",
+                    help="only draw the picture, from the samples a sweep of benchmarks/digits_bdm.toml kept "
+                         "(gDDIM order 2 at the largest --nfe)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    if args.picture_from:
+        picture_from_sweep(Path(args.picture_from), max(args.nfe))
+        return
     digits = load_dataset("digits")
     ex = features.get("digits-classifier")
     test_f, train_f = ex(digits.test()), ex(digits.train())

@@ -50,10 +50,24 @@ def fresh(name, model, **kw):
     return M.make(name, model, reference_samples=200, seed=3, **{**SMALL.get(name, {}), **kw})
 
 
+def synthetic_trajectory(xb):
+    """A curved path per sample, a function of that sample only, ending at it (for trajectory metrics)."""
+    from sampler_bench.solvers.trajectory import Trajectory
+
+    sigmas = [80.0, 20.0, 5.0, 1.0, 0.2, 0.0]
+    bend = xb.roll(1, dims=1) + 1.0
+    states = torch.stack([xb + s * bend + s**0.5 * xb**2 for s in sigmas], 1)
+    denoised = torch.stack([xb + 0.1 * s * bend for s in sigmas], 1)
+    return Trajectory(sigmas, states, denoised, xb.clone(), 0)
+
+
 def feed(acc, x, ref, batch, start=None):
     for j, (xb, rb) in enumerate(zip(x.split(batch), ref.split(batch))):
-        acc.update(xb, reference=rb if M.info(acc.name).needs_reference_endpoints else None,
-                   index=None if start is None or j else start)
+        index = None if start is None or j else start
+        if M.info(acc.name).needs_trajectory:
+            acc.update(xb, index=index, trajectory=synthetic_trajectory(xb))
+            continue
+        acc.update(xb, reference=rb if M.info(acc.name).needs_reference_endpoints else None, index=index)
     return acc
 
 

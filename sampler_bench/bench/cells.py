@@ -20,6 +20,7 @@ import torch
 
 from ..solvers import budget as _budget
 from ..processes.catalog import process_kind
+from ..processes.kind import PROBABILITY_FLOW_ODE
 from ..solvers.registry import SolverInfo, mismatch
 from ..solvers.registry import info as solver_info
 from .prepare import PreparedMetric, PreparedModel
@@ -67,9 +68,20 @@ class Cell:
         return any(m.needs_reference for m in self.metrics)
 
     @property
+    def needs_trajectory(self) -> bool:
+        return any(m.needs_trajectory for m in self.metrics)
+
+    @property
     def declared_order(self) -> int:
         """The solver's theoretical order with this cell's options (planned, or as requested)."""
         return self.solver.order_for(self.options)
+
+
+def records_trajectory(meta: SolverInfo) -> bool:
+    """Whether a solver's trajectory can be recorded for the geometry metric: a deterministic step solver of
+    the probability-flow ODE in sigma (a stochastic path is not the ODE's; an adaptive run has no grid; the
+    models of CLD and BDM solvers are not denoisers)."""
+    return not meta.stochastic and meta.step is not None and PROBABILITY_FLOW_ODE in meta.needs
 
 
 def cell_id_of(definition: Mapping[str, Any]) -> str:
@@ -147,7 +159,8 @@ def _expand_one(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
                 meta = solvers[smp.name]
                 if smp.from_all and mismatch(smp.name, pm.process) is not None:
                     continue  # all_samplers means every sampler that applies; see prepare_models' note
-                metrics = [m for m in pm.metrics if not (meta.stochastic and m.needs_reference)]
+                metrics = [m for m in pm.metrics if not (meta.stochastic and m.needs_reference)
+                           and not (m.needs_trajectory and not records_trajectory(meta))]
                 needs_reference = any(m.needs_reference for m in metrics)
                 if needs_reference and reference is None:
                     reference = _reference(spec, pm, smin, smax, sch.ends_at_zero)

@@ -20,6 +20,7 @@ import torch
 
 from ..models.guidance import Conditioned, EvaluationCounter, draw_class_labels
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
+from ..solvers.trajectory import TrajectoryRecorder
 from ..rng import generators_for, noise_generator
 from .cells import Cell
 from .distributed import DistributedError, World, run_sharded
@@ -97,8 +98,9 @@ def cell_shard(cell: Cell, start: int, stop: int,
             noise_generator(spec.noise_generator, spec.seed, a, b, device)
         evaluations = EvaluationCounter()
         counter = CountingDenoiser(Conditioned(model, labels, evaluations), timed=True)
+        recorder = TrajectoryRecorder() if cell.needs_trajectory else None
         out = data_of(model, run_solver(cell.solver.name, counter, x, cell.plan.sigmas, generator=noise,
-                                        options=cell.options))
+                                        options=cell.options, trajectory=recorder))
         _sync(device)
         t1 = time.perf_counter()
         sampling_s += t1 - t0
@@ -117,7 +119,10 @@ def cell_shard(cell: Cell, start: int, stop: int,
             decode_s += time.perf_counter() - t1
         t2 = time.perf_counter()
         for m in cell.metrics:
-            accs[m.spec.name].update(out, reference=ref if m.needs_reference else None, index=a)
+            if m.needs_trajectory:
+                accs[m.spec.name].update(out, index=a, trajectory=recorder.result)
+            else:
+                accs[m.spec.name].update(out, reference=ref if m.needs_reference else None, index=a)
         _sync(device)
         metric_s += time.perf_counter() - t2
         if a < spec.keep_samples:
@@ -164,6 +169,8 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
             prov["decode"] = {"decoder": cell.model.spec.decode, "seconds": sum(s.decode_s for s in shards)}
         if cell.solver.stochastic:
             prov["noise_generator"] = cell.spec.noise_generator
+        if "output" in cell.options:  # sampler_bench/solvers/output.py: what the sampler returned
+            prov["output"] = cell.options["output"]
         if hosts is not None:
             prov["execution"].update(ranks=len(hosts), hosts=sorted(set(hosts)))
         ref = cell.reference

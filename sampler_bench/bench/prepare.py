@@ -115,6 +115,11 @@ class PreparedMetric:
     def accumulator(self):
         return self.factory.make(self.spec, self.model)
 
+    @property
+    def needs_trajectory(self) -> bool:
+        """Its update needs the recorded trajectory (``trajectory_geometry``): deterministic step solvers only."""
+        return bool(getattr(self.info, "needs_trajectory", False))
+
     def reduce(self, states: list[dict]) -> dict:
         """One accumulator state from the states of several sample ranges (float64 sums)."""
         return states[0] if len(states) == 1 else self.factory.api.reduce_states(states)

@@ -213,13 +213,13 @@ class Sweep:
     def store_floors(self, store: ResultsStore) -> None:
         """The noise floor (:mod:`.floor`) of every model x distribution metric, unless already stored:
         the metric of ``n_samples`` exact samples, with its interval. Endpoint error has none (exact
-        samples *are* the reference)."""
+        samples *are* the reference), nor has trajectory geometry (exact samples have no trajectory)."""
         from .floor import floor_id, noise_floor
 
         spec = self.spec
         for pm in self.models:
             for m in pm.metrics:
-                if m.needs_reference:
+                if m.needs_reference or m.needs_trajectory:
                     continue
                 definition = {"name": m.spec.name, "feature_extractor": m.spec.feature_extractor, "params": m.spec.params}
                 fid = floor_id(pm.hash, definition, spec.n_samples, spec.seed)

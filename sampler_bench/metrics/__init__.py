@@ -13,7 +13,7 @@
     M.features.available(); M.features.get(name); M.features.register_extractor(name, fn_or_module)
 
 Metrics: ``fd`` (Fréchet distance; FID with ``inception-v3-compat``), ``kid``, ``precision_recall``,
-``swd``, ``gmm_nll``, ``gmm_tv``, ``endpoint_error``. Importing this package does not import
+``swd``, ``gmm_nll``, ``gmm_tv``, ``endpoint_error``, ``trajectory_geometry``. Importing this package does not import
 torch-fidelity; it is loaded when an Inception extractor is built or KID / precision-recall computed.
 """
 
@@ -27,6 +27,7 @@ from . import kid_pr  # noqa: E402,F401  kid, precision_recall
 from . import swd  # noqa: E402,F401  swd
 from . import gmm  # noqa: E402,F401  gmm_nll, gmm_tv
 from . import endpoint  # noqa: E402,F401  endpoint_error
+from . import trajectory_geometry  # noqa: E402,F401  trajectory_geometry
 
 __all__ = [
     "Accumulator", "FeatureMetric", "MetricInfo", "DEFAULT_REFERENCE_SAMPLES", "available", "features", "info",

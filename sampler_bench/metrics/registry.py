@@ -41,6 +41,9 @@ class MetricInfo:
     needs_reference_endpoints: bool = False
     requires: str | None = None
     params: Mapping[str, Option] = field(default_factory=dict)
+    #: its ``update`` needs the batch's recorded trajectory (``trajectory=``): deterministic step solvers of
+    #: the probability-flow ODE only (:mod:`.trajectory_geometry`)
+    needs_trajectory: bool = False
 
     @property
     def uses_features(self) -> bool:
@@ -80,7 +83,7 @@ _REGISTRY: dict[str, MetricInfo] = {}
 
 def register_metric(name: str, *, keys, lower_is_better: bool, description: str, paper: str = "",
                     needs_reference_endpoints: bool = False, requires: str | None = None,
-                    params: Mapping[str, Option] | None = None):
+                    params: Mapping[str, Option] | None = None, needs_trajectory: bool = False):
     """Class decorator: register an Accumulator subclass as metric ``name``."""
 
     def wrap(cls):
@@ -89,7 +92,7 @@ def register_metric(name: str, *, keys, lower_is_better: bool, description: str,
         _REGISTRY[name] = MetricInfo(name=name, description=description, keys=tuple(keys),
                                      lower_is_better=lower_is_better, cls=cls, paper=paper,
                                      needs_reference_endpoints=needs_reference_endpoints, requires=requires,
-                                     params=dict(params or {}))
+                                     params=dict(params or {}), needs_trajectory=needs_trajectory)
         cls.name = name
         cls.info = _REGISTRY[name]
         return cls

@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import plots
 from .anchors import anchor_blocks
+from .geometry import geometry_blocks
 from .document import Bullets, Document, Figure, Heading, Paragraph, slug
 from .html import write_html
 from .markdown import write_markdown
@@ -279,6 +280,11 @@ def _model_section(doc, names, model, cells, values, samples, budgets_asked, rep
         if orders is not None and len(orders):
             doc.add(Heading(3, f"{model}: empirical order", names(model, "order")))
             doc.add(order_table(orders, key))
+
+    geometry = geometry_blocks(names, model, values, style)
+    if geometry:
+        doc.add(Heading(3, f"{model}: trajectory geometry", names(model, "geometry")))
+        doc.add(*geometry)
 
     published = anchor_blocks(cells, values)
     if published:

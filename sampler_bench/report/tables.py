@@ -408,6 +408,7 @@ def headline_key(values: pd.DataFrame) -> tuple[str, str] | None:
     only ODE samplers have; ties go to HEADLINE_PREFERENCE, then to the name.
     """
     finite = values[np.isfinite(values["value"].astype(float))]
+    finite = finite[finite["metric"] != "trajectory_geometry"]  # a shape of the path, not a quality
     if finite.empty:
         return None
     counts = finite.groupby(["metric", "key"])["cell_id"].nunique()

@@ -7,6 +7,7 @@ describes one, ``sample(...)`` runs one, ``plan(...)`` turns an NFE budget into 
 from . import schedules
 from .budget import Plan, plan, steps_for_budget
 from .driver import CountingDenoiser, NonFiniteSampleError, run_solver, sample
+from .trajectory import Trajectory, TrajectoryRecorder, record_trajectory
 from .registry import Option, SolverInfo, SolverOptionError, available, check_applies, info, register, samplers_for
 
 # Solver families: importing a module registers its solvers.
@@ -30,5 +31,5 @@ from . import bdm  # noqa: E402,F401  gddim_bdm, bdm_euler_maruyama, bdm_euler, 
 
 __all__ = [
     "available", "info", "sample", "plan", "steps_for_budget", "run_solver", "schedules",
-    "CountingDenoiser", "NonFiniteSampleError", "Option", "Plan", "SolverInfo", "SolverOptionError", "register",
+    "CountingDenoiser", "NonFiniteSampleError", "Trajectory", "TrajectoryRecorder", "record_trajectory", "Option", "Plan", "SolverInfo", "SolverOptionError", "register",
 ]

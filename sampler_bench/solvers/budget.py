@@ -56,6 +56,10 @@ def steps_for_budget(name: str, budget: int, ends_at_zero: bool = True, **option
     if meta.steps_for_nfe is not None:
         steps, updates = meta.steps_for_nfe(budget, ends_at_zero, opts)
         opts = meta.validate({**options, **updates})
+        if steps < meta.min_steps(opts):  # e.g. output='denoised' needs one step more than the solver alone
+            raise SolverOptionError(
+                f"solver {name!r}: a budget of {budget} NFE is too small for these options; it pays for {steps} "
+                f"steps and they need at least {meta.min_steps(opts)}")
         cost = meta.nfe(steps, ends_at_zero, opts)
         note = "" if cost == budget else f"{name} spends {cost} of the {budget} NFE asked for"
         return steps, updates, note

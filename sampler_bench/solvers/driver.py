@@ -17,6 +17,7 @@ import torch
 
 from . import noise as _noise
 from .history import History
+from .output import OUTPUT, denoised as _denoised_output
 from .registry import SolverOptionError, check_applies, info as solver_info
 
 
@@ -44,6 +45,8 @@ class CountingDenoiser:
         self.nfe = 0
         self.timed = timed
         self.seconds = 0.0
+        #: ``watch(x, sigma, out)`` sees every evaluation (a trajectory recorder); None on the default path
+        self.watch = None
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         if isinstance(sigma, torch.Tensor) and sigma.ndim == 1:
@@ -52,17 +55,21 @@ class CountingDenoiser:
             s = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
         self.nfe += 1
         if not self.timed:
-            return self._checked(x, self.denoiser(x, s))
-        import time
+            out = self._checked(x, self.denoiser(x, s))
+        else:
+            import time
 
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        t0 = time.perf_counter()
-        out = self.denoiser(x, s)
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        self.seconds += time.perf_counter() - t0
-        return self._checked(x, out)
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            t0 = time.perf_counter()
+            out = self.denoiser(x, s)
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            self.seconds += time.perf_counter() - t0
+            out = self._checked(x, out)
+        if self.watch is not None:
+            self.watch(x, s, out)
+        return out
 
     def _checked(self, x: torch.Tensor, out) -> torch.Tensor:
         """``out`` if it has the shape of ``x``. A [B, 1], [1, D] or scalar output would broadcast through
@@ -131,6 +138,8 @@ class Context:
     history: History = field(default_factory=History)
     #: this run's view of the coefficient cache (``key`` -> value), so step-time lookups skip the grid hash
     memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    #: a :class:`~.trajectory.TrajectoryRecorder` that sees every grid level the loop visits (None: not recorded)
+    trajectory: Any = None
 
     @property
     def steps(self) -> int:
@@ -219,12 +228,20 @@ def all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x).all())
 
 
-def integrate(ctx: Context, x: torch.Tensor, step: Callable, check_finite: bool = True) -> torch.Tensor:
-    """Advance ``x`` through every interval of ``ctx.sigmas`` with ``step(ctx, x, i)``."""
-    for i in range(ctx.steps):
+def integrate(ctx: Context, x: torch.Tensor, step: Callable, check_finite: bool = True,
+              stop: int | None = None) -> torch.Tensor:
+    """Advance ``x`` through the intervals of ``ctx.sigmas`` with ``step(ctx, x, i)``, up to level ``stop``
+    (default: the last); a trajectory recorder in ``ctx.trajectory`` is shown every level reached."""
+    stop = ctx.steps if stop is None else stop
+    record = ctx.trajectory
+    for i in range(stop):
+        if record is not None:
+            record.visit(ctx.sigmas[i], x)
         x = step(ctx, x, i)
         if check_finite and not all_finite(x):
             raise NonFiniteSampleError(ctx.name, i, ctx.steps, ctx.model.nfe, ctx.sigmas[i + 1])
+    if record is not None:
+        record.visit(ctx.sigmas[stop], x)
     return x
 
 
@@ -237,17 +254,21 @@ def run_solver(
     generator=None,
     check_finite: bool = True,
     options: dict[str, Any] | None = None,
+    trajectory=None,
 ) -> torch.Tensor:
     """Validate everything, then run solver ``name`` with an already-wrapped denoiser.
 
     Runs under ``torch.no_grad()`` (as k-diffusion's samplers do), so a raw ``nn.Module`` passed as
-    the denoiser does not build an autograd graph across every step.
+    the denoiser does not build an autograd graph across every step. ``trajectory``: a
+    :class:`~.trajectory.TrajectoryRecorder` to record the sampling and denoising trajectories (step
+    solvers only).
     """
     with torch.no_grad():
-        return _run_solver(name, model, x, sigmas, generator=generator, check_finite=check_finite, options=options)
+        return _run_solver(name, model, x, sigmas, generator=generator, check_finite=check_finite, options=options,
+                           trajectory=trajectory)
 
 
-def _run_solver(name, model, x, sigmas, *, generator, check_finite, options) -> torch.Tensor:
+def _run_solver(name, model, x, sigmas, *, generator, check_finite, options, trajectory=None) -> torch.Tensor:
     meta = solver_info(name)
     # The model's process decides which solvers apply (a CLD model refuses heun, finite-D PFGM++ every SDE).
     check_applies(name, getattr(model, "denoiser", model))
@@ -265,18 +286,37 @@ def _run_solver(name, model, x, sigmas, *, generator, check_finite, options) -> 
             f"({meta.nfe(need, bool(grid[-1] == 0), opts)} NFE); the grid has {steps}"
         )
     _noise.check_generator(generator, x.shape[0])
-    ctx = Context(name=name, model=model, sigmas=grid.tolist(), options=opts, generator=generator)
+    # ``output`` is handled here, around the solver: its steps, coefficients and caches never see it
+    jump = _denoised_output(opts)
+    opts.pop(OUTPUT, None)
+    ends_at_zero = bool(grid[-1] == 0)
+    if meta.run is not None and (trajectory is not None or (jump and ends_at_zero)):
+        what = ("its trajectory cannot be recorded" if trajectory is not None else
+                "output='denoised' needs a grid whose last level is above 0 (ends_at_zero = false)")
+        raise SolverOptionError(f"solver {name!r} integrates the whole grid in one adaptive run, so {what}")
+    ctx = Context(name=name, model=model, sigmas=grid.tolist(), options=opts, generator=generator,
+                  trajectory=trajectory)
     # Stochastic solvers declare a shared `noise` option (noise.stochastic_options); 'brownian' swaps
     # the per-step generator draws for increments of a Brownian path per sample.
     ctx.noise_source = _noise.noise_source(opts.get("noise"), x, ctx.sigmas, generator)
     if meta.init is not None:
         meta.init(ctx, x)
+    if trajectory is not None:
+        trajectory.attach(model)
     if meta.run is not None:
         out = meta.run(ctx, x)
         if check_finite and not all_finite(out):
             raise NonFiniteSampleError(name, steps - 1, steps, model.nfe, ctx.sigmas[-1])
-        return out
-    return integrate(ctx, x, meta.step, check_finite=check_finite)
+    else:  # with output='denoised' on a grid ending at 0 the loop stops before the solver's final step
+        stop = steps - 1 if (jump and ends_at_zero) else steps
+        out = integrate(ctx, x, meta.step, check_finite=check_finite, stop=stop)
+    if jump:  # Chen et al. 2023 (arXiv 2305.19947) Sec. 3.2: the denoising trajectory's point at the last level
+        out = model(out, ctx.sigmas[stop if meta.run is None else steps])
+        if check_finite and not all_finite(out):
+            raise NonFiniteSampleError(name, steps - 1, steps, model.nfe, ctx.sigmas[-1])
+    if trajectory is not None:
+        trajectory.finish(out)
+    return out
 
 
 def sample(name: str, denoiser: Callable, x: torch.Tensor, sigmas, *, generator=None, **options) -> torch.Tensor:

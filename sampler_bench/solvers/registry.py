@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..options import Option, OptionError, SolverOptionError, closest  # noqa: F401  re-exported
 from ..processes.catalog import KINDS, process_kind
 from ..processes.kind import GAUSSIAN_REVERSE_SDE, PROBABILITY_FLOW_ODE, ProcessKind
+from .output import COMMON_OPTIONS, OUTPUT, with_output_min_steps, with_output_nfe
 
 #: What a solver needs unless it says otherwise: a deterministic one, the probability-flow ODE in sigma
 #: (Gaussian and PFGM++ kernels); a stochastic one, also the Gaussian reverse SDE (Gaussian kernels only).
@@ -72,17 +73,28 @@ class SolverInfo:
         return process_kind(kind).offers(self.needs)
 
     def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults filled in, every value checked; unknown names rejected with a suggestion."""
+        """Defaults filled in, every value checked; unknown names rejected with a suggestion.
+
+        The options every solver shares (:data:`~.output.COMMON_OPTIONS`: ``output``) appear in the result
+        only when given, so a configuration without them validates exactly as before they existed."""
         out = {}
         for key in options:
-            if key not in self.options:
-                allowed = ", ".join(sorted(self.options)) or "none"
+            if key not in self.options and key not in COMMON_OPTIONS:
+                names = sorted(self.options) + sorted(COMMON_OPTIONS)
                 raise SolverOptionError(
-                    f"solver {self.name!r} has no option {key!r}{closest(key, list(self.options))}; "
-                    f"its options are: {allowed}"
+                    f"solver {self.name!r} has no option {key!r}{closest(key, names)}; "
+                    f"its options are: {', '.join(names)}"
                 )
         for key, opt in self.options.items():
             out[key] = opt.validate(self.name, key, options[key]) if key in options else opt.default
+        for key, opt in COMMON_OPTIONS.items():
+            if key in options:
+                out[key] = opt.validate(self.name, key, options[key])
+        if out.get(OUTPUT) == "denoised" and PROBABILITY_FLOW_ODE not in self.needs:
+            raise SolverOptionError(
+                f"solver {self.name!r}: option output='denoised' returns the denoiser's estimate D(x, sigma), which "
+                f"only the solvers of the probability-flow ODE in sigma have; {self.name!r} integrates "
+                f"{', '.join(sorted(self.needs))} with a model that is not a denoiser; leave output unset")
         return out
 
     def order_for(self, options: Mapping[str, Any]) -> int:
@@ -112,6 +124,7 @@ def register(
     order_of: Callable | None = None,
     kind: str = "step",
     adaptive: bool = False,
+    final_step_nfe: int | Callable[[Mapping[str, Any]], int] = 1,
 ):
     """Decorator: register a step function (``kind='step'``) or a whole run (``kind='run'``).
 
@@ -121,7 +134,9 @@ def register(
     spelling of a function ``order``; given with an int ``order`` the two must agree on the defaults.)
 
     ``nfe`` defaults to the law of a k-stage singlestep solver whose final step to sigma=0 is a
-    single evaluation: ``k*steps - (k-1)`` when the grid ends at 0, else ``k*steps``.
+    single evaluation: ``k*steps - (k-1)`` when the grid ends at 0, else ``k*steps``. ``final_step_nfe``
+    (an int or a function of the options) is what that final step to 0 costs, which ``output="denoised"``
+    replaces by one evaluation (:mod:`.output`).
     """
 
     if name in _REGISTRY:
@@ -148,12 +163,13 @@ def register(
             paper=paper,
             nfe_per_step=nfe_per_step,
             options=options,
-            nfe=nfe or default_nfe,
+            nfe=with_output_nfe(nfe or default_nfe,
+                                final_step_nfe if callable(final_step_nfe) else (lambda opts: int(final_step_nfe))),
             needs=frozenset(needs) if needs is not None else (SDE_NEEDS if stochastic else ODE_NEEDS),
             step=fn if kind == "step" else None,
             run=fn if kind == "run" else None,
             init=init,
-            min_steps=min_steps or (lambda opts: 1),
+            min_steps=with_output_min_steps(min_steps or (lambda opts: 1)),
             steps_for_nfe=steps_for_nfe,
             plan_grid=plan_grid,
             tolerance_for_nfe=tolerance_for_nfe,

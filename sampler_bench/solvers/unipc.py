@@ -124,6 +124,8 @@ def _declared_order(opts) -> int:
     },
     init=_unipc_init,
     min_steps=lambda opts: opts["order"],
+    # the step onto 0 returns the corrector's D of the step before: no evaluation of its own
+    final_step_nfe=lambda opts: 0 if opts["use_corrector"] else 1,
 )
 def unipc(ctx, x, i):
     """One UniPC step sigma_i -> sigma_{i+1} (reference: ``UniPC.sample``, ``multistep_uni_pc_bh_update``).
