@@ -253,3 +253,19 @@ def test_fast_mixture_denoiser_equals_the_textbook_formula_on_every_builtin_mode
         mixed[::2] = 0.7
         shared = gmm(x, torch.full((300,), 0.7, dtype=torch.float64))
         torch.testing.assert_close(gmm(x, mixed)[::2], shared[::2], rtol=1e-12, atol=1e-13)
+
+
+def test_per_sample_sigma_path_equals_the_scalar_sigma_path_to_round_off():
+    """The batched per-sample-level path (an adaptive solver's per-sample steps: one product for the
+    log determinants and Mahalanobis terms, in-place temporaries) gives, row by row, what the cached
+    one-level path gives for that row's level: denoiser, responsibilities and log density, on every
+    built-in mixture and at batch sizes around K d (where one-level and per-sample shapes coincide)."""
+    for name, gmm in _builtin_mixtures().items():
+        K, d = gmm.n_components, gmm.dim
+        for batch in (K * d, 3 * K * d + 1):
+            x = _points(3, batch, d) * 4
+            s = torch.logspace(-3, 2, batch, dtype=torch.float64)[torch.randperm(batch, generator=torch.Generator().manual_seed(9))]
+            scalar = [(gmm(x[i:i + 1], float(s[i])), gmm.responsibilities(x[i:i + 1], float(s[i])),
+                       gmm.log_prob(x[i:i + 1], float(s[i]))) for i in range(batch)]
+            for got, want in zip((gmm(x, s), gmm.responsibilities(x, s), gmm.log_prob(x, s)), zip(*scalar)):
+                torch.testing.assert_close(got, torch.cat(want), rtol=1e-12, atol=1e-12, msg=name)

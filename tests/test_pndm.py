@@ -18,7 +18,7 @@ def edm_sigma(abar: torch.Tensor) -> torch.Tensor:
     return ((1.0 - abar) / abar).sqrt()
 
 
-@pytest.mark.parametrize("steps", [10, 20])
+@pytest.mark.parametrize("steps", [4, 10, 20])  # 4: the fewest steps diffusers builds
 def test_pndm_matches_diffusers_pndm_scheduler(steps, gmm3d):
     diffusers = pytest.importorskip("diffusers")
     sched = diffusers.PNDMScheduler(num_train_timesteps=1000, set_alpha_to_one=True)
@@ -52,11 +52,10 @@ def test_pndm_matches_diffusers_pndm_scheduler(steps, gmm3d):
 def test_pndm_plan_and_bad_midpoints(gmm3d):
     plan = sb.solvers.plan("pndm", 20)
     assert plan.steps == 11 and plan.nfe == 20
-    # Fewer than 4 steps: only warm-up steps (4 NFE each; onto sigma = 0 a 1-NFE denoise).
-    assert sb.solvers.plan("pndm", 12).steps == 3 and sb.solvers.plan("pndm", 12).nfe == 9
-    assert sb.solvers.plan("pndm", 12, ends_at_zero=False).nfe == 12
+    assert sb.solvers.plan("pndm", 13).steps == 4 and sb.solvers.plan("pndm", 13).nfe == 13
+    assert sb.solvers.plan("pndm", 13, ends_at_zero=False).nfe == 13
     x = torch.ones(1, 3, dtype=torch.float64)
-    grid = sb.schedules.karras(6, 0.002, 80.0)
+    grid = sb.schedules.karras(6, 0.002, 80.0)  # the midpoint checks run on a grid PNDM accepts
     with pytest.raises(ValueError, match="option midpoints needs 3 noise levels"):
         sb.sample("pndm", gmm3d, x, grid, midpoints=[50.0])
     with pytest.raises(ValueError, match="must lie strictly between"):
@@ -90,3 +89,26 @@ def test_pndm_warm_up_is_classical_rk4_with_sigma_midpoints(gmm3d):
     f3 = f(y, float(sigmas[3]))
     y = y + (float(sigmas[4]) - float(sigmas[3])) / 24 * (55 * f3 - 59 * at_points[2] + 37 * at_points[1] - 9 * at_points[0])
     torch.testing.assert_close(sb.sample("pndm", gmm3d, x, sigmas, midpoints=mids), y, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("budget", [1, 4, 5, 8, 12])
+def test_pndm_refuses_budgets_below_its_warm_up(budget, gmm3d):
+    """Below 13 NFE (4 steps) there is no room for the 3 Runge–Kutta warm-up steps and a PLMS step;
+    diffusers' PNDMScheduler fails there too. Those budgets used to run a warm-up step across most of
+    the noise range and return samples ~1e4 off the data (FD ~2e9 in the quickstart)."""
+    with pytest.raises(ValueError, match=f"solver 'pndm': a budget of {budget} NFE is too small; with these "
+                       "options it needs at least 13 NFE \\(4 steps\\)"):
+        sb.solvers.plan("pndm", budget)
+    x = torch.ones(1, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="solver 'pndm' with these options needs at least 4 steps \\(13 NFE\\); the grid has 3"):
+        sb.sample("pndm", gmm3d, x, sb.schedules.karras(3, 0.002, 80.0))
+
+
+def test_pndm_diffusers_refuses_fewer_than_4_steps():
+    """The reference's own minimum, which the refusal above follows."""
+    diffusers = pytest.importorskip("diffusers")
+    sched = diffusers.PNDMScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(4)
+    assert len(sched.timesteps) == 13
+    with pytest.raises(ValueError):
+        sched.set_timesteps(3)

@@ -25,7 +25,7 @@ from ..solvers.registry import SolverInfo, mismatch
 from ..solvers.registry import info as solver_info
 from .prepare import PreparedMetric, PreparedModel
 from .reference_cache import ReferenceCache, ReferenceTarget
-from .spec import SamplerSpec, ScheduleSpec, Spec
+from .spec import GridSpec, SamplerSpec, ScheduleSpec, Spec
 from .states import initial_states
 
 #: Bumped when the meaning of a cell changes, so old stored cells are not mistaken for new ones.
@@ -147,24 +147,35 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
 
 
 def _expand_one(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
-    solvers = {s.name: solver_info(s.name) for s in spec.samplers}
+    """The cells of every block (the main grid, then each [[grid]]); a cell asked for by two blocks is one cell."""
+    cells: dict[str, Cell] = {}
+    references: dict = {}  # one reference target per (model, schedule), shared by the blocks
+    for block in spec.blocks:
+        for cell in _expand_block(spec, block, models, references):
+            cells.setdefault(cell.cell_id, cell)
+    return list(cells.values())
+
+
+def _expand_block(spec: Spec, block: GridSpec, models: Sequence[PreparedModel], references: dict) -> list[Cell]:
+    solvers = {s.name: solver_info(s.name) for s in block.samplers}
     cells = []
     for pm in models:
-        for sch in (schedule_for(s, pm.process) for s in spec.schedules):
+        for sch in (schedule_for(s, pm.process) for s in block.schedules):
             smax = sch.sigma_max if sch.sigma_max is not None else float(pm.model.sigma_max)
             smin = sch.sigma_min if sch.sigma_min is not None else float(pm.model.sigma_min)
             smin, smax = float(smin), float(smax)
-            reference = None
-            for smp in spec.samplers:
+            ref_key = (pm.label, smin, smax, sch.ends_at_zero)
+            for smp in block.samplers:
                 meta = solvers[smp.name]
                 if smp.from_all and mismatch(smp.name, pm.process) is not None:
                     continue  # all_samplers means every sampler that applies; see prepare_models' note
                 metrics = [m for m in pm.metrics if not (meta.stochastic and m.needs_reference)
                            and not (m.needs_trajectory and not records_trajectory(meta))]
                 needs_reference = any(m.needs_reference for m in metrics)
-                if needs_reference and reference is None:
-                    reference = _reference(spec, pm, smin, smax, sch.ends_at_zero)
-                for budget in spec.nfe:
+                if needs_reference and ref_key not in references:
+                    references[ref_key] = _reference(spec, pm, smin, smax, sch.ends_at_zero)
+                reference = references.get(ref_key)
+                for budget in block.nfe:
                     definition = {
                         "format": CELL_FORMAT, "model": pm.label, "model_hash": pm.hash, "process": pm.process,
                         "solver": smp.name, "options": smp.options, "schedule": sch.name,

@@ -198,7 +198,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
         if getattr(raw, "num_classes", 0) and endpoint_metrics:
             prepared.notes.append(f"model {m.label!r} is class-conditional: the endpoint error's reference ODE does not "
                                   "take class labels yet, so endpoint metrics are left out for it")
-        for s in spec.schedules:
+        for s in spec.all_schedules:
             smax = s.sigma_max if s.sigma_max is not None else model.sigma_max
             smin = s.sigma_min if s.sigma_min is not None else model.sigma_min
             if smin >= smax:
@@ -225,7 +225,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
             except (ValueError, TypeError) as e:
                 raise SpecError(f"[[metric]] {ms.name!r} on model {m.label!r}: {e}") from None
             prepared.metrics.append(PreparedMetric(ms, info, needs_reference, factory, scored))
-        left_out = [s.name for s in spec.samplers if s.from_all and mismatch(s.name, prepared.process) is not None]
+        left_out = [s.name for s in spec.all_samplers if s.from_all and mismatch(s.name, prepared.process) is not None]
         if left_out:
             prepared.notes.append(
                 f"all_samplers: left out for model {m.label!r} ({prepared.process} process), as they apply to "

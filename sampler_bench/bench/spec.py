@@ -49,7 +49,7 @@ PRECISIONS = ("float64", "float32")
 TOP_KEYS = (
     "name", "description", "nfe", "n_samples", "seed", "batch_size", "device", "precision", "keep_samples",
     "all_samplers", "exclude_samplers", "reference", "execution", "model", "sampler", "schedule", "metric",
-    "replicates", "confidence", "noise_generator",
+    "replicates", "confidence", "noise_generator", "grid",
 )
 REFERENCE_KEYS = ("rtol", "atol")
 #: [execution]: how the network runs (sampler_bench.models.execution); only autocast changes the numbers
@@ -58,6 +58,8 @@ MODEL_KEYS = ("builtin", "checkpoint", "python", "name", "args", "trust_pickle",
 SAMPLER_KEYS = ("name", "options")
 SCHEDULE_KEYS = ("name", "params", "sigma_min", "sigma_max", "ends_at_zero")
 METRIC_KEYS = ("name", "feature_extractor", "params")
+#: [[grid]]: a block of its own samplers x schedules x NFE budgets, added to the spec's main grid
+GRID_KEYS = ("samplers", "schedules", "nfe")
 
 
 # The registries import torch and every solver, model and metric module (seconds on a small machine).
@@ -190,6 +192,19 @@ class MetricSpec:
     params: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GridSpec:
+    """One block of cells: every sampler x schedule x NFE budget of the block, on every model.
+
+    The spec's top-level samplers, schedules and ``nfe`` form the main block; each ``[[grid]]`` adds one,
+    so a few samplers can be paired with a few schedules without the full cross product.
+    """
+
+    samplers: tuple[SamplerSpec, ...]
+    schedules: tuple[ScheduleSpec, ...]
+    nfe: tuple[int, ...]
+
+
 @dataclass
 class Spec:
     """A validated sweep spec. ``source`` is the TOML text (stored with every sweep for provenance)."""
@@ -222,10 +237,41 @@ class Spec:
     execution: dict = field(default_factory=dict)
     source: str = ""
     path: str | None = None
+    #: the [[grid]] blocks, each its own samplers x schedules x NFE (see :class:`GridSpec`)
+    grids: list[GridSpec] = field(default_factory=list)
+
+    @property
+    def blocks(self) -> list[GridSpec]:
+        """The main grid (top-level samplers x schedules x nfe, when it has samplers) and the [[grid]] blocks."""
+        main = [GridSpec(tuple(self.samplers), tuple(self.schedules), tuple(self.nfe))] if self.samplers else []
+        return main + list(self.grids)
+
+    @property
+    def all_samplers(self) -> list[SamplerSpec]:
+        """Every sampler configuration of any block, once each, in order."""
+        return _unique(s for b in self.blocks for s in b.samplers)
+
+    @property
+    def all_schedules(self) -> list[ScheduleSpec]:
+        """Every schedule of any block, once each, in order."""
+        return _unique(s for b in self.blocks for s in b.schedules)
+
+    @property
+    def all_nfe(self) -> list[int]:
+        """Every NFE budget of any block, sorted."""
+        return sorted({n for b in self.blocks for n in b.nfe})
 
     @property
     def source_hash(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+
+def _unique(items) -> list:
+    out: list = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,6 +462,18 @@ def _check_names(doc: Mapping, text: str) -> None:
     for k, t in enumerate(_array_of_tables(doc, "metric", text), 1):
         _check_keys(t, METRIC_KEYS, f"[[metric]] #{k}", text)
         _metric_name(t, f"[[metric]] #{k}", text)
+    for k, g in enumerate(_array_of_tables(doc, "grid", text), 1):
+        where = f"[[grid]] #{k}"
+        _check_keys(g, GRID_KEYS, where, text)
+        for key, check in (("samplers", _sampler_name), ("schedules", _schedule_name)):
+            entries = g.get(key)
+            if not isinstance(entries, list):
+                continue  # said with an example by the full parse
+            for j, e in enumerate(entries, 1):
+                if isinstance(e, str):
+                    e = {"name": e}
+                if isinstance(e, dict) and (key == "schedules" or "name" in e):
+                    check(e, f"{where} {key} entry {j}", text)
 
 
 def _parse_models(doc: Mapping, text: str, base: Path | None) -> list[ModelSpec]:
@@ -505,23 +563,10 @@ def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
                      if not solver_info(n).adaptive or solver_info(n).tolerance_for_nfe is not None]
         out += [SamplerSpec(n, solver_info(n).validate({}), from_all=True) for n in sweepable if n not in exclude]
     for k, t in enumerate(_array_of_tables(doc, "sampler", text), 1):
-        where = f"[[sampler]] #{k}"
-        _check_keys(t, SAMPLER_KEYS, where, text)
-        n = _sampler_name(t, where, text)
-        meta = solver_info(n)
-        if meta.adaptive and meta.tolerance_for_nfe is None:
-            raise SpecError(
-                f"{where}: {n!r} is adaptive (its NFE is set by tolerances, not a budget) and cannot be swept; "
-                "it is the yardstick the endpoint error is measured against"
-            )
-        try:
-            opts = meta.validate(_table(t.get("options", {}), f"{where} options"))
-        except SolverOptionError as e:
-            raise SpecError(f"{where}: {e}") from None
-        out.append(SamplerSpec(n, opts))
-    if not out:
+        out.append(_sampler(t, f"[[sampler]] #{k}", text))
+    if not out and not doc.get("grid"):
         raise SpecError(
-            "the spec names no sampler; set all_samplers = true or add [[sampler]] tables "
+            "the spec names no sampler; set all_samplers = true or add [[sampler]] tables or [[grid]] blocks "
             "(run `sampler-bench list` to see the registered samplers)"
         )
     unique: list[SamplerSpec] = []
@@ -534,6 +579,23 @@ def _parse_samplers(doc: Mapping, text: str) -> list[SamplerSpec]:
     return unique
 
 
+def _sampler(t: Mapping, where: str, text: str) -> SamplerSpec:
+    """A validated sampler from its table ``{ name = ..., options = {...} }``."""
+    _check_keys(t, SAMPLER_KEYS, where, text)
+    n = _sampler_name(t, where, text)
+    meta = solver_info(n)
+    if meta.adaptive and meta.tolerance_for_nfe is None:
+        raise SpecError(
+            f"{where}: {n!r} is adaptive (its NFE is set by tolerances, not a budget) and cannot be swept; "
+            "it is the yardstick the endpoint error is measured against"
+        )
+    try:
+        opts = meta.validate(_table(t.get("options", {}), f"{where} options"))
+    except SolverOptionError as e:
+        raise SpecError(f"{where}: {e}") from None
+    return SamplerSpec(n, opts)
+
+
 def _schedule_param_names(name: str) -> list[str]:
     sig = inspect.signature(_schedule_builders().BUILDERS[name])
     return [p for p in sig.parameters if p not in ("n", "sigma_min", "sigma_max", "append_zero")]
@@ -543,45 +605,90 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
     tables = _array_of_tables(doc, "schedule", text)
     if not tables:
         return [ScheduleSpec()]
+    return [_schedule(t, f"[[schedule]] #{k}", text) for k, t in enumerate(tables, 1)]
+
+
+def _schedule(t: Mapping, where: str, text: str) -> ScheduleSpec:
+    """A validated schedule from its table ``{ name = ..., params = {...}, sigma_min = ..., ... }``."""
+    _check_keys(t, SCHEDULE_KEYS, where, text)
+    name = _schedule_name(t, where, text)
+    params = _table(t.get("params", {}), f"{where} params")
+    allowed = _schedule_param_names(name)
+    for p in params:
+        if p not in allowed:
+            raise SpecError(
+                f"{where}: schedule {name!r} has no parameter {p!r}{closest(p, allowed)}; "
+                f"its parameters: {', '.join(allowed) or 'none'}"
+            )
+    for p, v in params.items():
+        if p in SCHEDULE_PARAM_RANGES:
+            lo, hi, kind = SCHEDULE_PARAM_RANGES[p]
+            ok_type = (isinstance(v, int) if kind is int else isinstance(v, (int, float))) and not isinstance(v, bool)
+            # below the range the builder's own message says what is wrong ("rho must be positive");
+            # M = 0 it would report as "no levels in range", hence M's lower bound here
+            too_low = ok_type and math.isfinite(v) and v < lo and kind is not int
+            if not too_low and (not ok_type or not math.isfinite(v) or not lo <= v <= hi):
+                raise SpecError(f"{where}: schedule {name!r} parameter {p} = {v!r} must be "
+                                f"{'an integer' if kind is int else 'a number'} in [{lo:g}, {hi:g}]")
+    smin = _sigma(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
+    smax = _sigma(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
+    if smin is not None and smax is not None and smin >= smax:
+        raise SpecError(f"{where}: sigma_min ({smin}) must be smaller than sigma_max ({smax})")
+    ends = t.get("ends_at_zero", True)
+    if not isinstance(ends, bool):
+        raise SpecError(f"{where} ends_at_zero must be true or false, got {ends!r}")
+    # The parameter values themselves: build a small grid now rather than fail mid-sweep. A range
+    # end left to the model is unknown here; the model's range is checked when the models load.
+    lo = smin if smin is not None else (smax / 1000 if smax is not None else 0.002)
+    hi = smax if smax is not None else (smin * 1000 if smin is not None else 80.0)
+    try:
+        _schedule_builders().build(name, 3, lo, hi, append_zero=ends, **params)
+    except ValueError as e:
+        raise SpecError(f"{where}: {e}") from None
+    return ScheduleSpec(name, params, smin, smax, ends)
+
+
+def _nfe_list(value: Any, where: str) -> list[int]:
+    """Sorted distinct NFE budgets from a non-empty list of integers."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where} must be a non-empty list of budgets, e.g. nfe = [4, 8, 16], got {value!r}")
+    label = "every NFE budget" if where == "nfe" else f"every NFE budget of {where}"
+    return sorted({_int(b, label, low=1, high=MAX_NFE_BUDGET) for b in value})
+
+
+def _entries(value: Any, where: str, example: str) -> list[dict]:
+    """A [[grid]] list of samplers or schedules: each a name or an inline table, as tables."""
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where} must be a non-empty list of names or inline tables, e.g. {example}; got {value!r}")
+    out = []
+    for k, v in enumerate(value, 1):
+        if isinstance(v, str):
+            out.append({"name": v})
+        elif isinstance(v, dict):
+            out.append(dict(v))
+        else:
+            raise SpecError(f"{where}: entry {k} must be a name or an inline table, e.g. {example}; got {v!r}")
+    return out
+
+
+def _parse_grids(tables: list[dict], text: str, nfe: list[int], schedules: list[ScheduleSpec]) -> list[GridSpec]:
+    """The [[grid]] blocks: ``samplers`` (required), ``schedules`` (default: the spec's schedules) and
+    ``nfe`` (default: the spec's budgets), each a list; entries are names or inline tables with the
+    keys of [[sampler]] / [[schedule]]."""
     out = []
     for k, t in enumerate(tables, 1):
-        where = f"[[schedule]] #{k}"
-        _check_keys(t, SCHEDULE_KEYS, where, text)
-        name = _schedule_name(t, where, text)
-        params = _table(t.get("params", {}), f"{where} params")
-        allowed = _schedule_param_names(name)
-        for p in params:
-            if p not in allowed:
-                raise SpecError(
-                    f"{where}: schedule {name!r} has no parameter {p!r}{closest(p, allowed)}; "
-                    f"its parameters: {', '.join(allowed) or 'none'}"
-                )
-        for p, v in params.items():
-            if p in SCHEDULE_PARAM_RANGES:
-                lo, hi, kind = SCHEDULE_PARAM_RANGES[p]
-                ok_type = (isinstance(v, int) if kind is int else isinstance(v, (int, float))) and not isinstance(v, bool)
-                # below the range the builder's own message says what is wrong ("rho must be positive");
-                # M = 0 it would report as "no levels in range", hence M's lower bound here
-                too_low = ok_type and math.isfinite(v) and v < lo and kind is not int
-                if not too_low and (not ok_type or not math.isfinite(v) or not lo <= v <= hi):
-                    raise SpecError(f"{where}: schedule {name!r} parameter {p} = {v!r} must be "
-                                    f"{'an integer' if kind is int else 'a number'} in [{lo:g}, {hi:g}]")
-        smin = _sigma(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
-        smax = _sigma(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
-        if smin is not None and smax is not None and smin >= smax:
-            raise SpecError(f"{where}: sigma_min ({smin}) must be smaller than sigma_max ({smax})")
-        ends = t.get("ends_at_zero", True)
-        if not isinstance(ends, bool):
-            raise SpecError(f"{where} ends_at_zero must be true or false, got {ends!r}")
-        # The parameter values themselves: build a small grid now rather than fail mid-sweep. A range
-        # end left to the model is unknown here; the model's range is checked when the models load.
-        lo = smin if smin is not None else (smax / 1000 if smax is not None else 0.002)
-        hi = smax if smax is not None else (smin * 1000 if smin is not None else 80.0)
-        try:
-            _schedule_builders().build(name, 3, lo, hi, append_zero=ends, **params)
-        except ValueError as e:
-            raise SpecError(f"{where}: {e}") from None
-        out.append(ScheduleSpec(name, params, smin, smax, ends))
+        where = f"[[grid]] #{k}"
+        _check_keys(t, GRID_KEYS, where, text)
+        if "samplers" not in t:
+            raise SpecError(f"{where}: missing samplers = [...], e.g. samplers = [\"euler\", \"dpmpp_2m\"] "
+                            "(names, or inline tables { name = \"...\", options = { ... } })")
+        smp = _unique(_sampler(e, f"{where} samplers entry {j}", text) for j, e in enumerate(
+            _entries(t["samplers"], f"{where} samplers", '["euler", { name = "dpmpp_2m" }]'), 1))
+        sch = tuple(schedules) if "schedules" not in t else tuple(_unique(
+            _schedule(e, f"{where} schedules entry {j}", text) for j, e in enumerate(
+                _entries(t["schedules"], f"{where} schedules", '["beta", { name = "karras", params = { rho = 7.0 } }]'), 1)))
+        budgets = tuple(_nfe_list(t["nfe"], f"{where} nfe") if "nfe" in t else nfe)
+        out.append(GridSpec(tuple(smp), sch, budgets))
     return out
 
 
@@ -727,12 +834,15 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
     try:
         _check_keys(doc, TOP_KEYS, "spec", text)
         _check_names(doc, text)
-        if "nfe" not in doc:
+        grid_tables = _array_of_tables(doc, "grid", text)
+        if "nfe" not in doc and (not grid_tables or any("nfe" not in g for g in grid_tables)):
             raise SpecError("the spec needs NFE budgets, e.g. nfe = [4, 8, 16, 32]")
-        nfe = doc["nfe"]
-        if not isinstance(nfe, list) or not nfe:
-            raise SpecError(f"nfe must be a non-empty list of budgets, e.g. nfe = [4, 8, 16], got {nfe!r}")
-        nfe = sorted({_int(b, "every NFE budget", low=1, high=MAX_NFE_BUDGET) for b in nfe})
+        nfe = _nfe_list(doc["nfe"], "nfe") if "nfe" in doc else []
+        samplers = _parse_samplers(doc, text)
+        if samplers and not nfe:
+            raise SpecError("the spec's [[sampler]] tables need top-level NFE budgets, e.g. nfe = [4, 8, 16, 32]")
+        schedules = _parse_schedules(doc, text)
+        grids = _parse_grids(grid_tables, text, nfe, schedules)
         n_samples = _int(doc.get("n_samples", 1000), "n_samples", low=1)
         precision = doc.get("precision", "float64")
         if precision not in PRECISIONS:
@@ -742,8 +852,9 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             description=str(doc.get("description", "")),
             nfe=nfe,
             models=_parse_models(doc, text, base),
-            samplers=_parse_samplers(doc, text),
-            schedules=_parse_schedules(doc, text),
+            samplers=samplers,
+            schedules=schedules,
+            grids=grids,
             metrics=_parse_metrics(doc, text, n_samples, base),
             n_samples=n_samples,
             seed=_seed(doc.get("seed", 0), n_samples),

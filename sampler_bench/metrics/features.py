@@ -202,7 +202,7 @@ register_extractor("raw", Raw)
 _REGISTRY["inception-v3-compat"] = _Entry(
     "inception-v3-compat", _lazy_inception,
     "torch-fidelity's TF-compatible InceptionV3 (FID features; images in [-1, 1], 1 or 3 channels)",
-    ("weights_path", "feature_layer", "batch_size", "inference"),
+    ("weights_path", "feature_layer", "batch_size", "inference", "quantize_uint8"),
 )
 
 

@@ -7,6 +7,10 @@ torch-fidelity). What this module adds is the conversion a sampler's output need
 * samples in [-1, 1] become uint8 with ``floor(127.5 x + 128)`` clamped to [0, 255], i.e.
   ``round(255 (x + 1) / 2)`` -- the conversion of EDM's ``generate.py`` (the ``127.5 x + 128`` variant;
   ``(x + 1)/2 * 255`` truncated would darken every pixel by half a level);
+* ``quantize_uint8=False`` skips that rounding: the network gets ``127.5 (x + 1)`` clamped to [0, 255]
+  as floats (the affine map the rounding approximates; equal to the uint8 path on inputs that lie on
+  the uint8 grid). The default, on, is the protocol of EDM and clean-fid, whose published FIDs are of
+  quantised images; the choice is part of the fingerprint and the provenance;
 * one-channel images are replicated to three channels; the resize is done by the extractor;
 * ``weights_path`` loads local weights (offline clusters); without it torch-fidelity downloads its
   release weights once into torch's hub cache. A local file must load with
@@ -22,6 +26,7 @@ torch-fidelity). What this module adds is the conversion a sampler's output need
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -55,6 +60,33 @@ def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"inception-v3-compat needs images [B, 1 or 3, H, W] in [-1, 1], got shape {tuple(x.shape)}")
     u8 = (x.to(torch.float64) * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # to(uint8) truncates: floor
     return u8.expand(-1, 3, -1, -1).contiguous() if u8.shape[1] == 1 else u8
+
+
+def to_unquantised_rgb(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] floats in [-1, 1] -> [B, 3, H, W] float32 ``127.5 (x + 1)`` clamped to [0, 255], not rounded."""
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"inception-v3-compat needs images [B, 1 or 3, H, W] in [-1, 1], got shape {tuple(x.shape)}")
+    v = ((x.to(torch.float64) + 1.0) * 127.5).clamp(0, 255).to(torch.float32)
+    return v.expand(-1, 3, -1, -1).contiguous() if v.shape[1] == 1 else v
+
+
+@contextlib.contextmanager
+def _float_input_accepted():
+    """torch-fidelity's InceptionV3 asserts uint8 input, then converts it to float as its first step; for
+    unquantised features let float input through that one assertion (every other check stays)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+
+    strict = tf_inception.vassert
+
+    def relaxed(condition, message):
+        if "dtype=torch.uint8" not in message:
+            strict(condition, message)
+
+    tf_inception.vassert = relaxed
+    try:
+        yield
+    finally:
+        tf_inception.vassert = strict
 
 
 def fold_batch_norms(net: torch.nn.Module) -> int:
@@ -92,8 +124,13 @@ class InceptionV3Compat(FeatureExtractor):
     description = "torch-fidelity's TF-compatible InceptionV3 (FID features; images in [-1, 1], 1 or 3 channels)"
 
     def __init__(self, weights_path: str | os.PathLike | None = None, feature_layer: str = "2048",
-                 batch_size: int = 64, device: str | torch.device = "cpu", inference: str = "folded"):
+                 batch_size: int = 64, device: str | torch.device = "cpu", inference: str = "folded",
+                 quantize_uint8: bool = True):
         super().__init__(device)
+        if not isinstance(quantize_uint8, bool):
+            raise ValueError(f"inception-v3-compat: quantize_uint8 must be true (round samples to uint8 before "
+                             f"Inception, as EDM and clean-fid) or false, got {quantize_uint8!r}")
+        self.quantize_uint8 = quantize_uint8
         if inference not in INFERENCE_MODES:
             raise ValueError(f"inception-v3-compat: inference {inference!r} is not one of {', '.join(INFERENCE_MODES)}")
         if feature_layer not in LAYERS:
@@ -139,9 +176,12 @@ class InceptionV3Compat(FeatureExtractor):
         self.net = net
 
     def extract(self, x: torch.Tensor) -> torch.Tensor:
-        u8 = to_uint8_rgb(x)
-        with torch.inference_mode():
-            out = [self.net(chunk)[0].to(torch.float64) for chunk in u8.split(self.batch_size)]
+        if self.quantize_uint8:
+            images, accept = to_uint8_rgb(x), contextlib.nullcontext()
+        else:
+            images, accept = to_unquantised_rgb(x), _float_input_accepted()
+        with torch.inference_mode(), accept:
+            out = [self.net(chunk)[0].to(torch.float64) for chunk in images.split(self.batch_size)]
         return torch.cat(out) if out else torch.zeros(0, 0, dtype=torch.float64)
 
     def check_input(self, shape) -> str | None:
@@ -149,13 +189,17 @@ class InceptionV3Compat(FeatureExtractor):
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.name}:{self.feature_layer}:{self.weights_sha256}"
+        # unquantised features are another function of the samples: their reference statistics must not mix
+        return f"{self.name}:{self.feature_layer}:{self.weights_sha256}" + ("" if self.quantize_uint8 else ":unquantised")
 
     def provenance(self) -> dict:
         return {"feature_extractor": self.name, "extractor_fingerprint": self.fingerprint,
                 "feature_layer": self.feature_layer, "weights_sha256": self.weights_sha256,
                 "weights_file": os.path.basename(self.weights_path), "torch_fidelity": self.torch_fidelity_version,
-                "uint8_conversion": "floor(127.5*x + 128) clamped to [0, 255]; 1 channel replicated to 3",
+                "quantize_uint8": self.quantize_uint8,
+                "uint8_conversion": ("floor(127.5*x + 128) clamped to [0, 255]" if self.quantize_uint8 else
+                                     "none: 127.5*(x + 1) clamped to [0, 255] as float32")
+                + "; 1 channel replicated to 3",
                 "inference": self.inference,
                 # cuDNN's TF32 convolutions (torch's default) move features by ~1e-4 relative vs float32
                 **({"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32} if self.device.type == "cuda" else {})}

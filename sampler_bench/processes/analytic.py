@@ -114,56 +114,61 @@ class GaussianMixture:
         return cls(weights, means, covs)
 
     def _on(self, device):
-        """The stacked basis, offsets, eigenvalues, means and log-weights on ``device`` (moved once)."""
+        """The stacked basis, offsets, eigenvalues, means, log-weights and the block-sum matrix [K d, K]
+        (ones where row j belongs to component k) on ``device`` (moved once)."""
         key = str(device)
         if key not in self._devices:
+            K, d = self.n_components, self.dim
+            block_sum = torch.zeros(K, d, K, dtype=torch.float64)
+            block_sum[torch.arange(K), :, torch.arange(K)] = 1.0
             self._devices[key] = tuple(t.to(device) for t in (
-                self._basis, self._offsets, self.eigvals.reshape(-1), self.means, self.log_weights))
+                self._basis, self._offsets, self.eigvals.reshape(-1), self.means, self.log_weights,
+                block_sum.reshape(K * d, K)))
         return self._devices[key]
 
-    def _level_terms(self, s2: torch.Tensor, device):
-        """(1/var, lam/var, log pi_k - 1/2 log det C_k) for squared levels ``s2`` [B, 1], var = lam + s2.
-
-        When every sample shares one level (a sampler's step) the constants are cached per level and
-        1/var comes as the block matrix [K d, K] that sums y^2/var per component in one product;
-        otherwise as [B, K d] rows.
-        """
-        _, _, lam, _, logw = self._on(device)
+    def _shared_level_terms(self, s2: float, device):
+        """(1/var as the block matrix [K d, K], lam/var [1, K d], log pi_k - 1/2 log det C_k [1, K]) for
+        one squared level shared by the batch (a sampler's step), var = lam + s2; cached per level.
+        The block matrix sums y^2/var per component in one product."""
+        key = (s2, str(device))
+        hit = self._levels.get(key)
+        if hit is not None:
+            self._levels.move_to_end(key)
+            return hit
+        _, _, lam, _, logw, _ = self._on(device)
         K, d = self.n_components, self.dim
-        shared = s2.shape[0] == 1 or bool((s2 == s2[0]).all())
-        if shared:
-            key = (float(s2[0, 0]), str(device))
-            hit = self._levels.get(key)
-            if hit is not None:
-                self._levels.move_to_end(key)
-                return hit
-            s2 = s2[:1]
-        var = lam[None] + s2  # [b, K d]
+        var = lam[None] + s2  # [1, K d]
         lognorm = logw[None] - 0.5 * torch.log(var).reshape(-1, K, d).sum(-1)
-        inv_var = 1.0 / var
-        if shared:
-            blocks = torch.zeros(K, d, K, dtype=var.dtype, device=device)
-            blocks[torch.arange(K), :, torch.arange(K)] = inv_var.reshape(K, d)
-            terms = (blocks.reshape(K * d, K), lam[None] / var, lognorm)
-            self._levels[key] = terms
-            while len(self._levels) > self.LEVEL_CACHE_SIZE:
-                self._levels.popitem(last=False)
-            return terms
-        return inv_var, lam[None] / var, lognorm
+        blocks = torch.zeros(K, d, K, dtype=var.dtype, device=device)
+        blocks[torch.arange(K), :, torch.arange(K)] = (1.0 / var).reshape(K, d)
+        terms = (blocks.reshape(K * d, K), lam[None] / var, lognorm)
+        self._levels[key] = terms
+        while len(self._levels) > self.LEVEL_CACHE_SIZE:
+            self._levels.popitem(last=False)
+        return terms
 
     def _component_terms(self, flat: torch.Tensor, s2: torch.Tensor):
-        """Per-component log-responsibilities [B, K], eigenbasis coordinates [B, K d] and shrinkage."""
-        basis, offsets, _, _, _ = self._on(flat.device)
-        inv_var, shrink, lognorm = self._level_terms(s2, flat.device)
+        """Per-component log-responsibilities [B, K], eigenbasis coordinates [B, K d] and shrinkage.
+
+        One level for the batch: the cached constants of :meth:`_shared_level_terms`. One level per
+        sample (an adaptive solver's per-sample steps): the same formula on [B, K d] rows, with the log
+        determinant and the Mahalanobis term summed per component together, by one product with the
+        block-sum matrix (a reshape-and-sum over d is several times slower for small d); no loop over
+        samples, still float64, equal to the shared-level path to round-off.
+        """
+        basis, offsets, lam, _, logw, block_sum = self._on(flat.device)
         y = torch.addmm(offsets, flat, basis, alpha=1.0, beta=-1.0)  # [B, K d]: U_k^T (x - mu_k)
-        # One level (lognorm has one row): the block matrix [K d, K] sums y^2/var per component.
-        # Per-sample levels give [B, K d] rows; testing inv_var's shape would mistake B = K d for one level.
-        if lognorm.shape[0] == 1:
-            logits = torch.addmm(lognorm, y * y, inv_var, alpha=-0.5)
-        else:
-            maha = (y * y * inv_var).reshape(flat.shape[0], self.n_components, self.dim).sum(-1)
-            logits = lognorm - 0.5 * maha
-        return logits, y, shrink
+        if s2.shape[0] == 1 or bool((s2 == s2[0]).all()):
+            inv_var, shrink, lognorm = self._shared_level_terms(float(s2[0, 0]), flat.device)
+            return torch.addmm(lognorm, y * y, inv_var, alpha=-0.5), y, shrink
+        # In place where possible: each [B, K d] temporary above glibc's mmap threshold (128 KiB) is a
+        # fresh mapping whose pages fault in, which costs more than the arithmetic.
+        inv_var = lam[None] + s2  # [B, K d], the noisy variances ...
+        z = torch.log(inv_var)
+        inv_var.reciprocal_()  # ... now 1/var
+        z.addcmul_(y * y, inv_var)  # log var_kj + y_kj^2 / var_kj
+        logits = torch.addmm(logw, z, block_sum, alpha=-0.5)  # log pi_k - 1/2 sum_j (...)
+        return logits, y, inv_var.mul_(lam)
 
     def responsibilities(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """Posterior component probabilities p(k | x) at noise level sigma, [B, K]."""
@@ -175,11 +180,11 @@ class GaussianMixture:
         flat = x.reshape(x.shape[0], -1).to(torch.float64)
         logits, y, shrink = self._component_terms(flat, _sigma_column(sigma, flat) ** 2)
         w = _softmax_rows(logits)  # [B, K]
-        basis, _, _, means, _ = self._on(flat.device)
+        basis, _, _, means, _, _ = self._on(flat.device)
         # E[x0 | x] = sum_k w_k (mu_k + U_k diag(lam_k/var_k) y_k): the second term for all k is one
         # product with the stacked basis' transpose.
         B, K, d = flat.shape[0], self.n_components, self.dim
-        weighted = (y * shrink).reshape(B, K, d) * w[:, :, None]
+        weighted = y.mul_(shrink).view(B, K, d).mul_(w[:, :, None])  # in place: y is ours and not needed again
         out = torch.addmm(w @ means, weighted.reshape(B, K * d), basis.T)
         return out.to(x.dtype).reshape(x.shape)
 

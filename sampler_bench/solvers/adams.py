@@ -396,12 +396,9 @@ PNDM_WARMUP = 3
 
 
 def _pndm_nfe(steps: int, ends_at_zero: bool, opts) -> int:
-    """4 evaluations per warm-up step, 1 per PLMS step; a warm-up step onto sigma = 0 is a 1-NFE denoise."""
+    """4 evaluations per warm-up step, 1 per PLMS step (the step onto sigma = 0 is a PLMS step too)."""
     warmup = min(steps, PNDM_WARMUP)
-    nfe = 4 * warmup + (steps - warmup)
-    if ends_at_zero and steps <= PNDM_WARMUP:
-        nfe -= 3
-    return nfe
+    return 4 * warmup + (steps - warmup)
 
 
 @register(
@@ -411,13 +408,17 @@ def _pndm_nfe(steps: int, ends_at_zero: bool, opts) -> int:
     "transfer function eq. (9) with its pseudo Runge–Kutta and pseudo linear multistep methods (§3), "
     "as diffusers' PNDMScheduler",
     description="PNDM: three pseudo Runge–Kutta (4-evaluation) warm-up steps, then PLMS (fixed 4-point "
-    "Adams–Bashforth weights on eps times the DDIM step); NFE = steps + 9; second order on non-uniform grids.",
+    "Adams–Bashforth weights on eps times the DDIM step); NFE = steps + 9, at least 13; second order on non-uniform grids.",
     options={
         "midpoints": Option(None, "float_list", "noise levels of the three Runge–Kutta midpoints (default: "
                             "sqrt(sigma_i sigma_{i+1}), the midpoint in log sigma)", low=0.0, open_low=True,
                             nullable=True),
     },
     nfe=_pndm_nfe,
+    # The warm-up and at least one PLMS step, as diffusers' PNDMScheduler (which fails below 4 steps). On
+    # coarser grids a warm-up step spans most of the noise range and, with eps evaluated at the step's
+    # small end, blows up: on gmm2d over karras(2, 0.002, 80) the samples reach |x| ~ 5e4.
+    min_steps=lambda opts: PNDM_WARMUP + 1,
 )
 def pndm(ctx, x, i):
     """PNDM in the unscaled state, where its transfer function phi (DDIM, PNDM eq. 9) is
@@ -428,13 +429,15 @@ def pndm(ctx, x, i):
       e4 = eps(phi(x, e3, s -> t), t), x' = phi(x, (e1 + 2 e2 + 2 e3 + e4)/6, s -> t);
     * later steps, PLMS (PNDM §3; diffusers ``step_plms``): e' = (55 e_i - 59 e_{i-1} + 37 e_{i-2}
       - 9 e_{i-3})/24 over the eps at the last four grid points (the warm-up's e1's included),
-      x' = phi(x, e', s -> t). The step onto sigma = 0 is the same PLMS step, as in diffusers (on
-      a grid of at most 3 steps, which diffusers never builds, it is the denoise x' = D).
+      x' = phi(x, e', s -> t). The step onto sigma = 0 is the same PLMS step, as in diffusers.
+
+    A grid needs at least 4 steps (13 NFE), as diffusers' ``set_timesteps``: 3 warm-up steps and one
+    PLMS step; smaller budgets are refused.
 
     diffusers places the midpoints at the discrete timestep halfway between the step's ends; here
     they are an option (``midpoints``; tests pass diffusers' levels and match PNDMScheduler). The
     fixed weights are Adams–Bashforth weights only for equal sigma steps, so, as ``ipndm``, PNDM is
-    globally second order on the grids sampler-bench builds. NFE = steps + 9 (from 3 steps on).
+    globally second order on the grids sampler-bench builds. NFE = steps + 9.
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     history = _eps_history(ctx, x, i, 4)
@@ -444,8 +447,6 @@ def pndm(ctx, x, i):
     if midpoints is not None and len(midpoints) != PNDM_WARMUP:
         raise SolverOptionError(f"solver {ctx.name!r}: option midpoints needs {PNDM_WARMUP} noise levels (one per "
                                 f"Runge–Kutta warm-up step), got {len(midpoints)}")
-    if t == 0.0:
-        return x - s * history[0]  # phi(x, e1, s -> 0) = D
     m = math.sqrt(s * t) if midpoints is None else midpoints[i]
     if not t < m < s:
         raise SolverOptionError(f"solver {ctx.name!r}: midpoint {m!r} of warm-up step {i + 1} must lie strictly "
