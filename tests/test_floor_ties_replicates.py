@@ -87,6 +87,19 @@ def test_replicates_run_disjoint_seed_ranges_and_report_mean_and_edm_minimum(tmp
     fd = joined[joined["key"] == "fd"]["value"].to_numpy()
     assert "Replicates: each cell run on 3 disjoint seed ranges" in text and "EDM's convention" in text
     assert f"min {float(fd.min()):.3g}" in text and f"{float(fd.mean()):.3g} ±" in text
+    # `sampler-bench show` combines them the same way: one row, mean ± t-interval and EDM's minimum
+    from click.testing import CliRunner
+    from scipy import stats
+
+    from sampler_bench.cli import main
+
+    shown = CliRunner().invoke(main, ["show", str(out / "results.sqlite"), "-m", "fd"], env={"COLUMNS": "250"},
+                               catch_exceptions=False).output
+    half = stats.t.ppf(0.975, 2) * fd.std(ddof=1) / np.sqrt(3)
+    assert f"{fd.mean():.3g} ± {half:.2g} · min {fd.min():.3g}" in shown, shown
+    words = " ".join(shown.split())  # the caption wraps at the table's width
+    assert "3 disjoint seed ranges" in words and "EDM's convention" in words and "seed=" not in shown
+    assert shown.count("euler") == 1
 
 
 @pytest.mark.parametrize("extra, message", [
