@@ -551,11 +551,21 @@ def show(db, key, model, long_, csv_path, parquet_path):
     chosen = metrics[metrics["key"] == key].set_index("cell_id")
     vals = chosen["value"]
     half = (0.5 * (chosen["ci_high"] - chosen["ci_low"])) if "ci_high" in chosen else vals * float("nan")
+    cells, replicas = _combine_replicates(cells, chosen)
+    lower = bool(chosen["lower_is_better"].fillna(True).astype(bool).iloc[0]) if len(chosen) else True
     for mdl, group in cells.groupby("model", sort=False):
         budgets = sorted(group["nfe_budget"].dropna().unique())
+        caption = ("value ± half-width of its 95% interval for the population value (the interval of a "
+                   "biased estimator such as fd is centred on the bias-corrected value: --csv column corrected)")
+        if any(cid in replicas for cid in group["cell_id"]):
+            from .report.tables import EDM_CONVENTION
+
+            ks = sorted({len(replicas[c]) for c in group["cell_id"] if c in replicas})
+            caption += (f". Cells run on {'/'.join(map(str, ks))} disjoint seed ranges (replicates = K): mean of the K "
+                        f"values ± the half-width of its {replicas.confidence:.0%} Student-t interval, then the "
+                        f"{'minimum' if lower else 'maximum'} over replicates: {EDM_CONVENTION}")
         t = Table(title=f"{mdl}: {key} (sampler × NFE budget; counted NFE in brackets when it differs)",
-                  caption="value ± half-width of its 95% interval for the population value (the interval of a "
-                          "biased estimator such as fd is centred on the bias-corrected value: --csv column corrected)")
+                  caption=caption)
         t.add_column("sampler")
         for b in budgets:
             t.add_column(str(b), justify="right")
@@ -577,15 +587,67 @@ def show(db, key, model, long_, csv_path, parquet_path):
                 if r["status"] != "ok" or r["cell_id"] not in vals.index:
                     out.append(f"[dim]{r['status'] if r['status'] != 'ok' else '–'}[/dim]")
                     continue
-                text = f"{vals[r['cell_id']]:.3g}"
-                hw = half[r["cell_id"]]
-                if not _na(hw):
-                    text += f" ± {hw:.2g}"
+                summary = replicas.summary(r["cell_id"], vals, lower)
+                if summary is not None:  # replicates = K: mean ± t-interval · EDM's min
+                    mean, hw, best = summary
+                    text = f"{mean:.3g} ± {hw:.2g} · {'min' if lower else 'max'} {best:.3g}"
+                else:
+                    text = f"{vals[r['cell_id']]:.3g}"
+                    hw = half[r["cell_id"]]
+                    if not _na(hw):
+                        text += f" ± {hw:.2g}"
                 if not _na(r["nfe_counted"]) and int(r["nfe_counted"]) != int(b):
                     text += f" ({int(r['nfe_counted'])})"
                 out.append(text)
             t.add_row(escape(label), *out)
         console.print(t)
+
+
+class _Replicas(dict):
+    """cell id of replicate 0 -> the cell ids of all K replicates (``replicates = K`` in a spec)."""
+
+    confidence = 0.95
+
+    def summary(self, cid, values, lower_is_better: bool):
+        """(mean, t-interval half-width, best) over the replicates of ``cid``, or None."""
+        from .report.tables import replicate_summary
+
+        if cid not in self:
+            return None
+        got = [values[c] for c in self[cid] if c in values.index]
+        return replicate_summary(got, lower_is_better, self.confidence)
+
+
+def _combine_replicates(cells, chosen):
+    """``cells`` without replicates 1..K-1 of a ``replicates = K`` sweep, and the :class:`_Replicas` map.
+
+    The replicates of one cell differ only in their seed (``base_seed + k * n_samples``, recorded in
+    each value's provenance under ``replicate``); they are one row of the table, as in the report."""
+    from .report.tables import parse_json
+
+    replicas = _Replicas()
+    info = {}
+    for cid, prov in zip(chosen.index, chosen["provenance"] if "provenance" in chosen else []):
+        p = parse_json(prov)
+        rep = p.get("replicate")
+        if isinstance(rep, dict) and "index" in rep:
+            info[cid] = (int(rep["index"]), int(rep.get("base_seed", 0)))
+            replicas.confidence = float((p.get("interval") or {}).get("confidence", replicas.confidence))
+    if not info:
+        return cells, replicas
+    ident = [c for c in ("model", "solver", "requested_options", "schedule", "schedule_params", "nfe_budget",
+                         *DISTINGUISHING) if c in cells.columns and c != "seed"]
+    groups: dict[tuple, list[tuple[int, str]]] = {}
+    for _, r in cells[cells["cell_id"].isin(info)].iterrows():
+        k, base = info[r["cell_id"]]
+        key = tuple("–" if _na(r[c]) else repr(r[c]) for c in ident) + (base,)
+        groups.setdefault(key, []).append((k, r["cell_id"]))
+    extra = set()
+    for members in groups.values():
+        members.sort()
+        replicas[members[0][1]] = [cid for _, cid in members]
+        extra.update(cid for _, cid in members[1:])
+    return cells[~cells["cell_id"].isin(extra)], replicas
 
 
 #: Cell columns that can tell apart two cells of one (model, sampler, schedule, NFE), in the order shown.

@@ -87,6 +87,19 @@ def test_replicates_run_disjoint_seed_ranges_and_report_mean_and_edm_minimum(tmp
     fd = joined[joined["key"] == "fd"]["value"].to_numpy()
     assert "Replicates: each cell run on 3 disjoint seed ranges" in text and "EDM's convention" in text
     assert f"min {float(fd.min()):.3g}" in text and f"{float(fd.mean()):.3g} ±" in text
+    # `sampler-bench show` combines them the same way: one row, mean ± t-interval and EDM's minimum
+    from click.testing import CliRunner
+    from scipy import stats
+
+    from sampler_bench.cli import main
+
+    shown = CliRunner().invoke(main, ["show", str(out / "results.sqlite"), "-m", "fd"], env={"COLUMNS": "250"},
+                               catch_exceptions=False).output
+    half = stats.t.ppf(0.975, 2) * fd.std(ddof=1) / np.sqrt(3)
+    assert f"{fd.mean():.3g} ± {half:.2g} · min {fd.min():.3g}" in shown, shown
+    words = " ".join(shown.split())  # the caption wraps at the table's width
+    assert "3 disjoint seed ranges" in words and "EDM's convention" in words and "seed=" not in shown
+    assert shown.count("euler") == 1
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -110,3 +123,32 @@ def test_metric_plot_draws_interval_bands_the_floor_and_one_panel_per_family():
     for ax in visible:
         assert len(ax.collections) >= 1  # interval bands
         assert any(abs(p.get_extents().height) > 0 for p in ax.patches)  # the floor band
+
+
+@pytest.mark.parametrize("reference_split", ["test", "train"])
+def test_the_floor_of_a_trained_model_shares_no_row_with_its_reference(reference_split):
+    """Every row of the dataset is unique (its value is its identity): the rows the noise floor scores
+    and the rows the reference statistics are computed from (refstats' draws, as a sweep makes them)
+    never meet, whichever split the reference reads and however many rows either takes."""
+    import torch
+
+    from sampler_bench.bench.floor import exact_samples
+    from sampler_bench.data.base import Dataset
+    from sampler_bench.metrics.refstats import _draws
+    from sampler_bench.models.guidance import GuidedModel
+    from sampler_bench.models.trained import TrainedModel
+    from sampler_bench.processes.catalog import process_from_config
+
+    model = TrainedModel(torch.nn.Linear(1, 1), process_from_config({"name": "edm"}), (1,),
+                         config={"reference_split": reference_split}, name="unique-rows")
+    model._dataset = Dataset("unique", torch.arange(0.0, 300.0)[:, None], torch.arange(1000.0, 1060.0)[:, None], {})
+    reference = torch.cat(list(_draws(model, None, 500, seed=0)))  # more rows than the test split: replacement
+    floor = exact_samples(model, 2500, 0, 0, 2500)
+    assert floor.shape == (2500, 1) and reference.shape == (500, 1)
+    assert not set(reference[:, 0].tolist()) & set(floor[:, 0].tolist())
+    ref_split = model.dataset.test_raw if reference_split == "test" else model.dataset.train_raw
+    assert set(reference[:, 0].tolist()) <= set(ref_split[:, 0].tolist())
+    # wrappers a sweep puts around a model forward it (a guided model too)
+    model.num_classes = 10
+    assert torch.equal(GuidedModel(model, 2.0).floor_data(5, torch.Generator().manual_seed(1)),
+                       model.floor_data(5, torch.Generator().manual_seed(1)))

@@ -164,3 +164,71 @@ def test_store_keeps_intervals_and_replicates_and_migrates_a_schema_1_store(tmp_
         m = store.metrics().set_index("cell_id")
         assert (m.loc["c1", "ci_low"], m.loc["c1", "ci_high"], m.loc["c1", "corrected"]) == (0.2, 0.3, 0.26)
         assert store.replicates()[("c1", "endpoint_error", "endpoint_rmse")].tolist() == [0.24, 0.27]
+
+
+def weighted_fd(x, w, mu_ref, cov_ref):
+    """An independent transcription: FD of the w-weighted sample (numpy moments, n_w - 1 divisor)."""
+    x, w = x.numpy(), w.numpy()
+    n = w.sum()
+    m = (w[:, None] * x).sum(0) / n
+    c = ((w[:, None] * (x - m)).T @ (x - m)) / (n - 1)
+    from sampler_bench.metrics.fd import frechet_distance
+
+    return frechet_distance(torch.from_numpy(m), torch.from_numpy(c), mu_ref, cov_ref)
+
+
+def test_vectorised_fd_replicates_equal_the_fd_of_each_weighted_sample(gmm2d):
+    """All replicates in one batched computation (sums by one matrix product, one batched eigvalsh)
+    give, replicate by replicate, the FD of the Poisson-weighted sample computed from scratch."""
+    x = gmm2d.sample_data(300, generator=torch.Generator().manual_seed(5))
+    acc = M.make("fd", gmm2d, feature_extractor="raw")
+    for a in range(0, 300, 70):  # uneven batches, indices from 1000 (a shard that does not start at 0)
+        acc.update(x[a:a + 70], index=1000 + a)
+    e = acc.estimates()["fd"]
+    w = U.poisson_weights(1000, 300, acc.replicates)
+    mu, cov = acc.ref_mean, acc.ref_cov
+    expected = [weighted_fd(x, w[r], mu, cov) for r in range(acc.replicates)]
+    assert np.allclose(e.replicates, expected, rtol=1e-9, atol=1e-13)
+    assert e.value == pytest.approx(weighted_fd(x, torch.ones(300, dtype=torch.float64), mu, cov), rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["fd", "gmm_nll", "gmm_tv", "endpoint_error"])
+def test_vectorised_replicates_equal_the_replicate_by_replicate_computation(name, gmm2d):
+    """A metric written with _compute only (a user's plug-in) gets its replicates one _compute at a
+    time; the built-in metrics compute them all at once with _values: the two agree."""
+    x = gmm2d.sample_data(200, generator=torch.Generator().manual_seed(6))
+    ref = x + 0.01 * torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    acc = M.make(name, gmm2d, feature_extractor="raw") if name == "fd" else M.make(name, gmm2d)
+    acc.update(x, reference=ref if name == "endpoint_error" else None)
+    vectorised = acc.estimates()
+    cls = type(acc)
+    acc.__class__ = type("LoopOnly", (cls,), {
+        "_values": lambda self, state: None,
+        "_compute": lambda self: {k: float(v) for k, v in cls._values(self, self._state).items()}})
+    looped = acc.estimates()
+    for key, e in vectorised.items():
+        assert np.allclose(e.replicates, looped[key].replicates, rtol=1e-12, atol=1e-15), key
+        assert (e.ci_low, e.ci_high) == pytest.approx((looped[key].ci_low, looped[key].ci_high), rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [3, 70])
+def test_replicate_outer_product_sums_equal_the_weighted_sums(d):
+    """Both ways of adding replicate outer products (one flattened product for small d, batched
+    per-replicate products for large d) equal sum_i w[r, i] x_i x_i^T."""
+    from sampler_bench.metrics.base import Accumulator
+
+    acc = Accumulator(object())
+    acc._state["s"] = torch.zeros(d, d, dtype=torch.float64)
+    acc._state["rep:s"] = torch.zeros(acc.replicates, d, d, dtype=torch.float64)
+    x = torch.randn(50, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
+    acc._weights = U.poisson_weights(0, 50, acc.replicates)
+    acc._add_outer("s", x)
+    expected = torch.einsum("rb,bi,bj->rij", acc._weights, x, x)
+    assert torch.allclose(acc._state["rep:s"], expected, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(acc._state["s"], x.T @ x, rtol=1e-12, atol=1e-12)
+
+
+def test_cached_poisson_weights_are_copies():
+    a = U.poisson_weights(0, 100, 8)
+    a += 5.0  # a caller that modifies its weights does not change anyone else's
+    assert torch.equal(U.poisson_weights(0, 100, 8), U.poisson_weights_at(np.arange(100), 8))

@@ -4,9 +4,11 @@ A metric computed from n samples is not 0 for a perfect sampler: a Fréchet dist
 is ~tr(C)/n, a sliced Wasserstein distance has its own O(n^-1/2) floor. A sampler whose value lies
 inside the floor cannot be told apart from exact sampling at this sample count, so the report draws
 the floor as a band and marks such values. For each model, sample count and seed the floor is the
-metric (with its bootstrap interval, :mod:`sampler_bench.metrics.uncertainty`) of ``n`` draws of
-``model.sample_data``: exact draws of the law for analytic models, rows of the held-out split for
-trained models with a dataset (models without data have no floor). Draws come in fixed chunks of
+metric (with its bootstrap interval, :mod:`sampler_bench.metrics.uncertainty`) of ``n`` draws that
+share nothing with the reference statistics: ``model.floor_data`` where the model has it (trained
+models: rows of the dataset split the reference does not read, disjoint by construction), else
+``model.sample_data`` (analytic models: fresh exact draws of the law, whose reference moments are
+exact or drawn from another generator). Models without data have no floor. Draws come in fixed chunks of
 :data:`CHUNK` rows from generators keyed on (seed, chunk), so the floor depends on (seed, n) only,
 not on the batch size; the rows carry the sample indices 0..n-1 like a cell's samples.
 """
@@ -25,13 +27,14 @@ CHUNK = 1000
 
 def floor_id(model_hash: str, metric_definition: dict, n_samples: int, seed: int) -> str:
     text = json.dumps({"model_hash": model_hash, "metric": metric_definition, "n": n_samples, "seed": seed,
-                       "kind": "exact-samples-floor"}, sort_keys=True, default=list)
+                       # v2: trained models' floor rows come from the split the reference does not read
+                       "kind": "exact-samples-floor", "version": 2}, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def exact_samples(model, n: int, seed: int, start: int, stop: int) -> torch.Tensor | None:
     """Rows ``[start, stop)`` of the floor's exact sample set (None when the model has no data law)."""
-    sample = getattr(model, "sample_data", None)
+    sample = getattr(model, "floor_data", None) or getattr(model, "sample_data", None)
     if sample is None:
         return None
     out = []
@@ -55,6 +58,8 @@ def noise_floor(model, make: Callable[[], Any], n: int, seed: int, batch_size: i
             return None
         acc.update(x.to(torch.float64), index=a)
     prov = dict(acc.provenance)
-    prov["floor"] = ("exact samples of the model's law (analytic models) or rows of its held-out split "
-                     f"(trained models), drawn in chunks of {CHUNK} keyed on (seed, chunk)")
+    source = "floor_data" if getattr(model, "floor_data", None) is not None else "sample_data"
+    prov["floor"] = (f"model.{source}: exact samples of the model's law (analytic models) or rows of the dataset "
+                     "split its reference statistics do not read (trained models), drawn in chunks of "
+                     f"{CHUNK} keyed on (seed, chunk)")
     return acc.estimates(confidence), prov

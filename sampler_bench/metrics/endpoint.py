@@ -13,8 +13,6 @@ Meaningless for stochastic samplers (``needs_reference_endpoints``): their noise
 
 from __future__ import annotations
 
-import math
-
 from .base import Accumulator
 from .registry import register_metric
 
@@ -41,6 +39,6 @@ class EndpointError(Accumulator):
         self._add("sq_sum", sq / err.shape[1])
         self._add("l2_sum", sq.sqrt())
 
-    def _compute(self) -> dict[str, float]:
-        n = self._state["count"]
-        return {"endpoint_rmse": math.sqrt(float(self._state["sq_sum"] / n)), "endpoint_mean_l2": self._state["l2_sum"] / n}
+    def _values(self, state) -> dict:
+        n = state["count"]
+        return {"endpoint_rmse": (state["sq_sum"] / n).sqrt(), "endpoint_mean_l2": state["l2_sum"] / n}

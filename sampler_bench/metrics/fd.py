@@ -27,6 +27,20 @@ def sqrtm_psd(c: torch.Tensor) -> torch.Tensor:
     return (v * lam.clamp_min(0).sqrt()) @ v.T
 
 
+def frechet_distances(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2_sqrt: torch.Tensor,
+                      cov2_trace: torch.Tensor | float) -> torch.Tensor:
+    """FD of a stack of Gaussians ``N(mu1[...], cov1[...])`` to one ``N(mu2, cov2)`` given by the square
+    root and trace of ``cov2``; leading dimensions of ``mu1`` / ``cov1`` are batch dimensions (e.g. the
+    bootstrap replicates: one batched ``eigvalsh`` for all of them).
+    """
+    m = cov2_sqrt @ cov1 @ cov2_sqrt
+    lam = torch.linalg.eigvalsh(0.5 * (m + m.transpose(-1, -2)))
+    tr_covmean = lam.clamp_min(0).sqrt().sum(-1)
+    diff = mu1 - mu2
+    fd = (diff * diff).sum(-1) + torch.diagonal(cov1, dim1=-2, dim2=-1).sum(-1) + cov2_trace - 2 * tr_covmean
+    return fd
+
+
 def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor,
                      cov2_sqrt: torch.Tensor | None = None) -> float:
     """Fréchet (2-Wasserstein) distance squared between two Gaussians, float64.
@@ -38,10 +52,7 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
         raise ValueError(f"frechet_distance: shapes disagree: mu {tuple(mu1.shape)} vs {tuple(mu2.shape)}, "
                          f"cov {tuple(cov1.shape)} vs {tuple(cov2.shape)}")
     root = sqrtm_psd(cov2) if cov2_sqrt is None else cov2_sqrt.to(cov1)
-    m = root @ cov1 @ root
-    tr_covmean = torch.linalg.eigvalsh(0.5 * (m + m.T)).clamp_min(0).sqrt().sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + torch.trace(cov1) + torch.trace(cov2) - 2 * tr_covmean)
+    return float(frechet_distances(mu1, cov1, mu2, root, torch.trace(cov2)))
 
 
 @register_metric(
@@ -85,14 +96,26 @@ class FrechetDistance(FeatureMetric):
         n = self._state["count"]
         if n < 2:
             raise ValueError(f"metric 'fd' needs at least 2 samples for a covariance, got {int(n)}")
-        mean_c = self._state["sum"] / n
-        cov = (self._state["sum_outer"] - n * torch.outer(mean_c, mean_c)) / (n - 1)
-        return mean_c + self.ref_mean, 0.5 * (cov + cov.T)
+        mean_c, cov = _centred_moments(self._state)
+        return mean_c + self.ref_mean, cov
 
-    def _compute(self) -> dict[str, float]:
-        mean, cov = self.moments()
+    def _values(self, state) -> dict[str, torch.Tensor]:
+        if state["count"].dim() == 0 and state["count"] < 2:  # the plain value (a replicate gives NaN)
+            raise ValueError(f"metric 'fd' needs at least 2 samples for a covariance, got {int(state['count'])}")
+        mean_c, cov = _centred_moments(state)
         derived = self.reference.derived  # shared by every cell's accumulator: one eigh per process
         if "cov_sqrt" not in derived:
             derived["cov_sqrt"] = sqrtm_psd(self.reference.tensors["cov"].to(torch.float64))
         root = derived["cov_sqrt"].to(self.device)
-        return {"fd": frechet_distance(mean, cov, self.ref_mean, self.ref_cov, cov2_sqrt=root)}
+        # features were shifted by the reference mean: the mean difference is mean_c itself
+        fd = frechet_distances(mean_c, cov, torch.zeros_like(self.ref_mean), root, torch.trace(self.ref_cov))
+        return {"fd": fd}
+
+
+def _centred_moments(state) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased covariance of the (reference-mean-shifted) features from the sums of a state
+    whose tensors may carry leading batch dimensions (``cov = (S2 - n m m^T) / (n - 1)``)."""
+    n = state["count"][..., None]
+    mean_c = state["sum"] / n
+    cov = (state["sum_outer"] - n[..., None] * mean_c[..., :, None] * mean_c[..., None, :]) / (n[..., None] - 1)
+    return mean_c, 0.5 * (cov + cov.transpose(-1, -2))

@@ -38,8 +38,8 @@ class MixtureNLL(Accumulator):
     def _update(self, x, reference) -> None:
         self._add("nll_sum", -self.dist.log_prob(x, 0.0))
 
-    def _compute(self) -> dict[str, float]:
-        return {"gmm_nll": self._state["nll_sum"] / self._state["count"]}
+    def _values(self, state) -> dict:
+        return {"gmm_nll": state["nll_sum"] / state["count"]}
 
 
 @register_metric(
@@ -64,6 +64,6 @@ class MixtureTV(Accumulator):
             r = self._zeros(r.shape).scatter_(1, r.argmax(1, keepdim=True), 1.0)
         self._add("assigned", r)
 
-    def _compute(self) -> dict[str, float]:
-        frac = self._state["assigned"] / self._state["count"]
-        return {"gmm_tv": 0.5 * (frac - self.dist.weights.to(frac)).abs().sum()}
+    def _values(self, state) -> dict:
+        frac = state["assigned"] / state["count"][..., None]
+        return {"gmm_tv": 0.5 * (frac - self.dist.weights.to(frac)).abs().sum(-1)}

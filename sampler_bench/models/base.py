@@ -9,6 +9,9 @@ outside network) satisfies :class:`Model`:
 * ``fingerprint()`` -> a content hash recorded with every result;
 * ``sample_data(n, generator=None)`` -> draws of the data distribution (reference statistics), or
   ``None`` when the model has no data attached; ``distribution`` -> the analytic law, if any.
+* optional ``floor_data(n, generator=None)`` -> draws for the noise floor that share no row with
+  what ``sample_data`` gives (a model whose data is a finite set of rows must have it: trained
+  models read the other split); without it the floor uses ``sample_data`` (exact draws of a law).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class GuidedModel:
         self.null_label = bool(getattr(model, "null_label", False))
         for attr in ("sigma_min", "sigma_max", "shape", "process", "name", "description"):
             setattr(self, attr, getattr(model, attr, None))
-        for attr in ("sample_data", "data_from_state", "cld", "prior", "weight_files"):
+        for attr in ("sample_data", "floor_data", "data_from_state", "cld", "prior", "weight_files"):
             if getattr(model, attr, None) is not None:
                 setattr(self, attr, getattr(model, attr))
 

@@ -12,7 +12,8 @@ The factory is the user's code; it returns an object that follows :class:`Denois
   models), ``null_label`` (bool: ``class_labels`` may hold -1 for "unconditional", so guidance can batch its
   two halves into one forward), ``weight_files`` (paths whose bytes identify the weights: hashed into the
   model's fingerprint, so a cell changes identity when the weights change), ``name``,
-  ``sample_data(n, generator=None)`` (reference data), ``data_from_state(u)``.
+  ``sample_data(n, generator=None)`` (reference data), ``floor_data(n, generator=None)`` (noise-floor
+  rows disjoint from the reference data, when that is a finite set), ``data_from_state(u)``.
 
 :func:`load_plugin` imports the factory, calls it, checks the attributes and makes one *probe call* at
 sigma_min and sigma_max (output shape, floating dtype, finite values); each violation is one
@@ -158,7 +159,7 @@ class PluginModel:
                                   "which is not a file; expected paths of the weight files the model reads")
             self.weight_files[str(f)] = file_sha256(f)
         self.trust_pickle = bool(trust_pickle)
-        for attr in ("sample_data", "data_from_state", "distribution", "cld"):
+        for attr in ("sample_data", "floor_data", "data_from_state", "distribution", "cld"):
             if getattr(obj, attr, None) is not None:
                 setattr(self, attr, getattr(obj, attr))
 

@@ -87,6 +87,22 @@ class TrainedModel:
         split = self.config.get("reference_split", "test")
         return ds.sample_rows(n, generator, split).to(torch.float64).reshape(n, *self.shape)
 
+    def floor_data(self, n: int, generator=None) -> torch.Tensor | None:
+        """n rows for the noise floor: rows of the split that :meth:`sample_data` does *not* read.
+
+        The noise floor scores ``n`` real rows against the reference statistics; rows the reference
+        was computed on would pull it towards 0 (the digits reference is all 299 held-out rows, so a
+        floor from the held-out split would score the reference against itself). The training and
+        held-out splits of a dataset are disjoint by construction (fixed index rules,
+        :mod:`sampler_bench.data`), so the floor reads the training split when the reference is the
+        held-out one and the held-out split when it is the training one (CIFAR-10's convention).
+        """
+        ds = self.dataset
+        if ds is None:
+            return None
+        split = "train" if self.config.get("reference_split", "test") == "test" else "test"
+        return ds.sample_rows(n, generator, split).to(torch.float64).reshape(n, *self.shape)
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             self._fingerprint = tensor_hash(extra={"weights_sha256": self.config.get("weights_sha256"),

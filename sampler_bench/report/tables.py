@@ -266,6 +266,26 @@ def metric_table(cells: pd.DataFrame, values: pd.DataFrame, lower_is_better: boo
     return Table(columns, tuple(out_rows), tuple(notes), caption, label_columns=2)
 
 
+def replicate_summary(values, lower_is_better: bool, confidence: float = 0.95) -> tuple[float, float, float] | None:
+    """(mean, half-width of its Student-t interval on K - 1 degrees of freedom, best over replicates) of
+    the K finite values of one cell run on K disjoint seed ranges; the best is the minimum (maximum
+    when higher is better), EDM's convention (Karras et al. 2022, arXiv:2206.00364, Sec. 5, report the
+    minimum of three 50k-sample FIDs). None with fewer than 2 finite values."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), half, float(v.min() if lower_is_better else v.max())
+
+
+#: the caption text both the report and ``sampler-bench show`` give the minimum over replicates
+EDM_CONVENTION = ("EDM's convention (Karras et al. 2022 report the minimum of three 50k-sample FIDs), optimistic by "
+                  "construction; quote the mean with its interval for comparisons")
+
+
 def replicate_table(cells: pd.DataFrame, first: pd.DataFrame, extra: pd.DataFrame, lower_is_better: bool,
                     confidence: float = 0.95) -> Table:
     """Sampler x NFE table over the K disjoint seed ranges of ``replicates = K``: the mean of the K
@@ -273,8 +293,6 @@ def replicate_table(cells: pd.DataFrame, first: pd.DataFrame, extra: pd.DataFram
     (maximum when higher is better) over the replicates, EDM's convention (Karras et al. 2022,
     arXiv:2206.00364, report the minimum of three 50k-sample FIDs) so numbers can sit next to papers'.
     ``first``: the values of replicate 0 (the main table's); ``extra``: those of replicates 1..K-1."""
-    from scipy import stats
-
     budgets = sorted(int(b) for b in cells["nfe_budget"].unique())
     both = pd.concat([first[["row", "nfe_budget", "value"]], extra[["row", "nfe_budget", "value"]]])
     rows = [r for r in row_order(cells) if r in set(both["row"])]
@@ -285,20 +303,19 @@ def replicate_table(cells: pd.DataFrame, first: pd.DataFrame, extra: pd.DataFram
         for b in budgets:
             v = both[(both["row"] == r) & (both["nfe_budget"].astype(int) == b)]["value"].astype(float).to_numpy()
             v = v[np.isfinite(v)]
-            if len(v) < 2:
+            summary = replicate_summary(v, lower_is_better, confidence)
+            if summary is None:
                 line.append(TableCell(format_value(v[0]) if len(v) else DASH))
                 continue
             k_seen.add(len(v))
-            half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-            edm = v.min() if lower_is_better else v.max()
-            line.append(TableCell(f"{format_value(v.mean())} ±{half:.2g} · {'min' if lower_is_better else 'max'} "
+            mean, half, edm = summary
+            line.append(TableCell(f"{format_value(mean)} ±{half:.2g} · {'min' if lower_is_better else 'max'} "
                                   f"{format_value(edm)}"))
         out_rows.append(tuple(line))
     k_text = "/".join(str(k) for k in sorted(k_seen)) or "K"
     caption = (f"Replicates: each cell run on {k_text} disjoint seed ranges. Mean over the replicates ± the half-width "
                f"of its {confidence:.0%} Student-t interval, then the {'minimum' if lower_is_better else 'maximum'} over "
-               "replicates: EDM's convention (Karras et al. 2022 report the minimum of three 50k-sample FIDs), "
-               "optimistic by construction; quote the mean with its interval for comparisons.")
+               f"replicates: {EDM_CONVENTION}.")
     return Table(("sampler", *[str(b) for b in budgets]), tuple(out_rows), (), caption, label_columns=1)
 
 
