@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..solvers import optimised as _optimised
 from ..solvers import schedules as _schedules
 from ..solvers.registry import SolverOptionError, closest
 from ..solvers.registry import available as solver_names
@@ -418,6 +419,24 @@ def _schedule_param_names(name: str) -> list[str]:
     return [p for p in sig.parameters if p not in ("n", "sigma_min", "sigma_max", "append_zero")]
 
 
+def _parse_optimised(t: Mapping, name: str, where: str) -> ScheduleSpec:
+    """An optimised schedule (solvers/optimised): its parameters checked now; the model, sampler and
+    budget it needs are checked when the models load (bench/cells.py)."""
+    params = _table(t.get("params", {}), f"{where} params")
+    try:
+        _optimised.get(name).params(params)
+    except ValueError as e:
+        raise SpecError(f"{where}: {e}") from None
+    smin = _sigma(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
+    smax = _sigma(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
+    if smin is not None and smax is not None and smin >= smax:
+        raise SpecError(f"{where}: sigma_min ({smin}) must be smaller than sigma_max ({smax})")
+    ends = t.get("ends_at_zero", True)
+    if not isinstance(ends, bool):
+        raise SpecError(f"{where} ends_at_zero must be true or false, got {ends!r}")
+    return ScheduleSpec(name, params, smin, smax, ends)
+
+
 def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
     builders = sorted(_schedules.BUILDERS)
     tables = _array_of_tables(doc, "schedule", text)
@@ -428,11 +447,15 @@ def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
         where = f"[[schedule]] #{k}"
         _check_keys(t, SCHEDULE_KEYS, where, text)
         name = _str(t.get("name", "karras"), f"{where} name")
+        if _optimised.is_optimiser(name):
+            out.append(_parse_optimised(t, name, where))
+            continue
         if name not in builders:
             extra = " ('list' grids are fixed, so they cannot follow an NFE budget)" if name == "list" else ""
             raise SpecError(
-                f"{where}: unknown schedule {name!r}{_line_of_value(text, name)}{closest(name, builders)}{extra}; "
-                f"available: {', '.join(builders)}"
+                f"{where}: unknown schedule {name!r}{_line_of_value(text, name)}"
+                f"{closest(name, builders + _optimised.available())}{extra}; available: {', '.join(builders)}; "
+                f"optimised: {', '.join(_optimised.available())}"
             )
         params = _table(t.get("params", {}), f"{where} params")
         allowed = _schedule_param_names(name)
