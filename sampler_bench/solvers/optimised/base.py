@@ -15,6 +15,7 @@ no optimisation sample can share a seed with an evaluated sample, whatever the s
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -187,7 +188,7 @@ def run(optimiser: Optimiser, problem: Problem, params: dict) -> tuple[torch.Ten
     problem.cost.wall_s = time.perf_counter() - t0
     problem.cost.nfe = problem.counted.nfe
     problem.cost.sample_evaluations = problem.counted.sample_evaluations
-    return grid, problem.cost
+    return grid, dataclasses.replace(problem.cost, seeds=list(problem.cost.seeds))  # a later draw does not change it
 
 
 def positive_int(low: int = 1, high: int = 10**6):

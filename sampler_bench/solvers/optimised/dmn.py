@@ -15,7 +15,7 @@ sigma_VP^2 / alpha_VP for data of unit scale) and minimises how much of it reach
 steps and its weights add). J depends on the levels and the solver's order only, so ``dmn`` never
 evaluates the model (cost 0 NFE). The paper minimises J with scipy's trust-constr under
 lambda_{i+1} > lambda_i; here the increments of lambda are a softmax of free logits (positive, summing to
-lambda_min - lambda_max) and L-BFGS minimises log J from the log-SNR-uniform start.
+lambda_min - lambda_max) and scipy's L-BFGS-B minimises log J from the log-SNR-uniform start.
 """
 
 from __future__ import annotations
@@ -95,23 +95,23 @@ def lambdas_from_logits(logits: torch.Tensor, lam_start: float, lam_end: float) 
 
 def optimise(problem: Problem, order: int | None = None, iterations: int = 200) -> torch.Tensor:
     """The positive levels minimising J (no model evaluations)."""
+    from scipy.optimize import minimize
+
     q = interpolation_nodes(problem.solver, problem.options, order)
     orders = step_orders(problem.n_levels - 1, q, bool(problem.options.get("lower_order_final", False)))
     lam0, lam1 = -math.log(problem.sigma_max), -math.log(problem.sigma_min)
-    logits = torch.zeros(problem.n_levels - 1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([logits], lr=1.0, max_iter=iterations, tolerance_grad=1e-12, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        value = torch.log(objective(lambdas_from_logits(logits, lam0, lam1), orders))
-        value.backward()
-        return value
+    def value_and_gradient(z: np.ndarray):
+        logits = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+        with torch.enable_grad():
+            value = torch.log(objective(lambdas_from_logits(logits, lam0, lam1), orders))
+            value.backward()
+        return value.item(), logits.grad.numpy().copy()
 
-    with torch.enable_grad():
-        opt.step(closure)
+    found = minimize(value_and_gradient, np.zeros(problem.n_levels - 1), jac=True, method="L-BFGS-B",
+                     options={"maxiter": iterations, "ftol": 1e-15, "gtol": 1e-10})
     with torch.no_grad():
-        lambdas = lambdas_from_logits(logits, lam0, lam1)
+        lambdas = lambdas_from_logits(torch.as_tensor(found.x, dtype=torch.float64), lam0, lam1)
     return torch.exp(-lambdas)
 
 

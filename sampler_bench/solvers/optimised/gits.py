@@ -4,7 +4,8 @@ Scheduling", Algorithm 1).
 
 Mechanism: warm-up samples are drawn from the prior (optimisation seeds) and a teacher solver integrates
 them on a fine grid sigma_0 = sigma_max > ... > sigma_M = sigma_min (EDM's polynomial schedule, rho = 7),
-recording the state x_i and the denoiser's output D_i at every fine level. The cost of a coarse step
+recording the state x_i and the denoiser's output D_i at every fine level (``teacher_substeps`` > 1 runs
+the teacher on a finer grid that holds the fine levels: a more accurate teacher at more cost). The cost of a coarse step
 from fine level i to fine level j > i is the mean over warm-up samples of the L2 distance between one
 Euler step from the teacher's state, x_i + (sigma_j - sigma_i) (x_i - D_i) / sigma_i, and the teacher's
 state x_j (the paper's "local truncation error" of a step; it leans on the trajectories' regularity).
@@ -50,19 +51,25 @@ def fine_grid(problem: Problem, fine_steps: int) -> torch.Tensor:
     return schedules.karras(fine_steps, problem.sigma_min, problem.sigma_max, append_zero=False)
 
 
-def teacher_trajectory(problem: Problem, fine: torch.Tensor, teacher: str, n_warmup: int, seed: int):
-    """(states [M+1, B, ...], denoiser outputs [M, B, ...]) of the teacher on the fine grid."""
+def teacher_trajectory(problem: Problem, fine: torch.Tensor, teacher: str, n_warmup: int, seed: int,
+                       substeps: int = 1):
+    """(states [M+1, B, ...], denoiser outputs [M, B, ...]) of the teacher at the fine levels; with
+    ``substeps`` > 1 the teacher runs on the EDM grid ``substeps`` times finer, which holds every fine level."""
     meta = solver_info(teacher)
     if meta.stochastic or meta.nfe_per_step != 1 or meta.plan_grid is not None or meta.adaptive:
         raise OptimiserError(f"gits: the teacher must be a deterministic solver with one denoiser call per step "
                              f"that takes its grid as given (e.g. 'ipndm', 'dpmpp_2m'), got {teacher!r}")
     x = problem.warmup_states(seed, n_warmup)
     rec = _Recorder(problem.counted)
-    end = run_solver(teacher, rec, x, fine, options={})
-    if len(rec.levels) != fine.numel() - 1:
+    steps = fine.numel() - 1
+    grid = fine if substeps == 1 else schedules.karras(steps * substeps, problem.sigma_min, problem.sigma_max,
+                                                       append_zero=False)
+    end = run_solver(teacher, rec, x, grid, options={})
+    if len(rec.levels) != grid.numel() - 1:
         raise OptimiserError(f"gits: the teacher {teacher!r} evaluated {len(rec.levels)} distinct levels on a "
-                             f"grid of {fine.numel() - 1} steps; it must evaluate the state at every level once")
-    return torch.stack(rec.states + [end]), torch.stack(rec.outputs)
+                             f"grid of {grid.numel() - 1} steps; it must evaluate the state at every level once")
+    keep = range(0, grid.numel() - 1, substeps)  # the fine levels (equal to round-off: same ramp points)
+    return torch.stack([rec.states[k] for k in keep] + [end]), torch.stack([rec.outputs[k] for k in keep])
 
 
 def cost_matrix(fine: torch.Tensor, states: torch.Tensor, outputs: torch.Tensor) -> np.ndarray:
@@ -107,18 +114,19 @@ def dynamic_programming(cost: np.ndarray, steps: int, coeff: float = 1.0) -> lis
 
 
 def optimise(problem: Problem, fine_steps: int = 60, n_warmup: int = 256, seed: int = 0, coeff: float = 1.15,
-             teacher: str = "ipndm") -> torch.Tensor:
+             teacher: str = "ipndm", teacher_substeps: int = 1) -> torch.Tensor:
     fine = fine_grid(problem, fine_steps)
-    states, outputs = teacher_trajectory(problem, fine, teacher, n_warmup, seed)
+    states, outputs = teacher_trajectory(problem, fine, teacher, n_warmup, seed, teacher_substeps)
     path = dynamic_programming(cost_matrix(fine, states, outputs), problem.n_levels - 1, coeff)
     return fine[path]
 
 
-DEFAULTS = {"fine_steps": 60, "n_warmup": 256, "seed": 0, "coeff": 1.15, "teacher": "ipndm"}
+DEFAULTS = {"fine_steps": 60, "n_warmup": 256, "seed": 0, "coeff": 1.15, "teacher": "ipndm", "teacher_substeps": 1}
 CHECKS = {
     "fine_steps": positive_int(2, 2000),
     "n_warmup": positive_int(1, 1 << 20),
     "seed": positive_int(0, 1 << 62),
     "coeff": positive_number(0.0, 10.0),
     "teacher": ((lambda v: isinstance(v, str)), "a solver name"),
+    "teacher_substeps": positive_int(1, 1000),
 }
