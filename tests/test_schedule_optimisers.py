@@ -17,6 +17,7 @@ from scipy import integrate
 from sampler_bench.bench.runner import run_sweep
 from sampler_bench.bench.schedule_cache import ScheduleCache, ScheduleRequest, schedule_key
 from sampler_bench.bench.spec import MAX_SEED, SpecError, parse_spec
+from sampler_bench.report.build import write_report
 from sampler_bench.models import builtin
 from sampler_bench.models.base import AnalyticModel
 from sampler_bench.processes.analytic import IsotropicGaussian
@@ -98,6 +99,8 @@ name = "dpmpp_2m"
 [[schedule]]
 name = "gits"
 params = { fine_steps = 8, n_warmup = 16 }
+[[schedule]]
+name = "karras"
 [[metric]]
 name = "gmm_nll"
 """)
@@ -110,10 +113,19 @@ name = "gmm_nll"
         rows = conn.execute("SELECT provenance FROM metrics").fetchall()
     assert rows
     cached = json.loads(next((tmp_path / "cache" / "schedules").glob("*.json")).read_text())
-    for (prov,) in rows:
-        opt = json.loads(prov)["optimised_schedule"]
+    stored = [json.loads(p).get("optimised_schedule") for (p,) in rows]
+    assert sum(o is None for o in stored) == len(stored) // 2  # the karras cells
+    for opt in filter(None, stored):
         assert opt["method"] == "gits" and opt["sigmas"] == cached["sigmas"]
         assert opt["cost"] == {**cached["cost"]} and opt["cost"]["nfe"] == 8 and opt["cost"]["samples"] == 16
+    # the report prints the comparison, the verdict, the optimiser's cost and the chosen levels
+    report = write_report(tmp_path, tmp_path / "report")
+    text = report["markdown"].read_text()
+    section = text[text.index("### seedspy: fixed vs optimised schedules"):]
+    assert "#### seedspy · dpmpp_2m" in section and "dpmpp_2m [gits" in section and "dpmpp_2m [karras" in section
+    assert "- NFE 4: best optimised gits" in section and "vs best fixed karras" in section
+    assert "| gits | 8 × 16 (" in section
+    assert any(f.name == "seedspy-dpmpp-2m-levels.png" for f in report["figures"])
 
 
 def _request(**changes) -> ScheduleRequest:
