@@ -26,7 +26,7 @@ def live() -> dict[str, Any]:
 
     from .bench.spec import _schedule_param_names, builtin_specs, load_spec
     from .models.builtin import BUILTIN
-    from .solvers import schedules
+    from .solvers import optimised, schedules
 
     samplers = []
     for name in sb.solvers.available():
@@ -40,6 +40,8 @@ def live() -> dict[str, Any]:
         "format": FORMAT,
         "samplers": samplers,
         "schedules": [{"name": n, "parameters": _schedule_param_names(n)} for n in sorted(schedules.BUILDERS)],
+        "optimisers": [{"name": n, "parameters": sorted(optimised.get(n).defaults), "paper": optimised.get(n).paper,
+                        "description": optimised.get(n).description} for n in optimised.available()],
     }
     try:
         import sampler_bench.metrics as M

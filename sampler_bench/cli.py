@@ -427,6 +427,12 @@ def list_(what):
         for m in catalog["schedules"]:
             _add_row(t, m["name"], ", ".join(m["parameters"]) or "–")
         console.print(t)
+        t = Table(title="optimised schedules (chosen for each model, sampler and budget)")
+        for col in ("name", "parameters", "method"):
+            t.add_column(col)
+        for m in catalog["optimisers"]:
+            _add_row(t, m["name"], ", ".join(m["parameters"]) or "–", f"{m['description']} ({m['paper']})")
+        console.print(t)
     if "metrics" in show or "features" in show:
         if "metrics_unavailable" in catalog:
             console.print(f"[yellow]metrics unavailable[/yellow] ({catalog['metrics_unavailable']})")

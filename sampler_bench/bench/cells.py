@@ -19,13 +19,15 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..solvers import budget as _budget
+from ..solvers import optimised as _optimised
 from ..processes.catalog import process_kind
 from ..processes.kind import PROBABILITY_FLOW_ODE
 from ..solvers.registry import SolverInfo, mismatch
 from ..solvers.registry import info as solver_info
 from .prepare import PreparedMetric, PreparedModel
 from .reference_cache import ReferenceCache, ReferenceTarget
-from .spec import GridSpec, SamplerSpec, ScheduleSpec, Spec
+from .schedule_cache import OptimisedSchedule, ScheduleRequest, steps_for
+from .spec import GridSpec, SamplerSpec, ScheduleSpec, Spec, SpecError
 from .states import initial_states
 
 #: Bumped when the meaning of a cell changes, so old stored cells are not mistaken for new ones.
@@ -58,6 +60,10 @@ class Cell:
     options: dict
     skip_reason: str = ""
     reference: ReferenceTarget | None = None
+    #: an optimised schedule's request (its plan has ``sigmas`` None until :func:`with_schedule`)
+    schedule_request: ScheduleRequest | None = None
+    #: the optimised schedule found for this cell (levels and cost), stored in its provenance
+    optimised: OptimisedSchedule | None = None
 
     @property
     def label(self) -> str:
@@ -121,6 +127,42 @@ def _plan(meta: SolverInfo, pm: PreparedModel, sampler: SamplerSpec, schedule: S
     return plan, meta.validate(plan.options), ""
 
 
+def _optimised_plan(meta: SolverInfo, pm: PreparedModel, sampler: SamplerSpec, schedule: ScheduleSpec,
+                    sigma_min: float, sigma_max: float, budget: int, spec: Spec):
+    """(plan without levels, validated options, "", request) for a cell whose schedule is an optimiser,
+    or (None, requested options, why, None) when the solver cannot take one at this budget."""
+    why = mismatch(sampler.name, pm.process)
+    if why is not None:
+        return None, sampler.options, f"model {pm.label!r}: {why}", None
+    try:
+        steps, updates, note = steps_for(sampler.name, budget, schedule.ends_at_zero, sampler.options)
+    except ValueError as e:
+        return None, sampler.options, str(e), None
+    options = meta.validate({**sampler.options, **updates})
+    request = ScheduleRequest(schedule.name, dict(schedule.params), pm.hash, sampler.name, options, budget, steps,
+                              sigma_min, sigma_max, schedule.ends_at_zero, torch.device(spec.device).type,
+                              spec.precision)
+    plan = _budget.Plan(solver=sampler.name, budget=budget, steps=steps, nfe=meta.nfe(steps, schedule.ends_at_zero, options),
+                        sigmas=None, options={**sampler.options, **updates}, note=note)
+    return plan, options, "", request
+
+
+def with_schedule(cell: Cell, found: OptimisedSchedule) -> Cell:
+    """``cell`` with its optimised levels in its plan and ``found`` recorded."""
+    return dataclasses.replace(cell, plan=dataclasses.replace(cell.plan, sigmas=found.sigmas), optimised=found)
+
+
+def check_optimisers(spec: Spec, models: Sequence[PreparedModel]) -> None:
+    """A SpecError naming the first optimised schedule that cannot work on a model of the spec."""
+    for sch in [sch for block in spec.blocks for sch in block.schedules]:
+        if not _optimised.is_optimiser(sch.name):
+            continue
+        for pm in models:
+            why = _optimised.get(sch.name).applies(pm.model)
+            if why is not None:
+                raise SpecError(f"model {pm.label!r}: {why}")
+
+
 def _reference(spec: Spec, pm: PreparedModel, sigma_min: float, sigma_max: float,
                ends_at_zero: bool) -> ReferenceTarget | None:
     """The reference endpoints a deterministic cell of ``pm`` compares against (None: no yardstick)."""
@@ -148,6 +190,7 @@ def expand_cells(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
 
 def _expand_one(spec: Spec, models: Sequence[PreparedModel]) -> list[Cell]:
     """The cells of every block (the main grid, then each [[grid]]); a cell asked for by two blocks is one cell."""
+    check_optimisers(spec, models)
     cells: dict[str, Cell] = {}
     references: dict = {}  # one reference target per (model, schedule), shared by the blocks
     for block in spec.blocks:
@@ -195,8 +238,12 @@ def _expand_block(spec: Spec, block: GridSpec, models: Sequence[PreparedModel], 
                             for m in metrics
                         ],
                     }
-                    plan, options, skip_reason = _plan(meta, pm, smp, sch, smin, smax, budget)
+                    request = None
+                    if _optimised.is_optimiser(sch.name):
+                        plan, options, skip_reason, request = _optimised_plan(meta, pm, smp, sch, smin, smax, budget, spec)
+                    else:
+                        plan, options, skip_reason = _plan(meta, pm, smp, sch, smin, smax, budget)
                     cells.append(Cell(cell_id_of(definition), definition, spec, pm, smp, meta, sch, smin, smax, budget,
                                       metrics, plan, options, skip_reason,
-                                      reference if needs_reference else None))
+                                      reference if needs_reference else None, request))
     return cells

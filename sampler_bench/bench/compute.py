@@ -180,6 +180,8 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
                 "solver": ref.solver, "options": ref.options, "cache_key": ref.key,
                 "sigma_max": ref.sigma_max, "sigma_min": ref.sigma_min, "ends_at_zero": ref.ends_at_zero,
             }
+        if cell.optimised is not None:  # the levels an optimiser chose and what choosing them cost
+            prov["optimised_schedule"] = cell.optimised.provenance()
         if cell.spec.replicates > 1:  # which disjoint seed range (the report averages replicates)
             prov["replicate"] = {"index": cell.spec.replicate_index, "of": cell.spec.replicates,
                                  "base_seed": cell.spec.seed - cell.spec.replicate_index * cell.spec.n_samples}
@@ -220,6 +222,8 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
     """
     if cell.plan is None:
         return Outcome("skipped", cell.skip_reason)
+    if cell.plan.sigmas is None:
+        raise ValueError(f"cell {cell.label}: its optimised schedule was not resolved (Sweep.optimised) before computing")
     on_event = on_event or (lambda kind, data: None)
     name, budget = cell.sampler.name, cell.nfe_budget
     try:  # each rank computes its share of the samples; one process computes them all
@@ -245,6 +249,10 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
         return Outcome("failed", f"{name} at NFE {budget}: {type(e).__name__}: {e}")
     counted = max(shard.nfe_counted)
     notes = [cell.plan.note] if cell.plan.note else []
+    if cell.optimised is not None:
+        c = cell.optimised.cost
+        notes.append(f"optimised schedule {cell.optimised.method}: found with {c['nfe']} denoiser calls "
+                     f"({c['sample_evaluations']} sample evaluations) on {c['samples']} warm-up samples in {c['wall_s']:.3g} s")
     if len(set(shard.nfe_counted)) > 1:
         notes.append(f"batches counted different NFE: {sorted(set(shard.nfe_counted))}")
     if cell.plan.nfe is None:  # adaptive: the budget set tolerances; the cell sits at the NFE counted

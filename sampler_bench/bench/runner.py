@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import compute
-from .cells import Cell, expand_cells
+from .cells import Cell, expand_cells, with_schedule
 from .distributed import World
 from .prepare import prepare_models
 from .records import cell_row, environment
 from .reference_cache import ReferenceCache
+from .schedule_cache import ScheduleCache
 from .spec import Spec
 from .store import LEASE_TIMEOUT_S, ResultsStore
 
@@ -106,6 +107,7 @@ class Sweep:
         cache = self.out_dir / "cache"
         self.metric_cache = cache / "metrics"
         self.references = ReferenceCache(cache / "reference", **({"chunk": reference_chunk} if reference_chunk else {}))
+        self.schedules = ScheduleCache(cache / "schedules")
         # Everything that can be wrong with the input is found here, before any cell runs.
         if self.world.is_main and (self.out_dir / "results.sqlite").exists():
             ResultsStore(self.out_dir / "results.sqlite", create=False).close()  # an unreadable store fails now
@@ -116,8 +118,27 @@ class Sweep:
 
     def compute(self, cell: Cell, sweep_id: str) -> tuple[dict, list[dict], Any]:
         """The store row, metric rows and kept samples of one cell (skipped/failed cells have no metrics)."""
+        if cell.schedule_request is not None and cell.plan is not None:
+            cell, failure = self.optimised(cell)
+            if failure is not None:
+                return cell_row(cell, sweep_id, failure), [], None
         outcome = compute.compute_cell(cell, self.world, self.references, self.hosts, self.on_event)
         return cell_row(cell, sweep_id, outcome), outcome.metric_rows or [], outcome.kept
+
+    def optimised(self, cell: Cell) -> tuple[Cell, compute.Outcome | None]:
+        """``cell`` with its optimised schedule (cached, or found now: rank 0 first, the others read its
+        entry), or a failed outcome saying why the optimiser could not find one."""
+        model = cell.model.model
+        self.on_event("schedule", {"cell": cell, "method": cell.schedule.name})
+        try:
+            found = self.world.main_first(
+                lambda: self.schedules.get(cell.schedule_request, model, cell.spec.device, compute.DTYPES[cell.spec.precision]),
+                f"while optimising the schedule of cell {cell.label}")
+        except OSError:
+            raise  # the environment (an unwritable cache), not the cell: the sweep stops, as for references
+        except Exception as e:  # noqa: BLE001 -- one optimiser's failure must not stop a long sweep
+            return cell, compute.Outcome("failed", f"optimised schedule {cell.schedule.name!r}: {type(e).__name__}: {e}")
+        return with_schedule(cell, found), None
 
     def run(self) -> SweepSummary:
         """Compute every cell not in the store yet. Under torchrun every rank calls this; rank 0 alone

@@ -86,6 +86,12 @@ def _schedule_builders():
     return schedules
 
 
+def _optimisers():
+    from ..solvers import optimised
+
+    return optimised
+
+
 def _builtin_model_names() -> list[str]:
     from ..models.builtin import available
 
@@ -103,6 +109,7 @@ def _metric_names() -> list[str]:
 _LIVE_NAMES = {  # catalogue section -> (registry module, its names)
     "samplers": ("sampler_bench.solvers.registry", solver_names),
     "schedules": ("sampler_bench.solvers.schedules", lambda: sorted(_schedule_builders().BUILDERS)),
+    "optimisers": ("sampler_bench.solvers.optimised", lambda: _optimisers().available()),
     "models": ("sampler_bench.models.builtin", _builtin_model_names),
     "metrics": ("sampler_bench.metrics", _metric_names),
 }
@@ -421,11 +428,12 @@ def _builtin_name(t: Mapping, where: str, text: str) -> str:
 def _schedule_name(t: Mapping, where: str, text: str) -> str:
     name = _str(t.get("name", "karras"), f"{where} name")
     builders = sorted(known_names("schedules"))
-    if name not in builders:
+    optimisers = sorted(known_names("optimisers"))
+    if name not in builders and name not in optimisers:
         extra = " ('list' grids are fixed, so they cannot follow an NFE budget)" if name == "list" else ""
         raise SpecError(
-            f"{where}: unknown schedule {name!r}{_line_of_value(text, name)}{closest(name, builders)}{extra}; "
-            f"available: {', '.join(builders)}"
+            f"{where}: unknown schedule {name!r}{_line_of_value(text, name)}{closest(name, builders + optimisers)}"
+            f"{extra}; available: {', '.join(builders)}; optimised: {', '.join(optimisers)}"
         )
     return name
 
@@ -601,6 +609,24 @@ def _schedule_param_names(name: str) -> list[str]:
     return [p for p in sig.parameters if p not in ("n", "sigma_min", "sigma_max", "append_zero")]
 
 
+def _parse_optimised(t: Mapping, name: str, where: str) -> ScheduleSpec:
+    """An optimised schedule (solvers/optimised): its parameters checked now; the model, sampler and
+    budget it needs are checked when the models load (bench/cells.py)."""
+    params = _table(t.get("params", {}), f"{where} params")
+    try:
+        _optimisers().get(name).params(params)
+    except ValueError as e:
+        raise SpecError(f"{where}: {e}") from None
+    smin = _sigma(t["sigma_min"], f"{where} sigma_min") if "sigma_min" in t else None
+    smax = _sigma(t["sigma_max"], f"{where} sigma_max") if "sigma_max" in t else None
+    if smin is not None and smax is not None and smin >= smax:
+        raise SpecError(f"{where}: sigma_min ({smin}) must be smaller than sigma_max ({smax})")
+    ends = t.get("ends_at_zero", True)
+    if not isinstance(ends, bool):
+        raise SpecError(f"{where} ends_at_zero must be true or false, got {ends!r}")
+    return ScheduleSpec(name, params, smin, smax, ends)
+
+
 def _parse_schedules(doc: Mapping, text: str) -> list[ScheduleSpec]:
     tables = _array_of_tables(doc, "schedule", text)
     if not tables:
@@ -612,6 +638,8 @@ def _schedule(t: Mapping, where: str, text: str) -> ScheduleSpec:
     """A validated schedule from its table ``{ name = ..., params = {...}, sigma_min = ..., ... }``."""
     _check_keys(t, SCHEDULE_KEYS, where, text)
     name = _schedule_name(t, where, text)
+    if name in known_names("optimisers"):
+        return _parse_optimised(t, name, where)
     params = _table(t.get("params", {}), f"{where} params")
     allowed = _schedule_param_names(name)
     for p in params:

@@ -21,6 +21,7 @@ from .document import Bullets, Document, Figure, Heading, Paragraph, slug
 from .html import write_html
 from .markdown import write_markdown
 from .provenance import model_blocks, sweeps_blocks
+from .schedules import schedule_blocks
 from .tables import (
     ORDER_KEY, REQUIRED_METRIC_COLUMNS, check_columns, declared_text, deduplicate, fitted_orders, format_value,
     headline_key, metric_table, number, order_table, pareto_front, prepare_cells, replicate_table, row_order,
@@ -285,6 +286,11 @@ def _model_section(doc, names, model, cells, values, samples, budgets_asked, rep
     if geometry:
         doc.add(Heading(3, f"{model}: trajectory geometry", names(model, "geometry")))
         doc.add(*geometry)
+
+    if head is not None:  # fixed vs optimised schedules: the headline and the endpoint error
+        chosen = [head] + [k for k in keys if k[1] == "endpoint_mean_l2" and k != head]
+        doc.add(*schedule_blocks(names, model, cells, values, reps or {},
+                                 lambda metric, key, sub: _floor_for(floor_of, model, metric, key, sub), chosen))
 
     published = anchor_blocks(cells, values)
     if published:
