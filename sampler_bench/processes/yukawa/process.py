@@ -19,10 +19,13 @@ a Gaussian scale mixture:
 Its per-coordinate variance is exactly z/m; m z >> 1 is diffusion-like (sigma^2 = z/m), m z << 1 the
 heavy-tailed PFGM kernel (m -> 0: W has the Levy law and p is PFGM's (|x - y|^2 + z^2)^{-(N+1)/2}).
 
-**Levels.** Samplers integrate in z (the grid ``sigmas`` holds z values). Training draws z through the
-kernel's standard deviation sigma_e = sqrt(z/m) with EDM's law ln sigma_e ~ N(P_mean, P_std^2), EDM's
-weight and EDM's preconditioning on sigma_e (our choice: GenPhys trains no Yukawa image model).
-The default z range is that of EDM's sigma in [0.002, 80]: z in [m 0.002^2, m 80^2].
+**Levels.** Samplers integrate in z (the grid ``sigmas`` holds z values). Training and preconditioning use
+the scale sigma(z) = z / sqrt(1 + m z) (``precond_sigma``, our choice: GenPhys trains no Yukawa image model):
+the harmonic blend of the kernel's variance z/m (its diffusion-like end, m z >> 1) and z^2 (PFGM's end,
+m z << 1, where PFGM++ aligns sigma = r/sqrt(D) = z for D = 1, Xu et al. §4). The variance z/m alone
+would be a poor scale at small m z, where it is carried by rare huge W. Training draws EDM's
+ln sigma ~ N(P_mean, P_std^2) and inverts z(sigma) = (m sigma^2 + sqrt(m^2 sigma^4 + 4 sigma^2)) / 2,
+with EDM's weight and preconditioning on sigma. The default z range is sigma(z) in [0.002, 80].
 
 **Rate target.** kappa = E[h | x] with the per-pair h = (m/z) r K_{(N-1)/2}(m r) / K_{(N+1)/2}(m r)
 = (m^2/z) E[W | x, y, z] (the mean of W's generalised-inverse-Gaussian posterior), so regressing a rate
@@ -87,7 +90,8 @@ class YukawaProcess(Process):
     def __init__(self, m: float = 1.0, z_min: float | None = None, z_max: float | None = None,
                  P_mean: float = -1.2, P_std: float = 1.2):
         self.m = check_mass(m)
-        super().__init__(self.m * 0.002**2 if z_min is None else z_min, self.m * 80.0**2 if z_max is None else z_max)
+        super().__init__(float(self.z_of_sigma(0.002)) if z_min is None else z_min,
+                         float(self.z_of_sigma(80.0)) if z_max is None else z_max)
         if isinstance(P_std, bool) or not isinstance(P_std, (int, float)) or not P_std > 0:
             raise ValueError(f"process 'yukawa': P_std must be positive, got {P_std!r}")
         if isinstance(P_mean, bool) or not isinstance(P_mean, (int, float)) or not math.isfinite(P_mean):
@@ -102,18 +106,24 @@ class YukawaProcess(Process):
     def z_max(self) -> float:
         return self.sigma_max
 
-    def effective_sigma(self, z) -> torch.Tensor:
-        """sigma_e = sqrt(z/m): the kernel's per-coordinate standard deviation (preconditioning uses it)."""
-        return torch.sqrt(torch.as_tensor(z, dtype=torch.float64) / self.m)
+    def precond_sigma(self, z) -> torch.Tensor:
+        """sigma(z) = z / sqrt(1 + m z): the kernel's scale that training and preconditioning use (float64)."""
+        z = torch.as_tensor(z, dtype=torch.float64)
+        return z / torch.sqrt(1.0 + self.m * z)
+
+    def z_of_sigma(self, sigma) -> torch.Tensor:
+        """The inverse of :meth:`precond_sigma`: z = (m s^2 + sqrt(m^2 s^4 + 4 s^2)) / 2."""
+        s2 = torch.as_tensor(sigma, dtype=torch.float64) ** 2
+        return 0.5 * (self.m * s2 + torch.sqrt(self.m**2 * s2 * s2 + 4.0 * s2))
 
     # --- training ---------------------------------------------------------------------------
     def sample_sigma(self, n: int, generator: Generators = None) -> torch.Tensor:
-        """n training levels z = m sigma_e^2 with ln sigma_e ~ N(P_mean, P_std^2) (float64)."""
-        return self.m * torch.exp(2.0 * (self.P_mean + self.P_std * standard_normal(n, generator)))
+        """n training levels z = z(sigma) with ln sigma ~ N(P_mean, P_std^2) (float64)."""
+        return self.z_of_sigma(torch.exp(self.P_mean + self.P_std * standard_normal(n, generator)))
 
     def loss_weight(self, z: torch.Tensor, sigma_data: float) -> torch.Tensor:
-        """EDM's lambda on sigma_e = sqrt(z/m): (sigma_e^2 + sd^2)/(sigma_e sd)^2."""
-        s = self.effective_sigma(z)
+        """EDM's lambda on sigma = precond_sigma(z): (sigma^2 + sd^2)/(sigma sd)^2."""
+        s = self.precond_sigma(z)
         return (s**2 + sigma_data**2) / (s * sigma_data) ** 2
 
     def mixing(self, z, n: int, generator: Generators = None) -> torch.Tensor:
@@ -146,19 +156,23 @@ class YukawaProcess(Process):
 
     def training_loss(self, model, y: torch.Tensor, sigma_data: float, generator: Generators = None,
                       rate_weight: float = 1.0) -> torch.Tensor:
-        """EDM's weighted denoising loss on sigma_e plus ``rate_weight`` |kappa_theta/m - h/m|^2 (batch mean).
+        """EDM's weighted denoising loss on sigma(z) plus ``rate_weight`` |z (kappa_theta - h)|^2 (batch means).
 
-        ``model.forward_with_rate(x, z)`` returns (D, kappa). Draw order per batch: z, then W, then eps.
+        ``model(x, z, with_rate=True)`` returns (D, kappa) (:class:`~sampler_bench.models.networks.YukawaNetwork`).
+        The rate error is weighted by z^2: z (kappa - m) is the log-weight's rate per unit ln z, so this
+        is the error that reaches the samples' weights; unweighted, the target's variance 1/(m z) (in units of
+        m^2) would swamp the loss at small m z, where the weights hardly matter. A weight per level does not
+        move the minimiser, E[h | x, z] = kappa. Draw order per batch: z, then W, then eps.
         """
         n = y.shape[0]
         z = self.sample_sigma(n, generator)
         noise, _ = self.noise_and_mixing(y.shape, z, generator)
         x = (y.detach().cpu().to(torch.float64) + noise)
-        target_rate = self.rate_target(x, y.detach().cpu(), z)
+        target_rate = self.m * self.rate_target(x, y.detach().cpu(), z)
         weight = self.loss_weight(z, sigma_data).to(y.device)
-        denoised, rate = model.forward_with_rate(x.to(device=y.device, dtype=torch.float32), z.to(y.device))
+        denoised, rate = model(x.to(device=y.device, dtype=torch.float32), z.to(y.device), with_rate=True)
         per_sample = ((denoised.to(torch.float64) - y.to(torch.float64)) ** 2).flatten(1).mean(1)
-        rate_err = (rate.to(torch.float64) / self.m - target_rate.to(y.device)) ** 2
+        rate_err = (z.to(y.device) * (rate.to(torch.float64) - target_rate.to(y.device))) ** 2
         return (weight * per_sample).mean() + rate_weight * rate_err.mean()
 
     # --- oracles ----------------------------------------------------------------------------
