@@ -26,6 +26,9 @@ A CLD checkpoint (``process.name == "cld"``, ``precond.type == "cld"``) is the C
 ``prior(n)`` has shape [n, 2, *shape], ``model.process_def`` is its process and ``data_from_state(u)`` = u[:, 0].
 A BDM checkpoint (``process.name == "bdm"``, ``precond.type == "bdm"``) likewise returns eps: ``model(z, t)``
 on the image state z (:mod:`sampler_bench.processes.bdm`).
+A Yukawa checkpoint (``process.name == "yukawa"``, ``precond.type == "yukawa"``) is a denoiser in z, ``model(x, z)``,
+with a birth/death-rate head: ``model.denoise_with_rate(x, z)`` returns (D, kappa) from one evaluation
+(:mod:`sampler_bench.processes.yukawa`).
 A diffusers ``UNet2DModel`` folder is loaded through :mod:`sampler_bench.models.adapters`.
 """
 
@@ -43,7 +46,7 @@ from torch import nn
 from ..processes.base import Process
 from ..processes.catalog import process_from_config
 from .base import tensor_hash
-from .networks import build_bdm_network, build_cld_network, build_network
+from .networks import build_bdm_network, build_cld_network, build_network, build_yukawa_network
 from .precond import build_precond
 from .trained import CheckpointError, TrainedModel  # noqa: F401  re-exported
 
@@ -324,6 +327,9 @@ def build_denoiser(config: dict[str, Any]) -> nn.Module:
     if config["process"].get("name") == "bdm":
         return build_bdm_network(config["network"], config.get("precond", {"type": "bdm"}),
                                  process_from_config(config["process"]), shape)
+    if config["process"].get("name") == "yukawa":
+        return build_yukawa_network(config["network"], config.get("precond", {"type": "yukawa"}),
+                                    process_from_config(config["process"]), shape)
     net = build_network(config["network"], shape)
     return build_precond(config.get("precond", {"type": "edm", "sigma_data": config.get("sigma_data", 0.5)}), net)
 

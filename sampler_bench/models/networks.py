@@ -392,3 +392,87 @@ def build_bdm_network(network: dict[str, Any], precond: dict[str, Any], bdm, dat
         raise ValueError(f"a BDM model takes precond = {{type = 'bdm', sigma_data = ..., skip = true}}, got {precond!r}")
     net = build_network(network, data_shape)
     return BDMEpsNetwork(net, bdm, data_shape, precond.get("sigma_data", 0.5), precond.get("skip", True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Yukawa (GenPhys): a denoiser plus a birth/death-rate head, both conditioned on z
+# ---------------------------------------------------------------------------------------------
+
+
+class _RateHead(nn.Module):
+    """A small residual MLP from (c_in x, c_noise) to one number per sample (zero-initialised output)."""
+
+    def __init__(self, dim: int, hidden: int, depth: int, emb_channels: int, fourier_channels: int):
+        super().__init__()
+        self.emb = NoiseEmbedding(fourier_channels, emb_channels)
+        self.inp = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList([_MLPBlock(hidden, emb_channels, 0.0) for _ in range(depth)])
+        self.out_norm = nn.LayerNorm(hidden)
+        self.out = _zero(nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        emb = self.emb(c_noise)
+        h = self.inp(x.reshape(x.shape[0], -1))
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(F.silu(self.out_norm(h)))[:, 0]
+
+
+class YukawaNetwork(nn.Module):
+    """D_theta(x, z) and kappa_theta(x, z) of a Yukawa model (GenPhys, Liu et al., arXiv 2304.02637).
+
+    * the denoiser is EDM's preconditioning (Karras et al., arXiv 2206.00364, Table 1) on the kernel's
+      scale sigma(z) = z / sqrt(1 + m z) (``YukawaProcess.precond_sigma``: sqrt(z/m) at large m z, PFGM++'s
+      sigma = z at small m z), around the given network: c_skip x + c_out F(c_in x, ln(sigma)/4);
+    * the rate head predicts kappa/m = 1 + G(c_in x, ln(sigma)/4) (G starts at 0: kappa = m, its mean over
+      the data's marginal), regressed on h/m (``YukawaProcess.rate_target``).
+
+    ``forward(x, z)`` returns D (the denoiser contract); ``forward(x, z, with_rate=True)`` (also
+    ``forward_with_rate``) both, from one call (a keyword of ``forward``, so DistributedDataParallel sees it).
+    """
+
+    def __init__(self, net: nn.Module, process, data_shape: Sequence[int], sigma_data: float = 0.5,
+                 rate_hidden: int = 128, rate_depth: int = 2):
+        super().__init__()
+        from .precond import EDMPrecond
+
+        self.precond = EDMPrecond(net, sigma_data)
+        self.process = process
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.sigma_data = float(sigma_data)
+        self.rate_hidden, self.rate_depth = int(rate_hidden), int(rate_depth)
+        self.rate = _RateHead(math.prod(self.data_shape), self.rate_hidden, self.rate_depth, 64, 32)
+
+    def _z(self, z, x: torch.Tensor) -> torch.Tensor:
+        z = torch.as_tensor(z, device=x.device)
+        return (z.expand(x.shape[0]) if z.ndim == 0 else z.reshape(-1)).to(torch.float64)
+
+    def forward(self, x: torch.Tensor, z, with_rate: bool = False):
+        s = self.process.precond_sigma(self._z(z, x))
+        D = self.precond(x, s)
+        if not with_rate:
+            return D
+        c_in = (1.0 / torch.sqrt(s**2 + self.sigma_data**2)).reshape(-1, *([1] * (x.ndim - 1)))
+        dt = _net_dtype(self.rate)
+        g = self.rate((c_in * x.to(torch.float64)).to(dt), (torch.log(s) / 4).to(dt)).to(torch.float64)
+        return D, (self.process.m * (1.0 + g)).to(x.dtype)
+
+    def forward_with_rate(self, x: torch.Tensor, z) -> tuple[torch.Tensor, torch.Tensor]:
+        return self(x, z, with_rate=True)
+
+    def config(self) -> dict[str, Any]:
+        """The ``precond`` entry of a Yukawa checkpoint's config."""
+        return {"type": "yukawa", "sigma_data": self.sigma_data, "rate_hidden": self.rate_hidden,
+                "rate_depth": self.rate_depth}
+
+
+def build_yukawa_network(network: dict[str, Any], precond: dict[str, Any], process, data_shape: Sequence[int]) -> YukawaNetwork:
+    """A :class:`YukawaNetwork` from a checkpoint's ``network`` and ``precond`` ({"type": "yukawa", ...}) entries."""
+    allowed = {"type", "sigma_data", "rate_hidden", "rate_depth"}
+    extra = sorted(set(precond or {}) - allowed)
+    if (precond or {}).get("type", "yukawa") != "yukawa" or extra:
+        raise ValueError(f"a Yukawa model takes precond = {{type = 'yukawa', sigma_data = ..., rate_hidden = 128, "
+                         f"rate_depth = 2}}, got {precond!r}")
+    net = build_network(network, data_shape)
+    return YukawaNetwork(net, process, data_shape, precond.get("sigma_data", 0.5), precond.get("rate_hidden", 128),
+                         precond.get("rate_depth", 2))

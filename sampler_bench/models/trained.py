@@ -55,6 +55,20 @@ class TrainedModel:
             out = self.denoiser(x.to(dev), torch.as_tensor(sigma).to(dev))
         return out.to(device=x.device, dtype=x.dtype)
 
+    @property
+    def denoise_with_rate(self):
+        """(D, kappa) from one evaluation, for models whose network has a birth/death-rate head (Yukawa);
+        AttributeError for the others, so ``getattr(model, 'denoise_with_rate', None)`` tells them apart."""
+        if not hasattr(self.denoiser, "forward_with_rate"):
+            raise AttributeError(f"model {self.name!r} ({self.process}) has no birth/death-rate head")
+        return self._denoise_with_rate
+
+    def _denoise_with_rate(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            dev = self.device
+            D, rate = self.denoiser.forward_with_rate(x.to(dev), torch.as_tensor(sigma).to(dev))
+        return D.to(device=x.device, dtype=x.dtype), rate.to(device=x.device, dtype=x.dtype)
+
     def prior(self, n: int, generator=None, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
         """n starting states at sigma_max drawn from the process's prior (per-sample generators allowed)."""
         return self.process_def.prior(n, self.shape, generator, dtype=dtype, device=device)

@@ -12,9 +12,10 @@ from .cld import CLD, CLD_KIND
 from .gaussian import GAUSSIAN, GaussianProcess
 from .kind import ProcessKind
 from .pfgmpp import PFGMPP, PFGMPPProcess
+from .yukawa import YUKAWA_KIND, YukawaProcess
 
 #: Every kind of process, by the name ``model.process`` gives.
-KINDS: dict[str, ProcessKind] = {k.name: k for k in (GAUSSIAN, PFGMPP, CLD_KIND, BDM_KIND)}
+KINDS: dict[str, ProcessKind] = {k.name: k for k in (GAUSSIAN, PFGMPP, CLD_KIND, BDM_KIND, YUKAWA_KIND)}
 
 
 def process_kind(declared: Any) -> ProcessKind | None:
@@ -52,10 +53,12 @@ def process_from_config(config: dict[str, Any]) -> Process:
     (:class:`sampler_bench.processes.cld.CLD`, kind ``'cld'``): its models predict eps of the state
     u = (x, v) rather than a denoiser, so it is not a :class:`Process` subclass, but it has the same
     ``kind``, ``sigma_min``/``sigma_max`` (t_eps/T), ``prior`` and ``config()``. ``"bdm"`` is blurring diffusion
-    (:class:`sampler_bench.processes.bdm.BDM`, kind ``'bdm'``), likewise an eps model in time t.
+    (:class:`sampler_bench.processes.bdm.BDM`, kind ``'bdm'``), likewise an eps model in time t. ``"yukawa"`` is GenPhys's screened-Poisson
+    process (:class:`sampler_bench.processes.yukawa.YukawaProcess`, kind ``'yukawa'``): parameters ``m`` (> 0),
+    ``z_min``, ``z_max``, ``P_mean``, ``P_std``; its models also return a birth/death rate.
     """
     if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"a process config must be a table with a 'name' (one of edm, ve, vp, pfgmpp, cld, bdm), got {config!r}")
+        raise ValueError(f"a process config must be a table with a 'name' (one of edm, ve, vp, pfgmpp, cld, bdm, yukawa), got {config!r}")
     params = {k: v for k, v in config.items() if k not in ("name", "kind")}
     name = config["name"]
     if name == "cld":
@@ -66,8 +69,10 @@ def process_from_config(config: dict[str, Any]) -> Process:
         cls, params = GaussianProcess, {"variant": name, **params}
     elif name == "pfgmpp":
         cls = PFGMPPProcess
+    elif name == "yukawa":
+        cls = YukawaProcess
     else:
-        known = list(GaussianProcess.VARIANTS) + ["pfgmpp", "cld", "bdm"]
+        known = list(GaussianProcess.VARIANTS) + ["pfgmpp", "cld", "bdm", "yukawa"]
         raise ValueError(f"unknown process {name!r}{closest(str(name), known)}; available: {', '.join(known)}")
     try:
         return cls(**params)

@@ -1,6 +1,7 @@
 """What samplers may assume about a process: its capabilities, state layout, time variable, schedule
 defaults and yardstick, declared once by each process module (:data:`~.gaussian.GAUSSIAN`,
-:data:`~.pfgmpp.PFGMPP`, :data:`~.cld.process.CLD_KIND`, :data:`~.bdm.process.BDM_KIND`).
+:data:`~.pfgmpp.PFGMPP`, :data:`~.cld.process.CLD_KIND`, :data:`~.bdm.process.BDM_KIND`,
+:data:`~.yukawa.process.YUKAWA_KIND`).
 
 A solver declares the capabilities it needs (``register(..., needs=...)``); it applies to a process
 exactly when the process offers all of them. Models name their kind in ``model.process``.
@@ -25,13 +26,17 @@ CLD_PHASE_SPACE = "CLD's phase space u = (x, v) with an eps model in t"
 #: Blurring diffusion: an image state whose DCT coefficients each follow their own linear SDE in t, with
 #: an eps model (Hoogeboom & Salimans, arXiv 2209.05557; gDDIM, Zhang et al., arXiv 2206.05564).
 BDM_FREQUENCY_SPACE = "blurring diffusion's per-frequency linear SDE in t with an eps model"
+#: The screened-Poisson (Yukawa) flow in z: dx/dz = (x - D(x, z))/z *plus* the birth/death rate kappa(x, z)
+#: that reweights particles (Liu et al., GenPhys, arXiv 2304.02637; docs/processes.md, "Yukawa"). Its
+#: plain ODE without the weights samples the wrong law, so it does not offer PROBABILITY_FLOW_ODE.
+YUKAWA_WEIGHTED_FLOW = "the Yukawa flow in z with its birth/death weights (a denoiser and a rate)"
 
 
 @dataclass(frozen=True)
 class ProcessKind:
     """One kind of process as samplers see it (``model.process`` names it)."""
 
-    #: the name models and stored cells use: 'gaussian', 'pfgmpp', 'cld', 'bdm'
+    #: the name models and stored cells use: 'gaussian', 'pfgmpp', 'cld', 'bdm', 'yukawa'
     name: str
     #: what the process offers solvers (subsets of the capability constants above)
     capabilities: frozenset[str]

@@ -11,6 +11,13 @@ instead (Zhang et al., arXiv 2206.05564, ``losses.py``; ``CLD.hsm_loss``)::
 
     t ~ U[t_min, T];  u_t = Psi(t, 0) (y, 0) + R_t eps;  loss = mean_batch( mean_state |eps_theta(u_t, t) - eps|^2 )
 
+Yukawa models (``process.kind == "yukawa"``, GenPhys, arXiv 2304.02637) train the denoiser with EDM's loss
+on the kernel's scale sigma(z) = z / sqrt(1 + m z) and a birth/death-rate head on the per-pair target h
+(``YukawaProcess.training_loss``)::
+
+    ln sigma ~ N(P_mean, P_std^2), z = z(sigma);  W ~ IG(z/m, z^2);  x = y + sqrt(W) eps;
+    loss = mean_batch( lambda(sigma) mean_pixels |D_theta(x, z) - y|^2 + |z (kappa_theta(x, z) - h)|^2 )
+
 Blurring diffusion (``process.kind == "bdm"``) trains an eps network on the image state (Hoogeboom &
 Salimans, arXiv 2209.05557, with gDDIM's eps loss; ``BDM.eps_loss``)::
 
@@ -57,7 +64,7 @@ from ..bench.distributed import World, init_from_env
 from ..data import load_dataset
 from ..hardware import describe
 from ..models.checkpoint import load_weights, model_config, save_checkpoint
-from ..models.networks import build_bdm_network, build_cld_network, build_network
+from ..models.networks import build_bdm_network, build_cld_network, build_network, build_yukawa_network
 from ..models.precond import build_precond, precond_config
 from ..processes.catalog import process_from_config
 from .ema import EMA
@@ -247,8 +254,9 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
     sigma_data = data.sigma_data
     cld = process.kind == "cld"
     bdm = process.kind == "bdm"
-    precond_cfg = {"type": "cld" if cld else "bdm" if bdm else "edm", **spec.precond}
-    if precond_cfg["type"] in ("edm", "cld", "bdm"):
+    yukawa = process.kind == "yukawa"
+    precond_cfg = {"type": "cld" if cld else "bdm" if bdm else "yukawa" if yukawa else "edm", **spec.precond}
+    if precond_cfg["type"] in ("edm", "cld", "bdm", "yukawa"):
         precond_cfg.setdefault("sigma_data", sigma_data)
     torch.manual_seed(derived_seed(cfg["seed"], "init"))  # the same initial weights on every rank
     if cld:  # an eps network on u = (x, v) (sampler_bench.models.networks.CLDEpsNetwork)
@@ -256,6 +264,9 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
         precond_cfg = model.config()
     elif bdm:  # an eps network on the image state (sampler_bench.models.networks.BDMEpsNetwork)
         model = build_bdm_network(dict(spec.network), precond_cfg, process, data.shape).to(device)
+        precond_cfg = model.config()
+    elif yukawa:  # a denoiser in z plus a birth/death-rate head (sampler_bench.models.networks.YukawaNetwork)
+        model = build_yukawa_network(dict(spec.network), precond_cfg, process, data.shape).to(device)
         precond_cfg = model.config()
     else:
         net = build_network(dict(spec.network), data.shape)
@@ -326,7 +337,7 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                 # Noise: one stream per step (a 1-process run's), drawn for the global batch; each rank takes its
                 # rows, so K ranks train on exactly the noise of one process. (CLD's HSM loss draws inside
                 # the process per rank batch: for CLD the stream of rank r is (seed, step, r), the same law.)
-                g = torch.Generator().manual_seed(derived_seed(cfg["seed"], "noise", step, world.rank if cld or bdm else 0))
+                g = torch.Generator().manual_seed(derived_seed(cfg["seed"], "noise", step, world.rank if cld or bdm or yukawa else 0))
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, cfg)
                 if cld:
@@ -337,6 +348,9 @@ def train(spec: TrainSpec, out_dir: str | Path, *, resume: bool = True, progress
                 elif bdm:  # eps prediction, mean over the pixels (BDM.eps_loss draws t and eps like CLD's)
                     with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
                         loss = process.eps_loss(ddp_model, y.to(device), generator=g)
+                elif yukawa:  # EDM's loss on sigma(z) = z/sqrt(1 + m z) plus the rate head's |z (kappa - h)|^2
+                    with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                        loss = process.training_loss(ddp_model, y.to(device), sigma_data, generator=g)
                 else:
                     sigma_all = process.sample_sigma(cfg["batch"], g)
                     noise_all = process.noise((cfg["batch"], *y.shape[1:]), sigma_all, g)

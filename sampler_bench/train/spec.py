@@ -174,6 +174,18 @@ def parse_spec(raw: dict[str, Any], source: str = "", where: str = "train spec")
             raise ValueError(f"{where}: unknown key [precond].{extra[0]} for a BDM model; allowed: type, sigma_data, skip")
         if not isinstance(precond.get("skip", True), bool):
             raise ValueError(f"{where}: [precond].skip must be true or false, got {precond['skip']!r}")
+    elif process.get("name") == "yukawa":  # a denoiser on sigma(z) = z/sqrt(1 + m z) plus a birth/death-rate head
+        if precond.get("type", "yukawa") != "yukawa":
+            raise ValueError(f"{where}: a Yukawa model takes [precond].type = 'yukawa' (or no [precond]), "
+                             f"got {precond.get('type')!r}")
+        extra = sorted(set(precond) - {"type", "sigma_data", "rate_hidden", "rate_depth"})
+        if extra:
+            raise ValueError(f"{where}: unknown key [precond].{extra[0]} for a Yukawa model; "
+                             "allowed: type, sigma_data, rate_hidden, rate_depth")
+        for key in ("rate_hidden", "rate_depth"):
+            v = precond.get(key, 1)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{where}: [precond].{key} must be a positive integer, got {v!r}")
     elif precond.get("type", "edm") not in ("edm", "ve", "vp"):
         raise ValueError(f"{where}: [precond].type must be edm, ve or vp, got {precond.get('type')!r}"
                          + (" ('cld' is for [process] name = 'cld')" if precond.get("type") == "cld" else ""))
