@@ -23,7 +23,16 @@ from sampler_bench.processes.analytic import GaussianMixture, IsotropicGaussian,
 from sampler_bench.processes.kind import PROBABILITY_FLOW_ODE
 from sampler_bench.solvers.trajectory import Trajectory, record_trajectory
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """float64 by default in this module's tests only (a module-level switch leaked into every later
+    test of the same worker: EDM's float32 draws then differed)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def ode_step_solvers(stochastic: bool = False) -> list[str]:
