@@ -9,7 +9,11 @@ An :class:`Accumulator` takes batches of samples and keeps float64 tensors in ``
 Uncertainty (:mod:`.uncertainty`): a sum added with :meth:`Accumulator._add` also keeps ``R``
 Poisson-bootstrap weighted copies under ``"rep:<key>"`` (sums too, so shards still add); row sets
 keep the sample index of each row (``"cat:index"``) and are reweighted at compute time.
-:meth:`Accumulator.estimates` turns them into a value, a bias-corrected value and an interval.
+:meth:`Accumulator.estimates` turns them into a value, a bias-corrected value and an interval. A
+metric of sums writes its formula once, in :meth:`Accumulator._values`, for states with a leading
+batch dimension: the plain value and all R replicates then come from the same code, the replicates
+in one vectorised call (no Python loop over them); a metric that only writes ``_compute`` (a
+plug-in) gets its replicates one ``_compute`` at a time.
 
 So a run split over ranks (contiguous index ranges, concatenated in rank order) reduces with
 :func:`reduce_states` to the state of one run over the union, and ``compute()`` turns the state into
