@@ -9,7 +9,11 @@ An :class:`Accumulator` takes batches of samples and keeps float64 tensors in ``
 Uncertainty (:mod:`.uncertainty`): a sum added with :meth:`Accumulator._add` also keeps ``R``
 Poisson-bootstrap weighted copies under ``"rep:<key>"`` (sums too, so shards still add); row sets
 keep the sample index of each row (``"cat:index"``) and are reweighted at compute time.
-:meth:`Accumulator.estimates` turns them into a value, a bias-corrected value and an interval.
+:meth:`Accumulator.estimates` turns them into a value, a bias-corrected value and an interval. A
+metric of sums writes its formula once, in :meth:`Accumulator._values`, for states with a leading
+batch dimension: the plain value and all R replicates then come from the same code, the replicates
+in one vectorised call (no Python loop over them); a metric that only writes ``_compute`` (a
+plug-in) gets its replicates one ``_compute`` at a time.
 
 So a run split over ranks (contiguous index ranges, concatenated in rank order) reduces with
 :func:`reduce_states` to the state of one run over the union, and ``compute()`` turns the state into
@@ -85,8 +89,8 @@ class Accumulator:
             self._state[key] = self._zeros(per_sample.shape[1:])
             self._state[REP + key] = self._zeros((self.replicates, *per_sample.shape[1:]))
         self._state[key] += per_sample.sum(0)
-        # every replicate at once: weights [R, B] times values [B, k] (a 2-D product: torch's
-        # tensordot with a 1-D operand takes a slow path, ~1000x an mv, under thread contention)
+        # every replicate at once: weights [R, B] times values [B, k], always a 2-D product (torch's
+        # tensordot with a 1-D operand measured milliseconds instead of microseconds under load)
         flat = per_sample.reshape(per_sample.shape[0], -1)
         self._state[REP + key] += (self._weights @ flat).reshape(self._state[REP + key].shape)
 
