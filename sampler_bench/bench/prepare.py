@@ -188,11 +188,6 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
         prepared = PreparedModel(m, model, m.label, str(scored.fingerprint()), str(raw.process), [],
                                  reference_options=ref_options, reference_solver=ref_solver,
                                  reference_problem=ref_problem, decode=decode)
-        endpoint_metrics = [ms.name for ms in spec.metrics
-                            if getattr(factory.api.info(ms.name), "needs_reference_endpoints", False)] if factory else []
-        if getattr(raw, "num_classes", 0) and endpoint_metrics:
-            prepared.notes.append(f"model {m.label!r} is class-conditional: the endpoint error's reference ODE does not "
-                                  "take class labels yet, so endpoint metrics are left out for it")
         for s in spec.all_schedules:
             smax = s.sigma_max if s.sigma_max is not None else model.sigma_max
             smin = s.sigma_min if s.sigma_min is not None else model.sigma_min
@@ -209,8 +204,6 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
         for ms in spec.metrics:
             info = factory.api.info(ms.name)
             needs_reference = bool(getattr(info, "needs_reference_endpoints", False))
-            if needs_reference and getattr(raw, "num_classes", 0):
-                continue  # see the note above
             ok, reason = info.applies(scored, ms.feature_extractor)
             if not ok:
                 prepared.notes.append(f"metric {ms.name!r} does not apply to model {m.label!r}: {reason}")
