@@ -40,7 +40,7 @@ SIGMA_RANGE = (1e-6, 1e6)
 #: 1000 makes sigma^(1/rho) equal at every level, M beyond 1e5 makes the iDDPM table slow to build.
 SCHEDULE_PARAM_RANGES: dict[str, tuple[float, float, type]] = {
     "rho": (1e-3, 1e3, float), "M": (1, 100_000, int), "C1": (1e-12, 1.0, float), "C2": (0.0, 1.0, float),
-    "beta_d": (1e-6, 1e4, float), "beta_min": (0.0, 1e4, float), "eps_s": (1e-12, 1.0, float),
+    "beta_d": (1e-6, 1e4, float), "beta_min": (-1e4, 1e4, float), "eps_s": (1e-12, 1.0, float),
 }
 #: Largest spec file read (a spec is a few KB of TOML).
 MAX_SPEC_BYTES = 1 << 20
