@@ -188,7 +188,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
         prepared = PreparedModel(m, model, m.label, str(scored.fingerprint()), str(raw.process), [],
                                  reference_options=ref_options, reference_solver=ref_solver,
                                  reference_problem=ref_problem, decode=decode)
-        for s in spec.all_schedules:
+        for s in spec.every_schedule:
             smax = s.sigma_max if s.sigma_max is not None else model.sigma_max
             smin = s.sigma_min if s.sigma_min is not None else model.sigma_min
             if smin >= smax:
@@ -213,7 +213,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
             except (ValueError, TypeError) as e:
                 raise SpecError(f"[[metric]] {ms.name!r} on model {m.label!r}: {e}") from None
             prepared.metrics.append(PreparedMetric(ms, info, needs_reference, factory, scored))
-        left_out = [s.name for s in spec.all_samplers if s.from_all and mismatch(s.name, prepared.process) is not None]
+        left_out = [s.name for s in spec.every_sampler if s.from_all and mismatch(s.name, prepared.process) is not None]
         if left_out:
             prepared.notes.append(
                 f"all_samplers: left out for model {m.label!r} ({prepared.process} process), as they apply to "

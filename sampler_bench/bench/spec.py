@@ -187,17 +187,17 @@ class Spec:
         return main + list(self.grids)
 
     @property
-    def all_samplers(self) -> list[SamplerSpec]:
+    def every_sampler(self) -> list[SamplerSpec]:
         """Every sampler configuration of any block, once each, in order."""
         return _unique(s for b in self.blocks for s in b.samplers)
 
     @property
-    def all_schedules(self) -> list[ScheduleSpec]:
+    def every_schedule(self) -> list[ScheduleSpec]:
         """Every schedule of any block, once each, in order."""
         return _unique(s for b in self.blocks for s in b.schedules)
 
     @property
-    def all_nfe(self) -> list[int]:
+    def every_nfe(self) -> list[int]:
         """Every NFE budget of any block, sorted."""
         return sorted({n for b in self.blocks for n in b.nfe})
 
