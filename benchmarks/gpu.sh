@@ -14,6 +14,7 @@ if [ "${1:-}" = "--quick" ]; then
   $PY benchmarks/bench_memory.py --quick
   $PY benchmarks/bench_inception.py --quick
   $PY benchmarks/bench_noise.py --quick
+  $PY benchmarks/bench_guided.py --quick
   exit 0
 fi
 date -u; nvidia-smi -L; uptime

@@ -250,7 +250,7 @@ def _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, wor
         console.print(f"torchrun: {world.size} processes ({world.backend}); each computes its share of every cell's samples")
     console.print(
         f"sweep [bold]{escape(s.name)}[/bold]: {len(runner.cells)} cells ({len(s.models)} model(s), "
-        f"{len(s.all_samplers)} sampler configuration(s), {len(s.all_schedules)} schedule(s), NFE {', '.join(map(str, s.all_nfe))}"
+        f"{len(s.every_sampler)} sampler configuration(s), {len(s.every_schedule)} schedule(s), NFE {', '.join(map(str, s.every_nfe))}"
         f"{f' in {len(s.blocks)} grid blocks' if len(s.blocks) > 1 else ''}), "
         f"{s.n_samples} samples each (seeds {s.seed}..{s.seed + s.n_samples - 1}), "
         f"metrics: {', '.join(m.name for m in s.metrics) or 'none'}"

@@ -93,13 +93,19 @@ def test_the_calibration_spec_has_the_settings_of_every_reproducible_diff_sample
     spec = load_spec(ROOT / "benchmarks" / "calibration" / "edm_cifar10.toml")
     assert spec.n_samples == 50000 and spec.seed == 0  # EDM's seeds 0-49999
     rows = [a for a in load_anchors() if a["id"].startswith("diff-sampler") and a["sb_schedule"]]
-    assert len(rows) == 16
+    assert len(rows) == 20  # DEIS-tAB3 included, through its [[grid]] block
+
+    def block_runs(block, a) -> bool:
+        return (a["nfe"] in block.nfe
+                and any(s.name == a["sb_solver"] and all(s.options.get(k) == v for k, v in a["sb_options"].items())
+                        for s in block.samplers)
+                and any(sc.name == a["sb_schedule"] and sc.params == a["sb_schedule_params"]
+                        and sc.ends_at_zero == a["ends_at_zero"] and (sc.sigma_min, sc.sigma_max) == (a["sigma_min"], a["sigma_max"])
+                        for sc in block.schedules))
+
     for a in rows:
-        assert a["nfe"] in spec.nfe and any(m.label == a["checkpoint"] for m in spec.models)
-        assert any(s.name == a["sb_solver"] and all(s.options.get(k) == v for k, v in a["sb_options"].items())
-                   for s in spec.samplers), a["id"]
-        assert any(sc.name == a["sb_schedule"] and sc.params == a["sb_schedule_params"] and sc.ends_at_zero == a["ends_at_zero"]
-                   and (sc.sigma_min, sc.sigma_max) == (a["sigma_min"], a["sigma_max"]) for sc in spec.schedules), a["id"]
+        assert any(m.label == a["checkpoint"] for m in spec.models)
+        assert any(block_runs(b, a) for b in spec.blocks), a["id"]
     fid = spec.metrics[0]
     assert fid.feature_extractor == "inception-v3-compat" and fid.params["reference_stats"].endswith("cifar10-32x32.npz")
 
@@ -115,3 +121,24 @@ def test_sample_i_starts_from_edms_draw_for_seed_i():
     for i in range(3, 6):  # EDM generate.py: StackedRandomGenerator seeds, float32 randn, then float64 * sigma_max
         edm = torch.randn([12], generator=torch.Generator().manual_seed(i)).to(torch.float64) * 80.0
         assert torch.equal(x[i - 3], edm)
+
+
+def test_the_calibration_specs_deis_block_matches_the_deis_anchors():
+    """diff-sampler's DEIS-tAB3 grid is vp_time_quadratic with a fitted, negative beta_min: the calibration
+    spec's [[grid]] block asks for exactly the anchors' solver, options and schedule parameters."""
+    from sampler_bench.bench.spec import load_spec
+    from sampler_bench.report.anchors import matches
+    from sampler_bench.solvers.schedules import vp_fit
+
+    spec = load_spec(ROOT / "benchmarks" / "calibration" / "edm_cifar10.toml")
+    (block,) = spec.grids
+    (sampler,), (schedule,) = block.samplers, block.schedules
+    assert schedule.params == pytest.approx(dict(zip(("beta_d", "beta_min"), vp_fit(0.002, 80.0))), rel=1e-15)
+    deis = [a for a in load_anchors() if a["sb_solver"] == "deis"]
+    assert len(deis) == 4
+    for a in deis:
+        cell = pd.Series(_cell(solver=sampler.name, options=json.dumps(sampler.options), schedule=schedule.name,
+                               schedule_params=json.dumps(schedule.params), nfe_counted=a["nfe"],
+                               ends_at_zero=schedule.ends_at_zero))
+        assert matches(a, cell), a["id"]
+        assert not matches(a, cell.copy().replace({cell["schedule_params"]: json.dumps({**schedule.params, "beta_min": 0.1})}))

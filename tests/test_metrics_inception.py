@@ -230,19 +230,25 @@ def test_unknown_inception_inference_mode_is_refused(random_weights):
 def test_uint8_quantisation_is_an_option_recorded_and_validated(random_weights):
     """quantize_uint8 (default on, EDM / clean-fid): off, the network sees 127.5 (x + 1) unrounded. On
     inputs on the uint8 grid the two agree; elsewhere they differ; the fingerprint and provenance say which."""
+    import copy
+
     on = features.get("inception-v3-compat", weights_path=random_weights, feature_layer=LAYER)
-    off = features.get("inception-v3-compat", weights_path=random_weights, feature_layer=LAYER, quantize_uint8=False)
+    # the same network without quantisation (building a second one costs seconds; the constructor only
+    # validates and stores the flag, checked below through features.get)
+    off = copy.copy(on)
+    off.quantize_uint8 = False
     assert on.quantize_uint8 and not off.quantize_uint8
     assert on.provenance()["quantize_uint8"] is True and off.provenance()["quantize_uint8"] is False
     assert "floor(127.5*x + 128)" in on.provenance()["uint8_conversion"]
     assert off.provenance()["uint8_conversion"].startswith("none")
     assert off.fingerprint == on.fingerprint + ":unquantised"
-    levels = torch.randint(0, 256, (4, 3, 8, 8), generator=torch.Generator().manual_seed(3)).double()
+    levels = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(3)).double()
     on_grid = (levels - 127.5) / 127.5  # exactly the values uint8 k stands for
-    torch.testing.assert_close(off.extract(on_grid), on.extract(on_grid), rtol=1e-5, atol=1e-6)
     off_grid = on_grid + 0.3 / 127.5  # a third of a level up: rounding moves every pixel
-    assert not torch.allclose(off.extract(off_grid), on.extract(off_grid), rtol=1e-5, atol=1e-6)
-    assert torch.equal(on.extract(off_grid), on.extract(on_grid))  # quantised: the same uint8 image
+    f_on, f_off = (ex.extract(torch.cat([on_grid, off_grid])) for ex in (on, off))
+    torch.testing.assert_close(f_off[:2], f_on[:2], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(f_off[2:], f_on[2:], rtol=1e-5, atol=1e-6)
+    assert torch.equal(f_on[2:], f_on[:2])  # quantised: the same uint8 images
     # torch-fidelity's own uint8 check is back in force after an unquantised call
     with pytest.raises(Exception, match="uint8"):
         on.net(on_grid.float())

@@ -84,3 +84,77 @@ def test_a_bad_decoder_is_one_message(tmp_path, decode, message):
     res = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--no-report"])
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
+
+
+ENDPOINTS = """
+name = "cond-endpoints"
+nfe = [35]
+n_samples = 10
+seed = 5
+batch_size = {batch}
+[[model]]
+python = "plugin_factories:conditional"
+name = "cond"
+guidance = {guidance}
+[[sampler]]
+name = "heun"
+[[metric]]
+name = "endpoint_error"
+"""
+
+
+@pytest.mark.parametrize("guidance", ["1.0", "2.5"])
+def test_endpoint_error_of_a_class_conditional_model_compares_with_the_same_labels(tmp_path, guidance):
+    """The reference ODE runs each sample under the label its cell drew (seed, i): every class
+    mean here is c * ones, so a reference under other labels would be O(1) away, not Heun's ~0.04."""
+    from sampler_bench.bench.cells import expand_cells
+    from sampler_bench.bench.prepare import prepare_models
+    from sampler_bench.bench.reference_cache import ReferenceCache
+    from sampler_bench.models.guidance import class_labels_for
+
+    spec = parse_spec(ENDPOINTS.format(batch=4, guidance=guidance))
+    cells, metrics, _ = _run(tmp_path, ENDPOINTS.format(batch=4, guidance=guidance), "e")
+    assert list(cells["status"]) == ["ok"]
+    err = metrics[metrics.key == "endpoint_rmse"]["value"]  # Heun at 35 NFE: 0.042 (w = 1)
+    assert len(err) == 1 and 0 < float(err.iloc[0]) < 0.1
+    # the reference endpoints are the exact PF-ODE solutions under each sample's own label
+    (cell,) = expand_cells(spec, prepare_models(spec, None))
+    target = cell.reference
+    ends = ReferenceCache(None).endpoints(target, 0, 10)
+    labels = class_labels_for(range(5, 15), (3,), 4)
+    w = float(guidance)  # guided mean w * mu_c + (1 - w) * 0 (the null label's mean), still a Gaussian of unit variance
+    mu = (w * labels.double())[:, None].expand(-1, 3)
+    x_top = target.initial(0, 10)
+    exact = mu + (x_top - mu) / (1 + 80.0**2) ** 0.5
+    torch.testing.assert_close(ends, exact, rtol=1e-6, atol=1e-6)
+    assert len(set(labels.tolist())) > 1  # the labels differ between samples, so the test can tell
+
+
+def test_class_conditional_results_do_not_depend_on_batch_size_or_shard_split(tmp_path):
+    """Labels and results are functions of (seed, i): one cell computed in batches of 10, 3 and 4,
+    and as shards [0, 4) + [4, 10) (how ranks split a cell), gives the same labels, samples and states."""
+    from sampler_bench.bench.cells import expand_cells
+    from sampler_bench.bench.compute import cell_shard
+    from sampler_bench.bench.prepare import prepare_models
+    from sampler_bench.bench.reference_cache import ReferenceCache
+    from sampler_bench.bench.states import class_labels
+
+    def shards(batch, cuts):
+        spec = parse_spec(ENDPOINTS.format(batch=batch, guidance="2.5").replace("n_samples = 10", "n_samples = 10\nkeep_samples = 10"))
+        (cell,) = expand_cells(spec, prepare_models(spec, None))
+        cache = ReferenceCache(None)
+        ref = lambda a, b: cache.endpoints(cell.reference, a, b)  # noqa: E731
+        parts = [cell_shard(cell, a, b, ref) for a, b in zip(cuts[:-1], cuts[1:])]
+        labels = torch.cat([class_labels(cell.model.model, spec.seed, a, b, cell.sigma_max, "cpu")
+                            for a, b in zip(cuts[:-1], cuts[1:])])
+        return labels, torch.cat([p.kept for p in parts]), parts
+
+    labels, kept, (whole,) = shards(10, [0, 10])
+    for batch, cuts in ((3, [0, 10]), (4, [0, 4, 10]), (10, [0, 4, 10])):
+        l2, k2, parts = shards(batch, cuts)
+        assert torch.equal(l2, labels)
+        torch.testing.assert_close(k2, kept, rtol=0, atol=0)
+        summed = {k: sum(p.states["endpoint_error"][k] for p in parts) for k in whole.states["endpoint_error"]
+                  if not k.startswith("cat:")}
+        for k, v in summed.items():
+            torch.testing.assert_close(v, whole.states["endpoint_error"][k], rtol=1e-12, atol=1e-12)

@@ -165,7 +165,7 @@ def test_bad_sigma_range_is_rejected(name, sigma_min, sigma_max, match):
 
 @pytest.mark.parametrize("builder, params", [
     ("karras", {"rho": 0.0}), ("karras", {"rho": -7}), ("polyexponential", {"rho": float("inf")}),
-    ("vp_time_uniform", {"beta_d": 0.0}), ("vp_time_quadratic", {"beta_min": -0.1}),
+    ("vp_time_uniform", {"beta_d": 0.0}), ("vp_time_quadratic", {"beta_min": float("nan")}),
     ("edm_vp", {"eps_s": 1.5}), ("karras", {"bogus": 1}),
 ])
 def test_bad_schedule_parameters_are_rejected(builder, params):
@@ -194,3 +194,25 @@ def test_too_many_steps_for_float64_is_rejected():
 def test_from_list_rejects_bad_grids(values, match):
     with pytest.raises(ValueError, match=match):
         schedules.from_list(values)
+
+
+def test_vp_time_quadratic_accepts_the_negative_beta_min_of_diff_samplers_time_uniform_grid():
+    """diff-sampler's 'time_uniform' schedule with rho = 2 (its DEIS-tAB3 rows) fits beta_d, beta_min
+    through sigma(1e-3) = sigma_min, sigma(1) = sigma_max, which for [0.002, 80] gives beta_min < 0, then
+    takes t = (1 + i/(N-1) (eps^(1/2) - 1))^2, sigma = sqrt(exp(beta_d t^2/2 + beta_min t) - 1).
+    Written out here from that recipe (float64), it is vp_time_quadratic with the fitted constants."""
+    smin, smax, eps = 0.002, 80.0, 1e-3
+    beta_d = 2 * (math.log(smin**2 + 1) / eps - math.log(smax**2 + 1)) / (eps - 1)
+    beta_min = math.log(smax**2 + 1) - 0.5 * beta_d
+    assert beta_min < 0 and (beta_d, beta_min) == pytest.approx(schedules.vp_fit(smin, smax), rel=1e-12)
+    for num_steps in (6, 7, 9, 11):  # NFE 5, 6, 8, 10 without a final denoise
+        i = torch.arange(num_steps, dtype=torch.float64)
+        t = (1 + i / (num_steps - 1) * (eps**0.5 - 1)) ** 2
+        theirs = torch.sqrt(torch.exp(0.5 * beta_d * t**2 + beta_min * t) - 1)
+        ours = schedules.vp_time_quadratic(num_steps - 1, smin, smax, beta_d=beta_d, beta_min=beta_min, append_zero=False)
+        # exp(.) - 1 as written there vs expm1 here: 1e-11 apart at sigma_min
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=0)
+        assert bool((ours[1:] < ours[:-1]).all())
+    # every level of the range maps to a time where beta(t) = beta_min + beta_d t is positive
+    t_lo = float(schedules.vp_time(torch.tensor(smin, dtype=torch.float64), beta_d, beta_min))
+    assert t_lo == pytest.approx(eps, rel=1e-9) and beta_min + beta_d * t_lo > 0

@@ -48,10 +48,16 @@ def test_nfe_budgets_are_sorted_and_deduplicated():
 def test_quickstart_is_shipped_and_sweeps_every_registered_sampler():
     assert "quickstart" in builtin_specs()
     spec = load_spec("quickstart")
-    # asks the registry, never a fixed list; dpm_adaptive is left out for time (see the spec's comment)
+    # asks the registry, never a fixed list; dpm_adaptive has its own block (see the spec's comment)
     assert {s.name for s in spec.samplers} == set(sweepable()) - {"dpm_adaptive"}
     assert {m.builtin for m in spec.models} == {"gmm2d", "gmm16"}
     assert spec.nfe[0] == 4 and spec.nfe[-1] == 50
+    # [[grid]] blocks: dpm_adaptive at its own budgets, and the field's schedules with three samplers
+    adaptive, field = spec.grids
+    assert [s.name for s in adaptive.samplers] == ["dpm_adaptive"]
+    assert [s.name for s in field.samplers] == ["euler", "dpmpp_2m", "res_multistep"]
+    new = {"beta", "kl_optimal", "laplace", "linear_quadratic", "simple", "sgm_uniform", "linspace", "trailing", "ays"}
+    assert {s.name for s in field.schedules} == new  # 'leading' cannot start at one sigma_max (see the spec)
 
 
 def test_example_spec_documents_a_valid_sweep():

@@ -47,9 +47,9 @@ def test_grid_blocks_parse_with_their_defaults():
     assert first.samplers[0].options == sb.solvers.info("dpmpp_2m").validate({})
     # a block without schedules / nfe takes the spec's
     assert second.schedules == main.schedules and second.nfe == (4, 8)
-    assert [s.name for s in spec.all_samplers] == ["euler", "dpmpp_2m", "heun"]
-    assert [s.name for s in spec.all_schedules] == ["karras", "beta", "kl_optimal"]
-    assert spec.all_nfe == [4, 6, 8]
+    assert [s.name for s in spec.every_sampler] == ["euler", "dpmpp_2m", "heun"]
+    assert [s.name for s in spec.every_schedule] == ["karras", "beta", "kl_optimal"]
+    assert spec.every_nfe == [4, 6, 8]
 
 
 def test_cells_are_the_union_of_the_blocks_without_the_cross_product():
@@ -74,7 +74,7 @@ def test_a_cell_asked_for_by_two_blocks_is_one_cell_with_the_same_id():
 
 def test_a_spec_of_grid_blocks_only_needs_no_top_level_samplers_or_budgets():
     spec = parse_spec('[[model]]\nbuiltin = "gmm2d"\n[[grid]]\nsamplers = ["euler"]\nnfe = [3]\n')
-    assert spec.samplers == [] and len(spec.blocks) == 1 and spec.all_nfe == [3]
+    assert spec.samplers == [] and len(spec.blocks) == 1 and spec.every_nfe == [3]
     assert [(c.sampler.name, c.nfe_budget) for c in expand_cells(spec, prepare_models(spec, None))] == [("euler", 3)]
 
 

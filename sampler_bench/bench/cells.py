@@ -28,7 +28,7 @@ from .prepare import PreparedMetric, PreparedModel
 from .reference_cache import ReferenceCache, ReferenceTarget
 from .schedule_cache import OptimisedSchedule, ScheduleRequest, steps_for
 from .spec import GridSpec, SamplerSpec, ScheduleSpec, Spec, SpecError
-from .states import initial_states
+from .states import class_labels, initial_states
 
 #: Bumped when the meaning of a cell changes, so old stored cells are not mistaken for new ones.
 CELL_FORMAT = 1
@@ -171,8 +171,11 @@ def _reference(spec: Spec, pm: PreparedModel, sigma_min: float, sigma_max: float
     key = ReferenceCache.key(pm.hash, spec.seed, sigma_min, sigma_max, ends_at_zero, torch.device(spec.device).type,
                              pm.reference_options, solver=pm.reference_solver)
     initial = functools.partial(initial_states, pm.model, spec.seed, sigma_max=sigma_max, device=spec.device)
+    labels = None
+    if getattr(pm.model, "num_classes", 0):  # the labels the cells draw for the same seeds
+        labels = functools.partial(class_labels, pm.model, spec.seed, sigma_max=sigma_max, device=spec.device)
     return ReferenceTarget(pm.model, key, spec.n_samples, initial, sigma_min, sigma_max, ends_at_zero,
-                           solver=pm.reference_solver, options=pm.reference_options)
+                           solver=pm.reference_solver, options=pm.reference_options, labels=labels)
 
 
 def replicate_specs(spec: Spec) -> list[Spec]:

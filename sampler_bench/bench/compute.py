@@ -18,14 +18,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..models.guidance import Conditioned, EvaluationCounter, draw_class_labels
+from ..models.guidance import Conditioned, EvaluationCounter
 from ..solvers.driver import CountingDenoiser, NonFiniteSampleError, run_solver
 from ..solvers.trajectory import TrajectoryRecorder
 from ..rng import generators_for, noise_generator
 from .cells import Cell
 from .distributed import DistributedError, World, run_sharded
 from .reference_cache import ReferenceCache
-from .states import data_of, initial_states, sample_seeds
+from .states import class_labels, data_of, initial_states, sample_seeds
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -80,7 +80,6 @@ def cell_shard(cell: Cell, start: int, stop: int,
     spec, model = cell.spec, cell.model.model
     device, dtype = spec.device, DTYPES[spec.precision]
     accs = {m.spec.name: m.accumulator() for m in cell.metrics}
-    num_classes = int(getattr(model, "num_classes", 0) or 0)
     decode = cell.model.decode
     nfe, sampling_s, denoiser_s, metric_s, kept = [], 0.0, 0.0, 0.0, []
     network_evals, forward_calls, decode_s = [], [], 0.0
@@ -91,7 +90,7 @@ def cell_shard(cell: Cell, start: int, stop: int,
         gens = generators_for(sample_seeds(spec.seed, a, b), device)
         x = initial_states(model, spec.seed, a, b, cell.sigma_max, device, generators=gens).to(dtype)
         # class labels come after the prior from the same generators (EDM's generate.py order)
-        labels = draw_class_labels(gens, num_classes, device) if num_classes else None
+        labels = class_labels(model, spec.seed, a, b, cell.sigma_max, device, generators=gens)
         # the starting states always come from the per-sample generators (deterministic samplers do not
         # depend on the noise generator); a stochastic sampler's noise from the spec's noise_generator
         noise = gens if spec.noise_generator == "torch" or not cell.solver.stochastic else \

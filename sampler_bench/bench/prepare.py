@@ -193,12 +193,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
         prepared = PreparedModel(m, model, m.label, str(scored.fingerprint()), str(raw.process), [],
                                  reference_options=ref_options, reference_solver=ref_solver,
                                  reference_problem=ref_problem, decode=decode)
-        endpoint_metrics = [ms.name for ms in spec.metrics
-                            if getattr(factory.api.info(ms.name), "needs_reference_endpoints", False)] if factory else []
-        if getattr(raw, "num_classes", 0) and endpoint_metrics:
-            prepared.notes.append(f"model {m.label!r} is class-conditional: the endpoint error's reference ODE does not "
-                                  "take class labels yet, so endpoint metrics are left out for it")
-        for s in spec.all_schedules:
+        for s in spec.every_schedule:
             smax = s.sigma_max if s.sigma_max is not None else model.sigma_max
             smin = s.sigma_min if s.sigma_min is not None else model.sigma_min
             if smin >= smax:
@@ -214,8 +209,6 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
         for ms in spec.metrics:
             info = factory.api.info(ms.name)
             needs_reference = bool(getattr(info, "needs_reference_endpoints", False))
-            if needs_reference and getattr(raw, "num_classes", 0):
-                continue  # see the note above
             ok, reason = info.applies(scored, ms.feature_extractor)
             if not ok:
                 prepared.notes.append(f"metric {ms.name!r} does not apply to model {m.label!r}: {reason}")
@@ -225,7 +218,7 @@ def prepare_models(spec: Spec, cache_dir: Path | None) -> list[PreparedModel]:
             except (ValueError, TypeError) as e:
                 raise SpecError(f"[[metric]] {ms.name!r} on model {m.label!r}: {e}") from None
             prepared.metrics.append(PreparedMetric(ms, info, needs_reference, factory, scored))
-        left_out = [s.name for s in spec.all_samplers if s.from_all and mismatch(s.name, prepared.process) is not None]
+        left_out = [s.name for s in spec.every_sampler if s.from_all and mismatch(s.name, prepared.process) is not None]
         if left_out:
             prepared.notes.append(
                 f"all_samplers: left out for model {m.label!r} ({prepared.process} process), as they apply to "

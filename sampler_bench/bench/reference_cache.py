@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..models.guidance import Conditioned
 from ..processes.catalog import KINDS
 from ..solvers.driver import CountingDenoiser, run_solver
 from ..solvers.registry import info as solver_info
@@ -121,6 +122,9 @@ class ReferenceTarget:
     ends_at_zero: bool
     solver: str = "reference"
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: ``labels(a, b)``: the class labels of samples ``[a, b)`` of a class-conditional model, the same
+    #: labels its cells draw (None: an unconditional model)
+    labels: Callable[[int, int], torch.Tensor] | None = None
 
 
 class ReferenceCache:
@@ -283,7 +287,10 @@ class ReferenceCache:
         x = target.initial(a, b).to(torch.float64)
         levels = [target.sigma_max, target.sigma_min] + ([0.0] if target.ends_at_zero else [])
         sigmas = torch.tensor(levels, dtype=torch.float64)
-        block = run_solver(target.solver, CountingDenoiser(target.model), x, sigmas, options=dict(target.options))
+        model = target.model
+        if target.labels is not None:  # a class-conditional model: each sample's ODE under its own label
+            model = Conditioned(model, target.labels(a, b).to(x.device))
+        block = run_solver(target.solver, CountingDenoiser(model), x, sigmas, options=dict(target.options))
         block = block.detach().to("cpu", torch.float64)
         self.computed += 1
         if path is not None:

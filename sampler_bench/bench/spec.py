@@ -38,7 +38,7 @@ SIGMA_RANGE = (1e-6, 1e6)
 #: 1000 makes sigma^(1/rho) equal at every level, M beyond 1e5 makes the iDDPM table slow to build.
 SCHEDULE_PARAM_RANGES: dict[str, tuple[float, float, type]] = {
     "rho": (1e-3, 1e3, float), "M": (1, 100_000, int), "C1": (1e-12, 1.0, float), "C2": (0.0, 1.0, float),
-    "beta_d": (1e-6, 1e4, float), "beta_min": (0.0, 1e4, float), "eps_s": (1e-12, 1.0, float),
+    "beta_d": (1e-6, 1e4, float), "beta_min": (-1e4, 1e4, float), "eps_s": (1e-12, 1.0, float),
 }
 #: Largest spec file read (a spec is a few KB of TOML).
 MAX_SPEC_BYTES = 1 << 20
@@ -254,17 +254,17 @@ class Spec:
         return main + list(self.grids)
 
     @property
-    def all_samplers(self) -> list[SamplerSpec]:
+    def every_sampler(self) -> list[SamplerSpec]:
         """Every sampler configuration of any block, once each, in order."""
         return _unique(s for b in self.blocks for s in b.samplers)
 
     @property
-    def all_schedules(self) -> list[ScheduleSpec]:
+    def every_schedule(self) -> list[ScheduleSpec]:
         """Every schedule of any block, once each, in order."""
         return _unique(s for b in self.blocks for s in b.schedules)
 
     @property
-    def all_nfe(self) -> list[int]:
+    def every_nfe(self) -> list[int]:
         """Every NFE budget of any block, sorted."""
         return sorted({n for b in self.blocks for n in b.nfe})
 

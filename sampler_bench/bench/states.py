@@ -30,6 +30,23 @@ def initial_states(model, seed: int, start: int, stop: int, sigma_max: float, de
     return x
 
 
+def class_labels(model, seed: int, start: int, stop: int, sigma_max: float, device: str,
+                 generators: list | None = None) -> torch.Tensor | None:
+    """Class labels of samples ``[start, stop)`` of a class-conditional model (None otherwise): drawn from
+    each sample's generator *after* its starting state (EDM's generate.py order), so a sample's label
+    depends on ``(seed, i)`` only. Without ``generators`` the starting states are drawn first, to the
+    same effect (the reference endpoints ask for the labels alone)."""
+    from ..models.guidance import draw_class_labels
+
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    if not num_classes:
+        return None
+    if generators is None:
+        generators = generators_for(sample_seeds(seed, start, stop), device)
+        initial_states(model, seed, start, stop, sigma_max, device, generators=generators)
+    return draw_class_labels(generators, num_classes, device)
+
+
 def data_of(model, states: torch.Tensor) -> torch.Tensor:
     """The generated data in a sampler's output: ``model.data_from_state(u)`` for processes whose
     state is larger than the data (CLD: u = (x, v) -> x = u[:, 0]), the output itself otherwise.

@@ -102,8 +102,8 @@ def singlestep_options(order: int, r1: float, r2: float | None = None) -> dict[s
                         choices=INNER_RULES),
         "beta_d": Option(VP_BETA_D, float, "VP schedule beta_d of the t <-> sigma map (inner='vp_time*')",
                          low=0.0, open_low=True),
-        "beta_min": Option(VP_BETA_MIN, float, "VP schedule beta_min of the t <-> sigma map (inner='vp_time*')",
-                           low=0.0),
+        # negative values are valid fits (see schedules._vp_power_t)
+        "beta_min": Option(VP_BETA_MIN, float, "VP schedule beta_min of the t <-> sigma map (inner='vp_time*')"),
     })
     return opts
 

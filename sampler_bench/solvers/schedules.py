@@ -49,10 +49,15 @@ def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0
 
 def _vp_power_t(n, sigma_min, sigma_max, power, beta_d, beta_min, append_zero):
     _check(n, sigma_min, sigma_max)
-    for name, v, low in (("beta_d", beta_d, "> 0"), ("beta_min", beta_min, ">= 0")):
+    # beta_min may be negative: schedules fitted through (sigma_min, sigma_max) at t = (eps_s, 1), as EDM's
+    # 'vp' ablation and diff-sampler's 'time_uniform' fit them, give beta_min = -0.0048 for [0.002, 80].
+    # For any beta_d > 0 the inverse t(sigma) is the positive root, t > -2 beta_min / beta_d, where the
+    # exponent beta_d t^2/2 + beta_min t is positive and increasing, so sigma(t) is a valid increasing
+    # map on every level a grid uses (beta(t) = beta_min + beta_d t < 0 only below them).
+    for name, v in (("beta_d", beta_d), ("beta_min", beta_min)):
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        if not ok or (v <= 0 if name == "beta_d" else v < 0):
-            raise ValueError(f"{name} must be a finite number {low}, got {v!r}")
+        if not ok or (name == "beta_d" and v <= 0):
+            raise ValueError(f"{name} must be a finite number{' > 0' if name == 'beta_d' else ''}, got {v!r}")
     t_hi, t_lo = float(vp_time(sigma_max, beta_d, beta_min)), float(vp_time(sigma_min, beta_d, beta_min))
     ramp = _ramp(n, append_zero)
     t = (t_hi ** (1 / power) + ramp * (t_lo ** (1 / power) - t_hi ** (1 / power))) ** power
@@ -71,8 +76,21 @@ def vp_time_quadratic(
     n: int, sigma_min: float, sigma_max: float, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN,
     append_zero: bool = True,
 ) -> torch.Tensor:
-    """Uniform in sqrt(t) (DPM-Solver 'time_quadratic', DEIS ``ts_order=2``)."""
+    """Uniform in sqrt(t) (DPM-Solver 'time_quadratic', DEIS ``ts_order=2``; diff-sampler's 'time_uniform'
+    with rho = 2 is this grid with beta_d, beta_min fitted through (sigma_min, sigma_max) at t = (1e-3, 1),
+    see :func:`vp_fit`)."""
     return _vp_power_t(n, sigma_min, sigma_max, 2.0, beta_d, beta_min, append_zero)
+
+
+def vp_fit(sigma_min: float, sigma_max: float, eps_s: float = VP_EPS_S) -> tuple[float, float]:
+    """(beta_d, beta_min) of the VP schedule with sigma(eps_s) = sigma_min and sigma(1) = sigma_max.
+
+    EDM ``generate.py`` refits its 'vp' discretisation this way, and diff-sampler's 'time_uniform'
+    schedule (its DEIS rows) likewise: beta_d = 2 (log(1 + smin^2)/eps_s - log(1 + smax^2))/(eps_s - 1),
+    beta_min = log(1 + smax^2) - beta_d/2; for [0.002, 80] that is (17.538, -0.0048).
+    """
+    beta_d = 2 * (math.log1p(sigma_min**2) / eps_s - math.log1p(sigma_max**2)) / (eps_s - 1)
+    return beta_d, math.log1p(sigma_max**2) - 0.5 * beta_d
 
 
 def edm_vp(n: int, sigma_min: float = None, sigma_max: float = None, eps_s: float = VP_EPS_S, append_zero: bool = True) -> torch.Tensor:
@@ -87,8 +105,7 @@ def edm_vp(n: int, sigma_min: float = None, sigma_max: float = None, eps_s: floa
     if not (0 < eps_s < 1):
         raise ValueError(f"eps_s must lie in (0, 1), got {eps_s!r}")
     # Refit (EDM generate.py): beta_d = 2 (log(smin^2+1)/eps - log(smax^2+1)) / (eps - 1), beta_min = log(smax^2+1) - beta_d/2.
-    beta_d = 2 * (math.log1p(sigma_min**2) / eps_s - math.log1p(sigma_max**2)) / (eps_s - 1)
-    beta_min = math.log1p(sigma_max**2) - 0.5 * beta_d
+    beta_d, beta_min = vp_fit(sigma_min, sigma_max, eps_s)
     ramp = _ramp(n, append_zero)
     t = 1 + ramp * (eps_s - 1)
     return _finish(vp_sigma(t, beta_d, beta_min), append_zero)
