@@ -408,7 +408,8 @@ def list_(what):
         for col in ("name", "order", "NFE/step", "stochastic", "processes"):
             t.add_column(col, no_wrap=True)  # names are never cut
         t.add_column("options (defaults)", overflow="fold")
-        t.caption = "order: theoretical global order of the default options (weak order if stochastic); * adaptive"
+        t.caption = ("order: theoretical global order of the default options (weak order if stochastic); * adaptive; "
+                     "every sampler of the ODE in sigma also takes output = 'state' | 'denoised' (docs/geometry.md)")
         for name in sb.solvers.available():
             meta = sb.solvers.info(name)
             order = f"{meta.order}*" if meta.adaptive else str(meta.order)
