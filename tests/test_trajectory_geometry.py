@@ -23,7 +23,15 @@ from sampler_bench.processes.analytic import GaussianMixture, IsotropicGaussian,
 from sampler_bench.processes.kind import PROBABILITY_FLOW_ODE
 from sampler_bench.solvers.trajectory import Trajectory, record_trajectory
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """The tests build float64 tensors by default; the previous default is restored for other modules."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def ode_step_solvers(stochastic: bool = False) -> list[str]:
