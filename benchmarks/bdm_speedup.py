@@ -62,7 +62,12 @@ def main() -> None:
                 n = int(g["nfe_counted"])
                 cells.append(f"{found / n:.2g}x ({found} NFE)" if found is not None else f"> {largest / n:.2g}x")
             lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    head = (f"# gDDIM's speed-up on {path.parent.name}\n\n"
+            f"Written by `python benchmarks/bdm_speedup.py {args.results} --out ...`. Speed-up n/b: n is the fewest "
+            "counted NFE at which the baseline is not significantly worse than gDDIM at b (one-sided paired test on "
+            "shared seeds, Poisson-bootstrap replicates, 5%); '> N/b' when no swept budget gets there; below 1 "
+            "the baseline needs fewer NFE. FD: bias-corrected value with its 95% interval.\n\n")
+    text = head + "\n".join(lines) + "\n"
     print(text)
     if args.out:
         Path(args.out).write_text(text)

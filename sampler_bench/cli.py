@@ -414,7 +414,8 @@ def list_(what):
         for col in ("name", "order", "NFE/step", "stochastic", "processes"):
             t.add_column(col, no_wrap=True)  # names are never cut
         t.add_column("options (defaults)", overflow="fold")
-        t.caption = "order: theoretical global order of the default options (weak order if stochastic); * adaptive"
+        t.caption = ("order: theoretical global order of the default options (weak order if stochastic); * adaptive; "
+                     "every sampler of the ODE in sigma also takes output = 'state' | 'denoised' (docs/geometry.md)")
         for m in catalog["samplers"]:
             order = f"{m['order']}*" if m["adaptive"] else str(m["order"])
             _add_row(t, m["name"], order, str(m["nfe_per_step"]), "yes" if m["stochastic"] else "no",

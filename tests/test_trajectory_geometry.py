@@ -26,13 +26,12 @@ from sampler_bench.solvers.trajectory import Trajectory, record_trajectory
 
 
 @pytest.fixture(autouse=True)
-def _float64_default():
-    """float64 by default in this module's tests only (a module-level switch leaked into every later
-    test of the same worker: EDM's float32 draws then differed)."""
-    previous = torch.get_default_dtype()
+def float64_default():
+    """The tests build float64 tensors by default; the previous default is restored for other modules."""
+    before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(previous)
+    torch.set_default_dtype(before)
 
 
 def ode_step_solvers(stochastic: bool = False) -> list[str]:
