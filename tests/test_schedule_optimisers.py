@@ -323,3 +323,64 @@ def test_a_budget_below_the_solvers_minimum_skips_the_cell_with_the_reason(tmp_p
     assert summary.skipped == 1
     assert "a budget of 1 NFE is too small" in summary.problems[0] or any(
         "too small" in p for p in summary.problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# ays_opt: the KL upper bound and its minimiser on a single Gaussian
+# ---------------------------------------------------------------------------------------------
+
+
+def _gaussian_klub(low: float, high: float, std: float, dim: int) -> float:
+    """Closed form of the integrand for data N(m, std^2 I): with c(t) = std^2/(std^2 + t^2),
+    E||D(x_t, t) - D(x_s, s)||^2 = dim [(c_t - c_s)^2 (std^2 + t^2) + c_s^2 (s^2 - t^2)]."""
+    c_s = std**2 / (std**2 + high**2)
+
+    def integrand(t):
+        c_t = std**2 / (std**2 + t**2)
+        return t**-3 * dim * ((c_t - c_s) ** 2 * (std**2 + t**2) + c_s**2 * (high**2 - t**2))
+
+    return integrate.quad(integrand, low, high, epsrel=1e-10, limit=200)[0]
+
+
+def test_ays_klub_estimate_matches_the_closed_form_on_a_single_gaussian():
+    from sampler_bench.solvers.optimised.ays import KLUB
+
+    model = gaussian_model(std=0.5, dim=16)
+    problem = O.Problem(model, "dpmpp_2m", {}, 3, 0.002, 80.0)
+    problem.counted = O.base.CountingModel(model)
+    klub = KLUB(problem, n_data=256, n_t=16, seed=0)
+    for low, high in ((0.002, 0.05), (0.05, 1.0), (1.0, 80.0)):
+        assert klub(low, high) == pytest.approx(_gaussian_klub(low, high, 0.5, 16), rel=0.1)
+    assert problem.counted.nfe == 6  # two calls per interval
+
+
+def test_ays_opt_places_the_free_level_at_the_minimum_of_the_exact_bound():
+    from scipy.optimize import minimize_scalar
+
+    std, dim, lo, hi = 0.5, 16, 0.002, 80.0
+    model = gaussian_model(std=std, dim=dim)
+    problem = O.Problem(model, "dpmpp_2m", {}, 3, lo, hi)  # three positive levels: one free
+    grid, cost = O.run(O.get("ays_opt"), problem, {"n_data": 256, "n_t": 16, "candidates": 40, "iterations": 1})
+    exact = minimize_scalar(lambda u: _gaussian_klub(lo, math.exp(u), std, dim) + _gaussian_klub(math.exp(u), hi, std, dim),
+                            bounds=(math.log(lo), math.log(hi)), method="bounded")
+    spacing = (math.log(hi) - math.log(lo)) / 41
+    assert abs(math.log(float(grid[1])) - exact.x) <= 1.5 * spacing
+    assert cost.samples == 256 and cost.nfe == 2 * 2 * 41  # two intervals per candidate (and the start)
+
+
+def test_ays_opt_on_a_model_without_data_is_one_spec_error(tmp_path, monkeypatch):
+    class NoData(AnalyticModel):
+        def sample_data(self, n, generator=None):
+            return None
+
+    monkeypatch.setitem(builtin.BUILTIN, "nodata", lambda: NoData("nodata", IsotropicGaussian([0.0, 0.0], 1.0)))
+    spec = parse_spec(SPEC.format(nfe=4, model="nodata", sampler="dpmpp_2m", schedule="ays_opt", extra=""))
+    with pytest.raises(SpecError, match=r"model 'nodata': optimised schedule 'ays_opt' needs data samples x0"):
+        run_sweep(spec, tmp_path)
+
+
+def test_the_digits_classifier_refuses_samples_that_are_not_8x8_digits():
+    import sampler_bench.metrics as M
+
+    ok, why = M.info("fd").applies(builtin.builtin_model("gmm16"), "digits-classifier")
+    assert not ok and "8x8 digits (64 values per sample)" in why
