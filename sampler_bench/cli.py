@@ -424,6 +424,16 @@ def list_(what):
         for name in sorted(schedules.BUILDERS):
             _add_row(t, name, ", ".join(_schedule_param_names(name)) or "–")
         console.print(t)
+        from .solvers import optimised
+
+        t = Table(title="optimised schedules (found per model, sampler and budget; docs/schedule_optimisers.md)")
+        for col in ("name", "parameters (defaults)", "paper", "what it does"):
+            t.add_column(col, overflow="fold")
+        for name in optimised.available():
+            o = optimised.get(name)
+            params = ", ".join(f"{k}={v}" for k, v in o.defaults.items() if v is not None) or "–"
+            _add_row(t, name, params, o.paper, o.description)
+        console.print(t)
     if "metrics" in show or "features" in show:
         try:
             import sampler_bench.metrics as M
