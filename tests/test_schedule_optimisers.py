@@ -384,3 +384,66 @@ def test_the_digits_classifier_refuses_samples_that_are_not_8x8_digits():
 
     ok, why = M.info("fd").applies(builtin.builtin_model("gmm16"), "digits-classifier")
     assert not ok and "8x8 digits (64 values per sample)" in why
+
+
+# ---------------------------------------------------------------------------------------------
+# ld3: gradients through the sampler
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver, options", [("dpmpp_2m", {}), ("ipndm", {"order": 4}), ("ipndm", {"order": 2})])
+@pytest.mark.parametrize("ends_at_zero", [True, False])
+def test_ld3_students_equal_the_registry_solvers(solver, options, ends_at_zero):
+    from sampler_bench.solvers.optimised import ld3
+
+    model = builtin.builtin_model("gmm16")
+    x = 80.0 * torch.randn(16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    grid = schedules.karras(7, 0.002, 80.0, append_zero=ends_at_zero)
+    expected = run_solver(solver, CountingDenoiser(model), x, grid, options=options)
+    got = ld3.STUDENTS[solver](CountingDenoiser(model), x, grid, options)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_ld3_gradient_through_the_sampler_matches_finite_differences_and_the_fit_improves():
+    from sampler_bench.solvers.optimised import ld3
+
+    model = gaussian_model(std=0.5, dim=4)
+    x = 80.0 * torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    target = model.distribution.ode_solution(x, 80.0, 0.0)
+
+    def loss(xi):
+        grid = torch.cat([ld3.levels_of(xi, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])
+        out = ld3.dpmpp_2m(CountingDenoiser(model), x, grid, {})
+        return torch.linalg.vector_norm(out - target, dim=1).mean()
+
+    xi = torch.tensor([0.3, -0.2, 0.1, 0.0], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss(xi), xi)
+    for k in range(4):
+        e = torch.zeros(4, dtype=torch.float64)
+        e[k] = 1e-6
+        fd = (loss(xi.detach() + e) - loss(xi.detach() - e)) / 2e-6
+        assert float(grad[k]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9)
+    problem = O.Problem(model, "dpmpp_2m", {}, 5, 0.002, 80.0)
+    grid, cost = O.run(O.get("ld3"), problem, {"n_warmup": 16, "iterations": 20, "teacher_steps": 40})
+    assert cost.nfe == 40 + 20 * 5 and cost.samples == 16  # teacher, then one student run per iteration
+    warm = problem.warmup_states(0, 16)
+    exact = model.distribution.ode_solution(warm, 80.0, 0.0)
+
+    def err(g):
+        return float(torch.linalg.vector_norm(run_solver("dpmpp_2m", CountingDenoiser(model), warm, g) - exact, dim=1).mean())
+
+    assert err(grid) < err(schedules.log_snr_uniform(5, 0.002, 80.0))  # it starts there and keeps the best iterate
+
+
+def test_ld3_refuses_a_denoiser_without_gradients_and_a_sampler_it_cannot_differentiate():
+    class NoGrad(AnalyticModel):
+        def __call__(self, x, sigma):
+            with torch.no_grad():
+                return super().__call__(x, sigma)
+
+    why = O.get("ld3").applies(NoGrad("ng", IsotropicGaussian([0.0, 0.0], 1.0)))
+    assert why is not None and "needs gradients through the denoiser" in why
+    problem = O.Problem(gaussian_model(), "unipc", {}, 5, 0.002, 80.0)
+    with pytest.raises(O.OptimiserError, match="ld3 needs a differentiable transcription of the sampler; it has one "
+                                                "for dpmpp_2m, ipndm, not 'unipc'"):
+        O.run(O.get("ld3"), problem, {"n_warmup": 4, "iterations": 1, "teacher_steps": 10})

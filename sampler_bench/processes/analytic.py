@@ -131,12 +131,15 @@ class GaussianMixture:
         _, _, lam, _, logw = self._on(device)
         K, d = self.n_components, self.dim
         shared = s2.shape[0] == 1 or bool((s2 == s2[0]).all())
-        if shared:
+        # a level that carries a gradient (ld3 learns the levels) must stay in its own graph: not cached
+        cacheable = shared and not s2.requires_grad
+        if cacheable:
             key = (float(s2[0, 0]), str(device))
             hit = self._levels.get(key)
             if hit is not None:
                 self._levels.move_to_end(key)
                 return hit
+        if shared:
             s2 = s2[:1]
         var = lam[None] + s2  # [b, K d]
         lognorm = logw[None] - 0.5 * torch.log(var).reshape(-1, K, d).sum(-1)
@@ -145,6 +148,8 @@ class GaussianMixture:
             blocks = torch.zeros(K, d, K, dtype=var.dtype, device=device)
             blocks[torch.arange(K), :, torch.arange(K)] = inv_var.reshape(K, d)
             terms = (blocks.reshape(K * d, K), lam[None] / var, lognorm)
+            if not cacheable:
+                return terms
             self._levels[key] = terms
             while len(self._levels) > self.LEVEL_CACHE_SIZE:
                 self._levels.popitem(last=False)
