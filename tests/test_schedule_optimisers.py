@@ -24,7 +24,7 @@ from sampler_bench.processes.analytic import IsotropicGaussian
 from sampler_bench.solvers import optimised as O
 from sampler_bench.solvers import schedules
 from sampler_bench.solvers.driver import CountingDenoiser, run_solver
-from sampler_bench.solvers.optimised import dmn, gits
+from sampler_bench.solvers.optimised import descent, dmn, gits
 from sampler_bench.solvers.optimised.base import MAX_OPTIMISATION_SEED, MAX_WARMUP
 
 
@@ -144,6 +144,18 @@ def test_the_cache_key_changes_with_every_input():
     keys = {schedule_key(_request())} | {schedule_key(_request(**{k: v})) for k, v in changes.items()}
     assert len(keys) == len(changes) + 1
     assert schedule_key(_request(params={"seed": 0, "n_warmup": 16})) == schedule_key(_request())  # order-free
+
+
+def test_a_new_optimiser_version_changes_the_cache_key_and_the_cell_id(monkeypatch):
+    from sampler_bench.bench import cells as cells_module
+    from sampler_bench.bench.prepare import prepare_models
+
+    spec = parse_spec(SPEC.format(nfe=4, model="gmm16", sampler="dpmpp_2m", schedule="gits", extra=""))
+    models = prepare_models(spec, None)
+    before = (schedule_key(_request()), cells_module.expand_cells(spec, models)[0].cell_id)
+    monkeypatch.setitem(O.OPTIMISERS, "gits", dataclasses.replace(O.OPTIMISERS["gits"], version=2))
+    after = (schedule_key(_request()), cells_module.expand_cells(spec, models)[0].cell_id)
+    assert before[0] != after[0] and before[1] != after[1]
 
 
 def test_a_cached_schedule_reads_back_bit_for_bit_with_the_cost_counted_when_found(tmp_path):
@@ -275,10 +287,10 @@ def test_endpoint_descent_is_never_worse_than_the_fixed_schedules_it_starts_from
         out = run_solver("dpmpp_2m", model, x, g)
         return float(torch.linalg.vector_norm(out - exact, dim=1).mean())
 
-    fixed = [schedules.build(n, 4, 0.002, 80.0) for n in ("karras", "log_snr_uniform", "kl_optimal")]
+    fixed = [schedules.build(n, 4, 0.002, 80.0) for n in descent.STARTS]
     assert err(grid) <= min(err(g) for g in fixed) * 1.001
-    # counted: 50 teacher calls, then 4 calls per evaluation (3 starts + 2 sweeps x 2 levels x 4 moves)
-    assert cost.nfe == 50 + 4 * (3 + 2 * 2 * 4)
+    # counted: 50 teacher calls, then 4 calls per evaluation (6 starts + 2 sweeps x 2 levels x 4 moves)
+    assert cost.nfe == 50 + 4 * (6 + 2 * 2 * 4)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -144,6 +144,8 @@ class Optimiser:
     uses_solver: bool = True
     #: what else the model must provide: model -> None, or why it cannot serve (one sentence)
     requires: Callable[[Any], str | None] | None = None
+    #: bumped when the algorithm changes, so stored cells and cached schedules of the old one are not reused
+    version: int = 1
     #: checks of a parameter value: name -> (predicate, what is allowed)
     checks: dict = field(default_factory=dict)
 
