@@ -434,6 +434,16 @@ def list_(what):
         for m in catalog["optimisers"]:
             _add_row(t, m["name"], ", ".join(m["parameters"]) or "–", f"{m['description']} ({m['paper']})")
         console.print(t)
+        from .solvers import optimised
+
+        t = Table(title="optimised schedules (found per model, sampler and budget; docs/schedule_optimisers.md)")
+        for col in ("name", "parameters (defaults)", "paper", "what it does"):
+            t.add_column(col, overflow="fold")
+        for name in optimised.available():
+            o = optimised.get(name)
+            params = ", ".join(f"{k}={v}" for k, v in o.defaults.items() if v is not None) or "–"
+            _add_row(t, name, params, o.paper, o.description)
+        console.print(t)
     if "metrics" in show or "features" in show:
         if "metrics_unavailable" in catalog:
             console.print(f"[yellow]metrics unavailable[/yellow] ({catalog['metrics_unavailable']})")

@@ -24,7 +24,7 @@ from sampler_bench.processes.analytic import IsotropicGaussian
 from sampler_bench.solvers import optimised as O
 from sampler_bench.solvers import schedules
 from sampler_bench.solvers.driver import CountingDenoiser, run_solver
-from sampler_bench.solvers.optimised import dmn, gits
+from sampler_bench.solvers.optimised import descent, dmn, gits
 from sampler_bench.solvers.optimised.base import MAX_OPTIMISATION_SEED, MAX_WARMUP
 
 
@@ -144,6 +144,18 @@ def test_the_cache_key_changes_with_every_input():
     keys = {schedule_key(_request())} | {schedule_key(_request(**{k: v})) for k, v in changes.items()}
     assert len(keys) == len(changes) + 1
     assert schedule_key(_request(params={"seed": 0, "n_warmup": 16})) == schedule_key(_request())  # order-free
+
+
+def test_a_new_optimiser_version_changes_the_cache_key_and_the_cell_id(monkeypatch):
+    from sampler_bench.bench import cells as cells_module
+    from sampler_bench.bench.prepare import prepare_models
+
+    spec = parse_spec(SPEC.format(nfe=4, model="gmm16", sampler="dpmpp_2m", schedule="gits", extra=""))
+    models = prepare_models(spec, None)
+    before = (schedule_key(_request()), cells_module.expand_cells(spec, models)[0].cell_id)
+    monkeypatch.setitem(O.OPTIMISERS, "gits", dataclasses.replace(O.OPTIMISERS["gits"], version=2))
+    after = (schedule_key(_request()), cells_module.expand_cells(spec, models)[0].cell_id)
+    assert before[0] != after[0] and before[1] != after[1]
 
 
 def test_a_cached_schedule_reads_back_bit_for_bit_with_the_cost_counted_when_found(tmp_path):
@@ -275,10 +287,10 @@ def test_endpoint_descent_is_never_worse_than_the_fixed_schedules_it_starts_from
         out = run_solver("dpmpp_2m", model, x, g)
         return float(torch.linalg.vector_norm(out - exact, dim=1).mean())
 
-    fixed = [schedules.build(n, 4, 0.002, 80.0) for n in ("karras", "log_snr_uniform", "kl_optimal")]
+    fixed = [schedules.build(n, 4, 0.002, 80.0) for n in descent.STARTS]
     assert err(grid) <= min(err(g) for g in fixed) * 1.001
-    # counted: 50 teacher calls, then 4 calls per evaluation (3 starts + 2 sweeps x 2 levels x 4 moves)
-    assert cost.nfe == 50 + 4 * (3 + 2 * 2 * 4)
+    # counted: 50 teacher calls, then 4 calls per evaluation (6 starts + 2 sweeps x 2 levels x 4 moves)
+    assert cost.nfe == 50 + 4 * (6 + 2 * 2 * 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,3 +335,127 @@ def test_a_budget_below_the_solvers_minimum_skips_the_cell_with_the_reason(tmp_p
     assert summary.skipped == 1
     assert "a budget of 1 NFE is too small" in summary.problems[0] or any(
         "too small" in p for p in summary.problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# ays_opt: the KL upper bound and its minimiser on a single Gaussian
+# ---------------------------------------------------------------------------------------------
+
+
+def _gaussian_klub(low: float, high: float, std: float, dim: int) -> float:
+    """Closed form of the integrand for data N(m, std^2 I): with c(t) = std^2/(std^2 + t^2),
+    E||D(x_t, t) - D(x_s, s)||^2 = dim [(c_t - c_s)^2 (std^2 + t^2) + c_s^2 (s^2 - t^2)]."""
+    c_s = std**2 / (std**2 + high**2)
+
+    def integrand(t):
+        c_t = std**2 / (std**2 + t**2)
+        return t**-3 * dim * ((c_t - c_s) ** 2 * (std**2 + t**2) + c_s**2 * (high**2 - t**2))
+
+    return integrate.quad(integrand, low, high, epsrel=1e-10, limit=200)[0]
+
+
+def test_ays_klub_estimate_matches_the_closed_form_on_a_single_gaussian():
+    from sampler_bench.solvers.optimised.ays import KLUB
+
+    model = gaussian_model(std=0.5, dim=16)
+    problem = O.Problem(model, "dpmpp_2m", {}, 3, 0.002, 80.0)
+    problem.counted = O.base.CountingModel(model)
+    klub = KLUB(problem, n_data=256, n_t=16, seed=0)
+    for low, high in ((0.002, 0.05), (0.05, 1.0), (1.0, 80.0)):
+        assert klub(low, high) == pytest.approx(_gaussian_klub(low, high, 0.5, 16), rel=0.1)
+    assert problem.counted.nfe == 6  # two calls per interval
+
+
+def test_ays_opt_places_the_free_level_at_the_minimum_of_the_exact_bound():
+    from scipy.optimize import minimize_scalar
+
+    std, dim, lo, hi = 0.5, 16, 0.002, 80.0
+    model = gaussian_model(std=std, dim=dim)
+    problem = O.Problem(model, "dpmpp_2m", {}, 3, lo, hi)  # three positive levels: one free
+    grid, cost = O.run(O.get("ays_opt"), problem, {"n_data": 256, "n_t": 16, "candidates": 40, "iterations": 1})
+    exact = minimize_scalar(lambda u: _gaussian_klub(lo, math.exp(u), std, dim) + _gaussian_klub(math.exp(u), hi, std, dim),
+                            bounds=(math.log(lo), math.log(hi)), method="bounded")
+    spacing = (math.log(hi) - math.log(lo)) / 41
+    assert abs(math.log(float(grid[1])) - exact.x) <= 1.5 * spacing
+    assert cost.samples == 256 and cost.nfe == 2 * 2 * 41  # two intervals per candidate (and the start)
+
+
+def test_ays_opt_on_a_model_without_data_is_one_spec_error(tmp_path, monkeypatch):
+    class NoData(AnalyticModel):
+        def sample_data(self, n, generator=None):
+            return None
+
+    monkeypatch.setitem(builtin.BUILTIN, "nodata", lambda: NoData("nodata", IsotropicGaussian([0.0, 0.0], 1.0)))
+    spec = parse_spec(SPEC.format(nfe=4, model="nodata", sampler="dpmpp_2m", schedule="ays_opt", extra=""))
+    with pytest.raises(SpecError, match=r"model 'nodata': optimised schedule 'ays_opt' needs data samples x0"):
+        run_sweep(spec, tmp_path)
+
+
+def test_the_digits_classifier_refuses_samples_that_are_not_8x8_digits():
+    import sampler_bench.metrics as M
+
+    ok, why = M.info("fd").applies(builtin.builtin_model("gmm16"), "digits-classifier")
+    assert not ok and "8x8 digits (64 values per sample)" in why
+
+
+# ---------------------------------------------------------------------------------------------
+# ld3: gradients through the sampler
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver, options", [("dpmpp_2m", {}), ("ipndm", {"order": 4}), ("ipndm", {"order": 2})])
+@pytest.mark.parametrize("ends_at_zero", [True, False])
+def test_ld3_students_equal_the_registry_solvers(solver, options, ends_at_zero):
+    from sampler_bench.solvers.optimised import ld3
+
+    model = builtin.builtin_model("gmm16")
+    x = 80.0 * torch.randn(16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    grid = schedules.karras(7, 0.002, 80.0, append_zero=ends_at_zero)
+    expected = run_solver(solver, CountingDenoiser(model), x, grid, options=options)
+    got = ld3.STUDENTS[solver](CountingDenoiser(model), x, grid, options)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_ld3_gradient_through_the_sampler_matches_finite_differences_and_the_fit_improves():
+    from sampler_bench.solvers.optimised import ld3
+
+    model = gaussian_model(std=0.5, dim=4)
+    x = 80.0 * torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    target = model.distribution.ode_solution(x, 80.0, 0.0)
+
+    def loss(xi):
+        grid = torch.cat([ld3.levels_of(xi, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])
+        out = ld3.dpmpp_2m(CountingDenoiser(model), x, grid, {})
+        return torch.linalg.vector_norm(out - target, dim=1).mean()
+
+    xi = torch.tensor([0.3, -0.2, 0.1, 0.0], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(loss(xi), xi)
+    for k in range(4):
+        e = torch.zeros(4, dtype=torch.float64)
+        e[k] = 1e-6
+        fd = (loss(xi.detach() + e) - loss(xi.detach() - e)) / 2e-6
+        assert float(grad[k]) == pytest.approx(float(fd), rel=1e-5, abs=1e-9)
+    problem = O.Problem(model, "dpmpp_2m", {}, 5, 0.002, 80.0)
+    grid, cost = O.run(O.get("ld3"), problem, {"n_warmup": 16, "iterations": 20, "teacher_steps": 40})
+    assert cost.nfe == 40 + 20 * 5 and cost.samples == 16  # teacher, then one student run per iteration
+    warm = problem.warmup_states(0, 16)
+    exact = model.distribution.ode_solution(warm, 80.0, 0.0)
+
+    def err(g):
+        return float(torch.linalg.vector_norm(run_solver("dpmpp_2m", CountingDenoiser(model), warm, g) - exact, dim=1).mean())
+
+    assert err(grid) < err(schedules.log_snr_uniform(5, 0.002, 80.0))  # it starts there and keeps the best iterate
+
+
+def test_ld3_refuses_a_denoiser_without_gradients_and_a_sampler_it_cannot_differentiate():
+    class NoGrad(AnalyticModel):
+        def __call__(self, x, sigma):
+            with torch.no_grad():
+                return super().__call__(x, sigma)
+
+    why = O.get("ld3").applies(NoGrad("ng", IsotropicGaussian([0.0, 0.0], 1.0)))
+    assert why is not None and "needs gradients through the denoiser" in why
+    problem = O.Problem(gaussian_model(), "unipc", {}, 5, 0.002, 80.0)
+    with pytest.raises(O.OptimiserError, match="ld3 needs a differentiable transcription of the sampler; it has one "
+                                                "for dpmpp_2m, ipndm, not 'unipc'"):
+        O.run(O.get("ld3"), problem, {"n_warmup": 4, "iterations": 1, "teacher_steps": 10})

@@ -240,6 +240,10 @@ def _expand_block(spec: Spec, block: GridSpec, models: Sequence[PreparedModel], 
                             {"name": m.spec.name, "feature_extractor": m.spec.feature_extractor, "params": m.spec.params}
                             for m in metrics
                         ],
+                        # an optimised schedule's algorithm version from 2 on: a changed optimiser makes new cells
+                        # (absent for version 1 and fixed schedules, whose ids stay as they were)
+                        **({"optimiser_version": _optimised.get(sch.name).version}
+                           if _optimised.is_optimiser(sch.name) and _optimised.get(sch.name).version > 1 else {}),
                     }
                     request = None
                     if _optimised.is_optimiser(sch.name):

@@ -45,8 +45,14 @@ class ScheduleRequest:
     precision: str
 
     def key_fields(self) -> dict:
+        """The key's inputs; a method whose levels do not depend on the sampler (``uses_solver`` False) is
+        keyed without it, so the cells of every sampler with the same step count share its result."""
+        known = _optimised.is_optimiser(self.method)
+        uses_solver = _optimised.get(self.method).uses_solver if known else True
         return {"format": SCHEDULE_CACHE_FORMAT, "method": self.method, "params": dict(self.params),
-                "model_hash": self.model_hash, "solver": self.solver, "options": dict(self.options),
+                "version": _optimised.get(self.method).version if known else None,
+                "model_hash": self.model_hash, "solver": self.solver if uses_solver else None,
+                "options": dict(self.options) if uses_solver else None,
                 "nfe_budget": self.nfe_budget, "steps": self.steps, "sigma_min": self.sigma_min,
                 "sigma_max": self.sigma_max, "ends_at_zero": self.ends_at_zero, "device_type": self.device_type,
                 "precision": self.precision}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from typing import Any, Callable
 
 import torch
@@ -188,6 +189,8 @@ def check_input(extractor, shape: tuple[int, ...]) -> str | None:
         return extractor.check_input(shape)
     if extractor == "inception-v3-compat":
         return image_shape_problem(shape)
+    if extractor == "digits-classifier" and math.prod(shape) != 64:  # its CNN reshapes every sample to 1x8x8
+        return f"it takes 8x8 digits (64 values per sample), not samples of shape {list(shape)}"
     return None
 
 

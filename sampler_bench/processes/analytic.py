@@ -126,15 +126,18 @@ class GaussianMixture:
                 block_sum.reshape(K * d, K)))
         return self._devices[key]
 
-    def _shared_level_terms(self, s2: float, device):
+    def _shared_level_terms(self, s2: torch.Tensor, device):
         """(1/var as the block matrix [K d, K], lam/var [1, K d], log pi_k - 1/2 log det C_k [1, K]) for
-        one squared level shared by the batch (a sampler's step), var = lam + s2; cached per level.
+        one squared level ``s2`` [1, 1] shared by the batch (a sampler's step), var = lam + s2; cached per
+        level, except a level that carries a gradient (ld3 learns the levels): it stays in its own graph.
         The block matrix sums y^2/var per component in one product."""
-        key = (s2, str(device))
-        hit = self._levels.get(key)
-        if hit is not None:
-            self._levels.move_to_end(key)
-            return hit
+        cacheable = not s2.requires_grad
+        key = (float(s2.reshape(-1)[0]), str(device))
+        if cacheable:
+            hit = self._levels.get(key)
+            if hit is not None:
+                self._levels.move_to_end(key)
+                return hit
         _, _, lam, _, logw, _ = self._on(device)
         K, d = self.n_components, self.dim
         var = lam[None] + s2  # [1, K d]
@@ -142,6 +145,8 @@ class GaussianMixture:
         blocks = torch.zeros(K, d, K, dtype=var.dtype, device=device)
         blocks[torch.arange(K), :, torch.arange(K)] = (1.0 / var).reshape(K, d)
         terms = (blocks.reshape(K * d, K), lam[None] / var, lognorm)
+        if not cacheable:
+            return terms
         self._levels[key] = terms
         while len(self._levels) > self.LEVEL_CACHE_SIZE:
             self._levels.popitem(last=False)
@@ -159,10 +164,14 @@ class GaussianMixture:
         basis, offsets, lam, _, logw, block_sum = self._on(flat.device)
         y = torch.addmm(offsets, flat, basis, alpha=1.0, beta=-1.0)  # [B, K d]: U_k^T (x - mu_k)
         if s2.shape[0] == 1 or bool((s2 == s2[0]).all()):
-            inv_var, shrink, lognorm = self._shared_level_terms(float(s2[0, 0]), flat.device)
+            inv_var, shrink, lognorm = self._shared_level_terms(s2[:1, :1], flat.device)
             return torch.addmm(lognorm, y * y, inv_var, alpha=-0.5), y, shrink
         # In place where possible: each [B, K d] temporary above glibc's mmap threshold (128 KiB) is a
         # fresh mapping whose pages fault in, which costs more than the arithmetic.
+        if s2.requires_grad:  # out of place, so that autograd keeps what it saved
+            var = lam[None] + s2
+            z = torch.log(var) + y * y / var
+            return torch.addmm(logw, z, block_sum, alpha=-0.5), y, lam / var
         inv_var = lam[None] + s2  # [B, K d], the noisy variances ...
         z = torch.log(inv_var)
         inv_var.reciprocal_()  # ... now 1/var

@@ -69,6 +69,42 @@ def verdicts(cells: pd.DataFrame, sub: pd.DataFrame, optimised: set[str], lower:
     return lines
 
 
+def optimiser_table(cells: pd.DataFrame, sub: pd.DataFrame, optimised: set[str], lower: bool, replicates: Mapping,
+                    floor) -> Table | None:
+    """Optimised schedule x NFE: does it beat every fixed schedule ('beats'), tie with the best fixed one
+    ('tied') or lose to one ('worse')? Each verdict applies the tie rule to that optimiser and the fixed
+    schedules alone, so one optimiser's result does not depend on another's."""
+    kind = cells.set_index("cell_id")["schedule"].astype(str).to_dict()
+    budgets = sorted(int(x) for x in sub["nfe_budget"].unique())
+    finite = sub[np.isfinite(sub["value"].to_numpy(dtype=float))]
+    fixed = finite[~finite["cell_id"].isin(optimised)]
+    names = sorted({kind.get(c, "?") for c in finite.loc[finite["cell_id"].isin(optimised), "cell_id"]})
+    if not names or fixed.empty:
+        return None
+    rows = []
+    for name in names:
+        line = [TableCell(name)]
+        for b in budgets:
+            mine = finite[(finite["nfe_budget"].astype(int) == b) & (finite["cell_id"].map(kind) == name)
+                          & finite["cell_id"].isin(optimised)]
+            others = fixed[fixed["nfe_budget"].astype(int) == b]
+            if mine.empty or others.empty:
+                line.append(TableCell("–"))
+                continue
+            v = column_verdict(pd.concat([mine, others]), replicates, lower, floor)
+            row = mine["row"].iloc[0]
+            if v.best == row:
+                text = "beats" if len(v.tied - {row}) == 0 else "tied"
+            else:
+                text = "tied" if row in v.tied else f"worse ({kind.get(others.loc[others['row'] == v.best, 'cell_id'].iloc[0], '?')})"
+            line.append(TableCell(text, best=text == "beats"))
+        rows.append(tuple(line))
+    return Table(("optimiser", *[f"NFE {b}" for b in budgets]), tuple(rows), caption=(
+        "Each optimised schedule against every fixed schedule of this sampler, by the tie rule of the tables: "
+        "'beats' (best, and no fixed schedule tied with it), 'tied' (not significantly different from the best "
+        "of the two groups), 'worse (X)' (the fixed schedule X is significantly better)."))
+
+
 def cost_table(cells: pd.DataFrame, optimised: Mapping[str, dict]) -> Table:
     """Optimised schedule x NFE: the optimiser's denoiser calls, warm-up samples and seconds."""
     rows_of = {}
@@ -143,6 +179,9 @@ def schedule_blocks(names, model: str, cells: pd.DataFrame, values: pd.DataFrame
             lines = verdicts(s_cells, sub, set(optimised), lower, reps.get((metric, key), {}), floor)
             if lines:
                 blocks.append(Bullets(tuple(lines)))
+            table = optimiser_table(s_cells, sub, set(optimised), lower, reps.get((metric, key), {}), floor)
+            if table is not None:
+                blocks.append(table)
         blocks.append(cost_table(s_cells, optimised))
         fig = levels_figure(names(model, sampler, "levels"), f"{model} · {sampler}: chosen levels", s_cells, optimised)
         if fig is not None:

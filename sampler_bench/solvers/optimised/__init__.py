@@ -7,7 +7,7 @@ method in its own module. docs/schedule_optimisers.md says how each works and wh
 from __future__ import annotations
 
 from ...options import closest
-from . import descent, dmn, gits
+from . import ays, descent, dmn, gits, ld3
 from .base import (  # noqa: F401  (the public names of the package)
     OPTIMISATION_SEED_BASE, Cost, Optimiser, OptimiserError, Problem, optimisation_seeds, run,
 )
@@ -19,10 +19,18 @@ OPTIMISERS: dict[str, Optimiser] = {
     "gits": Optimiser(
         "gits", gits.optimise, gits.DEFAULTS, "dynamic programming over a fine grid on teacher trajectories",
         "Chen et al. 2024, arXiv 2405.11326", checks=gits.CHECKS),
+    "ays_opt": Optimiser(
+        "ays_opt", ays.optimise, ays.DEFAULTS, "the KL-upper-bound optimisation of Align Your Steps on the model",
+        "Sabour et al. 2024, arXiv 2404.14507", checks=ays.CHECKS, uses_solver=False,
+        requires=ays.has_data),
+    "ld3": Optimiser(
+        "ld3", ld3.optimise, ld3.DEFAULTS, "one parameter per step learned against a teacher by gradients "
+        "through the sampler (dpmpp_2m, ipndm)", "Tong et al. 2024, arXiv 2405.15506", checks=ld3.CHECKS,
+        requires=ld3.differentiable),
     "endpoint_descent": Optimiser(
         "endpoint_descent", descent.optimise, descent.DEFAULTS,
         "coordinate search on the sampler's own endpoint error against a teacher (this project's design)",
-        "docs/schedule_optimisers.md", checks=descent.CHECKS),
+        "docs/schedule_optimisers.md", checks=descent.CHECKS, version=2),
 }
 
 

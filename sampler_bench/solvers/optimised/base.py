@@ -140,6 +140,12 @@ class Optimiser:
     description: str
     paper: str
     needs_model: bool = True
+    #: whether the levels depend on the sampler (its name and options are then part of the cache key)
+    uses_solver: bool = True
+    #: what else the model must provide: model -> None, or why it cannot serve (one sentence)
+    requires: Callable[[Any], str | None] | None = None
+    #: bumped when the algorithm changes, so stored cells and cached schedules of the old one are not reused
+    version: int = 1
     #: checks of a parameter value: name -> (predicate, what is allowed)
     checks: dict = field(default_factory=dict)
 
@@ -167,7 +173,7 @@ class Optimiser:
                     "schedule for this model")
         if self.needs_model and getattr(model, "prior", None) is None:
             return f"optimised schedule {self.name!r} draws warm-up samples, but the model has no prior(n, generator)"
-        return None
+        return self.requires(model) if self.requires is not None else None
 
 
 def run(optimiser: Optimiser, problem: Problem, params: dict) -> tuple[torch.Tensor, Cost]:

@@ -10,7 +10,8 @@ quantity the benchmark reports, measured on samples the evaluation never uses:
 
 with x_b the warm-up starting states (optimisation seeds) and teacher(x_b) the teacher solver's endpoint
 on a fine EDM grid (``teacher_steps``, rho = 7). Search: start from the best of the fixed schedules
-``karras`` (rho 7), ``log_snr_uniform`` and ``kl_optimal`` on E; then, ``sweeps`` times, move each interior
+:data:`STARTS` (karras, log_snr_uniform, kl_optimal, polyexponential, vp_time_uniform and vp_time_quadratic
+with their default parameters) on E; then, ``sweeps`` times, move each interior
 level in log sigma by fractions (+-1/2, +-1/4 of the gap to its neighbour, halved each sweep) and keep a
 move when E falls. E never rises, so on the warm-up samples the result is at least as good as every
 fixed schedule it started from; whether that carries over to the evaluation seeds is what a sweep
@@ -27,8 +28,9 @@ from .. import schedules
 from ..driver import run_solver
 from .base import OptimiserError, Problem, positive_int
 
-#: The fixed schedules the search starts from (the best on the warm-up samples wins).
-STARTS = ("karras", "log_snr_uniform", "kl_optimal")
+#: The fixed schedules the search starts from (the best on the warm-up samples wins): every continuous
+#: schedule of the registry without parameters of a training table.
+STARTS = ("karras", "log_snr_uniform", "kl_optimal", "polyexponential", "vp_time_uniform", "vp_time_quadratic")
 #: Fractions of the gap to the neighbour tried in the first sweep.
 MOVES = (-0.5, -0.25, 0.25, 0.5)
 
