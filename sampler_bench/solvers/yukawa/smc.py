@@ -73,7 +73,7 @@ def systematic_indices(log_w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cdf = torch.cumsum(torch.softmax(log_w, 1), 1)
     cdf[:, -1] = 1.0  # round-off must not leave a point above the last ancestor
     points = (u[:, None] + torch.arange(n, dtype=torch.float64, device=log_w.device)[None]) / n
-    return torch.searchsorted(cdf.contiguous(), points.contiguous()).clamp_max(n - 1)
+    return torch.searchsorted(cdf.contiguous(), points.contiguous(), right=True).clamp_max(n - 1)
 
 
 def _resample(ctx, x: torch.Tensor, i: int, force: bool) -> torch.Tensor:
