@@ -43,20 +43,13 @@ from ...rng import Generators, randn_like
 from ..base import Process, _sigma_vector, standard_normal
 from ..kind import YUKAWA_WEIGHTED_FLOW, ProcessKind
 from .bessel import log_bessel_k
+from .exact import YukawaPointSet, check_mass
 
 #: Yukawa: the weighted flow in z only. Its samplers are stochastic (resampling), so sweeps measure no
 #: endpoint errors on it and the declared yardstick is never run (``reference`` would refuse a Yukawa model).
 YUKAWA_KIND = ProcessKind(
     "yukawa", frozenset({YUKAWA_WEIGHTED_FLOW}), time_variable="z (the sweep's sigma grid holds z)",
     state="x, the data's own shape, with one log-weight per sample kept by the sampler", reference_solver="reference")
-
-
-def check_mass(m) -> float:
-    """The screening mass m as a float, or one ValueError saying what to pass."""
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0:
-        raise ValueError(f"the Yukawa process needs a screening mass m > 0 (a finite number), got m={m!r}; "
-                         "m -> 0 is PFGM: use process 'pfgmpp' with D = 1 for it")
-    return float(m)
 
 
 def _normal_cdf(v: torch.Tensor) -> torch.Tensor:
@@ -222,8 +215,6 @@ class YukawaProcess(Process):
     # --- oracles ----------------------------------------------------------------------------
     def point_set_denoiser(self, points: torch.Tensor):
         """The exact E[y | x, z] (and kappa) of the empirical law of ``points`` (Bessel-function weights)."""
-        from .exact import YukawaPointSet
-
         return YukawaPointSet(points, self.m)
 
     def config(self) -> dict[str, Any]:
