@@ -316,3 +316,24 @@ def test_a_sweep_counts_nfe_records_resampling_and_skips_the_plain_ode_solvers(t
     (row,) = con.execute("select provenance from metrics where cell_id = ?", (cells["yukawa_smc"]["cell_id"],))
     resampling = json.loads(row["provenance"])["resampling"]
     assert len(resampling["batches"]) == 2 and resampling["events"] == sum(b["events"] for b in resampling["batches"])
+
+
+# --- specs ----------------------------------------------------------------------------------------------
+
+def test_committed_train_spec_parses_and_bad_yukawa_precond_is_refused():
+    from pathlib import Path
+
+    from sampler_bench.train import spec as train_spec
+
+    root = Path(__file__).resolve().parents[1]
+    spec = train_spec.load_spec(root / "benchmarks" / "train_digits_yukawa.toml")
+    assert spec.process["name"] == "yukawa" and spec.precond["type"] == "yukawa"
+    raw = {"name": "t", "data": {"name": "digits"}, "process": {"name": "yukawa", "m": 0.05},
+           "network": {"type": "mlp"}, "train": {"steps": 1}}
+    for precond, match in (({"type": "edm"}, "a Yukawa model takes \\[precond\\].type = 'yukawa'"),
+                           ({"type": "yukawa", "skip": True}, "unknown key \\[precond\\].skip"),
+                           ({"type": "yukawa", "rate_depth": 0}, "rate_depth must be a positive integer")):
+        with pytest.raises(ValueError, match=match):
+            train_spec.parse_spec({**raw, "precond": precond})
+    with pytest.raises(ValueError, match="screening mass m > 0"):
+        train_spec.parse_spec({**raw, "process": {"name": "yukawa", "m": -0.1}})
