@@ -141,9 +141,7 @@ def yukawa_smc(ctx, x, i):
             x_next = x + (z_next - z) * 0.5 * (d + (x_next - D2) / z_next)
             rate = 0.5 * (rate + kappa2.to(torch.float64))
     last = i == ctx.steps - 1
-    if not weighted:
-        if last:
-            _record(ctx)
+    if not weighted:  # the plain ODE: nothing to resample, nothing to record
         return x_next
     ctx.state["log_w"] = ctx.state["log_w"] + (z - z_next) * (rate.to(ctx.state["log_w"].device) - m)
     x_next = _resample(ctx, x_next, i, force=False) if not last else x_next
