@@ -337,3 +337,19 @@ def test_committed_train_spec_parses_and_bad_yukawa_precond_is_refused():
             train_spec.parse_spec({**raw, "precond": precond})
     with pytest.raises(ValueError, match="screening mass m > 0"):
         train_spec.parse_spec({**raw, "process": {"name": "yukawa", "m": -0.1}})
+
+
+def test_committed_checkpoint_records_its_spec_and_has_a_rate_head():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = json.loads((root / "checkpoints" / "digits-yukawa.json").read_text())
+    spec = tomllib.loads((root / "benchmarks" / "train_digits_yukawa.toml").read_text())
+    assert spec["train"] == {k: cfg["training"]["spec"]["train"][k] for k in spec["train"]}
+    assert spec["network"] == cfg["network"] and cfg["process"]["m"] == spec["process"]["m"]
+    model = sb.load_model(root / "checkpoints" / "digits-yukawa")
+    assert model.process == "yukawa" and model.shape == (1, 8, 8) and "yukawa_smc" in sb.solvers.samplers_for(model.process)
+    x = model.prior(3, generator=_gen(19))
+    D, kappa = model.denoise_with_rate(x, torch.full((3,), 1.0, dtype=torch.float64))
+    assert D.shape == x.shape and kappa.shape == (3,) and torch.isfinite(kappa).all()
