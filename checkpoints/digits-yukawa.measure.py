@@ -45,7 +45,7 @@ def generate(model, nfe: int, n: int, seed: int, batch: int = 500, **options) ->
         x = model.prior(len(gens), generator=gens)
         out.append(run_solver("yukawa_smc", counter, x, plan.sigmas, generator=gens, options=plan.options))
         assert counter.nfe == plan.nfe
-        notes.append(counter.notes["resampling"])
+        notes.append(counter.notes.get("resampling"))  # None for the plain ODE (weighted = false)
     return torch.cat(out), notes
 
 
@@ -72,14 +72,16 @@ def main():
                 s, notes = generate(model, nfe, args.n, seed, **options)
                 first = s if first is None else first
                 vals.append(round(fd(ex(s), test_f), 2))
-                events.append(sum(b["events"] for b in notes))
-                ess.append(min(b["min_ess_fraction"] for b in notes))
+                if options.get("weighted", True):
+                    events.append(sum(b["events"] for b in notes))
+                    ess.append(min(b["min_ess_fraction"] for b in notes))
             key = f"yukawa_smc {options} {nfe} NFE"
             results[key] = vals
             results[key + " vs train"] = round(fd(ex(first), train_f), 2)
             results[key + " distinct samples (seed 0)"] = len(torch.unique(first.reshape(len(first), -1), dim=0))
             if options.get("weighted", True):
                 results[key + " resampling events / min ESS fraction"] = [events, ess]
+            print(json.dumps({k: v for k, v in results.items() if k.startswith(key)}), file=sys.stderr, flush=True)
             if args.picture and options.get("weighted", True) and nfe == max(args.nfe) and not (HERE / f"{NAME}.png").exists():
                 picture(first[:64], HERE / f"{NAME}.png", f"{NAME}: yukawa_smc {options} {nfe} NFE")
     print(json.dumps(results, indent=2))
