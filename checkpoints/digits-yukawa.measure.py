@@ -1,7 +1,7 @@
 """Measure the quality numbers of the Yukawa digits checkpoint quoted in checkpoints/README.md (and draw its picture).
 
     PYTHONPATH=. python checkpoints/digits-yukawa.measure.py [--n 2000] [--seeds 0 1 2] [--nfe 20 50] [--picture]
-        [--options '{"order": 1}' '{"order": 2}' '{"order": 2, "weighted": false}']
+        [--options '{"order": 1}' '{"order": 2}' '{"order": 2, "weighted": false}'] [--proposal nig|poisson]
 
 Fréchet distance in the "digits-classifier" feature space between the generated digits and the 299 held-out
 digits, for yukawa_smc (GenPhys, Liu et al., arXiv 2304.02637: weighted particles on the Yukawa flow; Euler
@@ -58,13 +58,18 @@ def main():
     ap.add_argument("--picture", action="store_true")
     ap.add_argument("--options", nargs="+", default=['{"order": 1}', '{"order": 2}', '{"order": 2, "weighted": false}'],
                     help="yukawa_smc options to measure, one JSON object each")
+    ap.add_argument("--proposal", choices=("nig", "poisson"), default=None,
+                    help="draw the starting states from this proposal (default: the checkpoint's process, 'nig')")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     digits = load_dataset("digits")
     ex = features.get("digits-classifier")
     test_f, train_f = ex(digits.test()), ex(digits.train())
     model = sb.load_model(args.checkpoint)
-    results = {"checkpoint": str(args.checkpoint), "n": args.n, "seeds": args.seeds}
+    if args.proposal is not None:  # a sampling choice, not a weight: the checkpoint's identity is unchanged
+        model.process_def.proposal = args.proposal
+    results = {"checkpoint": str(args.checkpoint), "n": args.n, "seeds": args.seeds,
+               "proposal": model.process_def.proposal}
     for options in (json.loads(o) for o in args.options):
         for nfe in args.nfe:
             vals, first, events, ess = [], None, [], []

@@ -81,7 +81,7 @@ def test_log_bessel_k_matches_scipy_for_integer_and_half_integer_orders():
 
 
 def test_starting_weights_are_the_exact_ratio_of_the_nig_and_poisson_kernels():
-    p = YukawaProcess(m=0.7)
+    p = YukawaProcess(m=0.7, proposal="poisson")
     x = torch.linspace(-30, 30, 9, dtype=torch.float64)[:, None]
     ref = st.norminvgauss(a=0.7 * 2.0, b=0.0, scale=2.0).logpdf(x[:, 0].numpy()) - st.cauchy(scale=2.0).logpdf(x[:, 0].numpy())
     np.testing.assert_allclose(p.log_prior_ratio(x, 2.0).numpy(), ref, atol=1e-12)
@@ -180,7 +180,7 @@ def test_exact_denoiser_runs_end_on_data_points():
 def test_birth_death_weights_recover_the_data_weights_where_the_plain_ode_does_not():
     """m z_max = 2.5. From the Yukawa prior (the NIG kernel at z_max) the plain flow moves mass towards the
     heaviest point (measured TV ~ 0.08 from the data's weights at n = 4000); with the birth/death weights the
-    particles land on the points in proportion to the data's weights; the Poisson proposal (the default) keeps
+    particles land on the points in proportion to the data's weights; in 2-D the Poisson proposal keeps
     the weights better balanced (measured TV 0.005 vs 0.04-0.05 from the NIG prior)."""
     n = 3000
     grid = karras(25, 1e-3, 50.0)
