@@ -29,4 +29,6 @@ EXPECTED_SOLVERS = sorted([
     "gddim", "gddim_sde", "cld_euler", "cld_euler_maruyama", "cld_heun",
     # blurring diffusion (BDM samplers; its yardstick bdm_reference too)
     "gddim_bdm", "bdm_euler", "bdm_euler_maruyama", "bdm_heun", "bdm_reference",
+    # the Yukawa process (solvers/yukawa: weighted particles with resampling; Yukawa models only)
+    "yukawa_smc",
 ])

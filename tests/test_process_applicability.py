@@ -23,6 +23,8 @@ from solver_names import EXPECTED_SOLVERS
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 CLD_SAMPLERS = {"gddim", "gddim_sde", "cld_euler", "cld_euler_maruyama", "cld_heun", "cld_reference"}
 BDM_SAMPLERS = {"gddim_bdm", "bdm_euler", "bdm_euler_maruyama", "bdm_heun", "bdm_reference"}
+#: the Yukawa flow has a birth/death term: its plain ODE samples the wrong law, so only the weighted sampler applies
+YUKAWA_SAMPLERS = {"yukawa_smc"}
 
 
 class PFGMInfinityModel:
@@ -45,6 +47,7 @@ def _models():
     yield "gmm2d", "gaussian", builtin_model("gmm2d")
     yield "gmm2d_cld", "cld", builtin_model("gmm2d_cld")
     yield "gmm16_bdm", "bdm", builtin_model("gmm16_bdm")
+    yield "gmm2d_yukawa", "yukawa", builtin_model("gmm2d_yukawa")
     yield "pfgmpp-D=inf", "gaussian", PFGMInfinityModel()
     for path in sorted(CHECKPOINTS.glob("*.safetensors")):
         model = sb.load_model(path)
@@ -52,7 +55,7 @@ def _models():
 
 
 MODELS = {label: (kind, model) for label, kind, model in _models()}
-ANALYTIC = {"gmm2d", "gmm2d_cld", "gmm16_bdm", "pfgmpp-D=inf"}
+ANALYTIC = {"gmm2d", "gmm2d_cld", "gmm16_bdm", "gmm2d_yukawa", "pfgmpp-D=inf"}
 
 
 def applies(solver: str, kind: str) -> bool:
@@ -60,7 +63,9 @@ def applies(solver: str, kind: str) -> bool:
         return kind == "cld"
     if solver in BDM_SAMPLERS:
         return kind == "bdm"
-    if kind in ("cld", "bdm"):
+    if solver in YUKAWA_SAMPLERS:
+        return kind == "yukawa"
+    if kind in ("cld", "bdm", "yukawa"):
         return False
     return kind == "gaussian" or not sb.solvers.info(solver).stochastic
 
@@ -85,6 +90,12 @@ class Counting:
             raise Accepted
         return self.model(x, sigma)
 
+    def denoise_with_rate(self, x, sigma):  # a Yukawa model's one evaluation of D and kappa
+        self.calls += 1
+        if self.stop:
+            raise Accepted
+        return self.model.denoise_with_rate(x, sigma)
+
     def __getattr__(self, name):
         if name == "model":
             raise AttributeError(name)
@@ -97,7 +108,7 @@ def _grid(model, kind: str) -> torch.Tensor:
 
 
 def test_the_table_covers_every_kind_and_checkpoint():
-    assert {kind for kind, _ in MODELS.values()} == {"gaussian", "pfgmpp", "cld", "bdm"}
+    assert {kind for kind, _ in MODELS.values()} == {"gaussian", "pfgmpp", "cld", "bdm", "yukawa"}
     assert {"digits-cld", "digits-pfgmpp-d128", "ring-edm", "digits-edm"} <= set(MODELS)
 
 
@@ -125,7 +136,7 @@ def test_sample_refuses_exactly_the_solvers_that_do_not_apply(solver, label):
         assert counted.calls == 0
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "pfgmpp", "cld", "bdm"])
+@pytest.mark.parametrize("kind", ["gaussian", "pfgmpp", "cld", "bdm", "yukawa"])
 def test_samplers_for_a_kind_are_exactly_those_that_apply(kind):
     assert samplers_for(kind) == [n for n in EXPECTED_SOLVERS if applies(n, kind)]
     for name in EXPECTED_SOLVERS:
@@ -160,6 +171,7 @@ def test_process_kinds_own_their_schedule_defaults_yardstick_and_data_layout():
 
     assert KINDS["cld"].schedule_defaults == {"karras": {"rho": 2.0}} and KINDS["gaussian"].schedule_defaults == {}
     assert [KINDS[k].reference_solver for k in ("gaussian", "pfgmpp", "cld")] == ["reference", "reference", "cld_reference"]
+    assert KINDS["yukawa"].capabilities.isdisjoint(KINDS["gaussian"].capabilities)  # no plain ODE: weights needed
     u = torch.arange(12.0).reshape(3, 2, 2)
     assert torch.equal(KINDS["cld"].data_from_state(u), u[:, 0]) and KINDS["gaussian"].data_from_state(u) is u
     assert PFGMPPProcess(D=math.inf).traits is KINDS["gaussian"] and PFGMPPProcess(D=128).traits is KINDS["pfgmpp"]

@@ -47,6 +47,8 @@ class ShardResult:
     forward_calls: list[int] = field(default_factory=list)
     #: seconds in the spec's decoder (latent models), apart from sampling
     decode_s: float = 0.0
+    #: per batch: what the solver recorded besides samples (``CountingDenoiser.notes``, e.g. Yukawa resampling)
+    solver_notes: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -82,7 +84,7 @@ def cell_shard(cell: Cell, start: int, stop: int,
     accs = {m.spec.name: m.accumulator() for m in cell.metrics}
     decode = cell.model.decode
     nfe, sampling_s, denoiser_s, metric_s, kept = [], 0.0, 0.0, 0.0, []
-    network_evals, forward_calls, decode_s = [], [], 0.0
+    network_evals, forward_calls, decode_s, solver_notes = [], [], 0.0, []
     for a in range(start, stop, spec.batch_size):
         b = min(a + spec.batch_size, stop)
         _sync(device)
@@ -105,6 +107,8 @@ def cell_shard(cell: Cell, start: int, stop: int,
         sampling_s += t1 - t0
         denoiser_s += counter.seconds
         nfe.append(counter.nfe)
+        if counter.notes:
+            solver_notes.append({"start": a, "stop": b, **counter.notes})
         network_evals.append(evaluations.network_evals)
         forward_calls.append(evaluations.forward_calls)
         ref = None
@@ -128,7 +132,18 @@ def cell_shard(cell: Cell, start: int, stop: int,
             kept.append(out[: spec.keep_samples - a].detach().to("cpu", torch.float32))
     states = {name: acc.state() for name, acc in accs.items()}
     return ShardResult(start, stop, states, nfe, sampling_s, denoiser_s, metric_s, torch.cat(kept) if kept else None,
-                       network_evals, forward_calls, decode_s)
+                       network_evals, forward_calls, decode_s, solver_notes)
+
+
+def resampling_summary(shards: Sequence[ShardResult]) -> dict | None:
+    """What a resampling sampler (yukawa_smc) did over the cell: events and the smallest ESS fraction, per batch
+    and in total; None when no batch recorded resampling."""
+    batches = [dict(n["resampling"], start=n["start"], stop=n["stop"]) for s in shards for n in s.solver_notes
+               if "resampling" in n]
+    if not batches:
+        return None
+    return {"events": sum(b["events"] for b in batches),
+            "min_ess_fraction": min(b["min_ess_fraction"] for b in batches), "batches": batches}
 
 
 def evaluations_of(shards: Sequence[ShardResult]) -> dict:
@@ -168,8 +183,14 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
             prov["decode"] = {"decoder": cell.model.spec.decode, "seconds": sum(s.decode_s for s in shards)}
         if cell.solver.stochastic:
             prov["noise_generator"] = cell.spec.noise_generator
+<<<<<<< HEAD
         if "output" in cell.options:  # sampler_bench/solvers/output.py: what the sampler returned
             prov["output"] = cell.options["output"]
+=======
+        resampling = resampling_summary(shards)
+        if resampling is not None:
+            prov["resampling"] = resampling
+>>>>>>> yukawa
         if hosts is not None:
             prov["execution"].update(ranks=len(hosts), hosts=sorted(set(hosts)))
         ref = cell.reference
@@ -254,6 +275,10 @@ def compute_cell(cell: Cell, world: World, references: ReferenceCache, hosts: Se
                      f"({c['sample_evaluations']} sample evaluations) on {c['samples']} warm-up samples in {c['wall_s']:.3g} s")
     if len(set(shard.nfe_counted)) > 1:
         notes.append(f"batches counted different NFE: {sorted(set(shard.nfe_counted))}")
+    resampling = resampling_summary([shard])
+    if resampling is not None:
+        notes.append(f"resampled {resampling['events']} times in {len(resampling['batches'])} batches "
+                     f"(smallest ESS fraction {resampling['min_ess_fraction']:.3g}) plus a final resampling per batch")
     if cell.plan.nfe is None:  # adaptive: the budget set tolerances; the cell sits at the NFE counted
         notes.append(f"adaptive: asked {budget} NFE, counted {counted}")
     elif counted != cell.plan.nfe:

@@ -324,6 +324,7 @@ def run_sharded(world: World, n: int, compute: Callable[[int, int], Any], *, cel
     parts = world.gather_objects({"nfe": list(local.nfe_counted), "sampling_s": local.sampling_s,
                                   "denoiser_s": local.denoiser_s, "metric_s": local.metric_s,
                                   "decode_s": getattr(local, "decode_s", 0.0),
+                                  "solver_notes": list(getattr(local, "solver_notes", [])),
                                   "kept": None if local.kept is None else local.kept.cpu()})
     sampling = [p["sampling_s"] for p in parts]
     wall = max(sampling)
@@ -332,6 +333,7 @@ def run_sharded(world: World, n: int, compute: Callable[[int, int], Any], *, cel
     return replace(local, start=0, stop=n, states=states, nfe_counted=[k for p in parts for k in p["nfe"]],
                    sampling_s=wall, denoiser_s=fraction * wall, metric_s=max(p["metric_s"] for p in parts),
                    **({"decode_s": max(p["decode_s"] for p in parts)} if hasattr(local, "decode_s") else {}),
+                   **({"solver_notes": [n for p in parts for n in p["solver_notes"]]} if hasattr(local, "solver_notes") else {}),
                    kept=torch.cat(kept) if kept else None)
 
 

@@ -156,8 +156,10 @@ def _reference_of(model, spec: Spec) -> tuple[str | None, dict, str]:
     from ..models.base import AnalyticModel
     from ..processes.bdm import BDMAnalyticModel
     from ..processes.cld import CLDAnalyticModel
+    from ..processes.yukawa import YukawaAnalyticModel
 
-    base = {} if isinstance(model, (AnalyticModel, CLDAnalyticModel, BDMAnalyticModel)) else dict(NETWORK_REFERENCE)
+    exact = (AnalyticModel, CLDAnalyticModel, BDMAnalyticModel, YukawaAnalyticModel)
+    base = {} if isinstance(model, exact) else dict(NETWORK_REFERENCE)
     try:
         solver = reference_solver(str(model.process))
     except ValueError as e:  # no yardstick for this process: only an endpoint-error cell can fail, and says why

@@ -10,6 +10,10 @@ on the generated data u[:, 0].
 ``gmm16_bdm``: the ``gmm16`` mixture read as 1x4x4 images under blurring diffusion (Hoogeboom & Salimans,
 arXiv 2209.05557) with gDDIM's blur schedule: its exact eps, for sweeping the BDM samplers (gddim_bdm,
 bdm_*) with endpoint errors against ``bdm_reference``.
+``gmm2d_yukawa``: eight isotropic components on the ring of ``gmm2d`` with unequal weights (1 : 2 : ... : 8)
+under the Yukawa process of GenPhys (Liu et al., arXiv 2304.02637) with m = 0.05 and z in [0.002, 40]
+(m z_max = 2): its exact denoiser and birth/death rate by quadrature over W, for sweeping ``yukawa_smc``;
+the unequal weights make ``gmm_tv`` show what the birth/death weights do (the plain ODE misses them).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from ..processes.analytic import GaussianMixture
 from ..processes.bdm import BDM, BDMAnalyticModel
 from ..processes.cld import CLD, CLDAnalyticModel
+from ..processes.yukawa import YukawaAnalyticModel, YukawaMixture, YukawaProcess
 from ..options import closest
 from .base import AnalyticModel
 
@@ -59,14 +64,24 @@ def _gmm16_bdm() -> BDMAnalyticModel:
         "with gDDIM's schedule (sigma_B,max = 10, d_min = 0.001, cosine alpha); state = the image")
 
 
-BUILTIN = {"gmm2d": _gmm2d, "gmm16": _gmm16, "gmm2d_cld": _gmm2d_cld, "gmm16_bdm": _gmm16_bdm}
+def _gmm2d_yukawa() -> YukawaAnalyticModel:
+    means = _gmm2d().distribution.means
+    gmm = GaussianMixture.isotropic(torch.arange(1, 9, dtype=torch.float64), means, 0.15)
+    return YukawaAnalyticModel(
+        "gmm2d_yukawa", YukawaMixture(gmm, 0.05), YukawaProcess(m=0.05, z_min=0.002, z_max=40.0),
+        description="2-D ring of 8 Gaussians (std 0.15, radius 2, weights 1:2:...:8) under the Yukawa process "
+        "(m = 0.05, z in [0.002, 40]); exact denoiser and birth/death rate")
+
+
+BUILTIN = {"gmm2d": _gmm2d, "gmm16": _gmm16, "gmm2d_cld": _gmm2d_cld, "gmm16_bdm": _gmm16_bdm,
+           "gmm2d_yukawa": _gmm2d_yukawa}
 
 
 def available() -> list[str]:
     return sorted(BUILTIN)
 
 
-def builtin_model(name: str) -> AnalyticModel | CLDAnalyticModel | BDMAnalyticModel:
+def builtin_model(name: str) -> AnalyticModel | CLDAnalyticModel | BDMAnalyticModel | YukawaAnalyticModel:
     if name not in BUILTIN:
         raise ValueError(f"unknown built-in model {name!r}{closest(name, list(BUILTIN))}; available: {', '.join(available())}")
     return BUILTIN[name]()

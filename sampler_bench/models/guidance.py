@@ -81,6 +81,14 @@ class Conditioned:
             self.counter.add(1, 1)
         return self.model(x, sigma, **kw)
 
+    def denoise_with_rate(self, x: torch.Tensor, sigma: torch.Tensor):
+        """(D, kappa) of a model with a birth/death-rate head (Yukawa); such models are unconditional."""
+        if self.labels is not None:
+            raise ValueError("class-conditional models have no birth/death-rate head (Yukawa models are unconditional)")
+        if self.counter is not None:
+            self.counter.add(1, 1)
+        return self.model.denoise_with_rate(x, sigma)
+
     def __getattr__(self, name: str):
         # The wrapped model's own attributes (e.g. CLD's process_def, which gDDIM checks) stay visible
         # to the solvers through this per-batch wrapper.

@@ -6,7 +6,8 @@ The factory is the user's code; it returns an object that follows :class:`Denois
   k-diffusion convention of docs/notation.md). A class-conditional model receives ``class_labels`` (int64 [B],
   ``-1`` = no label when it declares ``null_label = True``);
 * ``sigma_min``, ``sigma_max`` (floats, 0 < sigma_min < sigma_max), ``shape`` (data shape without batch),
-  ``process`` (``"gaussian"``, ``"pfgmpp"``, ``"cld"`` or ``"bdm"``);
+  ``process`` (``"gaussian"``, ``"pfgmpp"``, ``"cld"``, ``"bdm"`` or ``"yukawa"``; a Yukawa model also has
+  ``denoise_with_rate(x, z) -> (D, kappa)`` and a ``process_def``);
 * optional: ``prior(n, generator=None)`` (default for Gaussian processes: ``sigma_max * N(0, I)``, one
   float32 draw per sample generator, EDM's convention), ``num_classes`` (int > 0 for class-conditional
   models), ``null_label`` (bool: ``class_labels`` may hold -1 for "unconditional", so guidance can batch its
@@ -41,7 +42,7 @@ from ..processes.catalog import process_kind
 from ..rng import randn_like
 from .base import tensor_hash
 
-PROCESSES = ("gaussian", "pfgmpp", "cld", "bdm")
+PROCESSES = ("gaussian", "pfgmpp", "cld", "bdm", "yukawa")
 #: a class label meaning "no label" (the unconditional half of classifier-free guidance)
 NULL_LABEL = -1
 

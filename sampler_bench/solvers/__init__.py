@@ -28,6 +28,7 @@ from . import restart  # noqa: E402,F401  restart
 from . import sa_solver  # noqa: E402,F401  sa_solver
 from . import cld  # noqa: E402,F401  gddim, gddim_sde, cld_euler_maruyama, cld_euler, cld_heun, cld_reference (CLD only)
 from . import bdm  # noqa: E402,F401  gddim_bdm, bdm_euler_maruyama, bdm_euler, bdm_heun, bdm_reference (BDM only)
+from . import yukawa  # noqa: E402,F401  yukawa_smc (Yukawa only: weighted particles with resampling)
 
 __all__ = [
     "available", "info", "sample", "plan", "steps_for_budget", "run_solver", "schedules",

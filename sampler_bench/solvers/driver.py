@@ -45,8 +45,40 @@ class CountingDenoiser:
         self.nfe = 0
         self.timed = timed
         self.seconds = 0.0
+<<<<<<< HEAD
         #: ``watch(x, sigma, out)`` sees every evaluation (a trajectory recorder); None on the default path
         self.watch = None
+=======
+        #: what a solver records about its run besides samples (e.g. Yukawa SMC's resampling events);
+        #: the sweep stores it with the cell's values
+        self.notes: dict[str, Any] = {}
+
+    def with_rate(self, x: torch.Tensor, sigma: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(D, kappa) from one evaluation of a model with a birth/death-rate head (Yukawa), counted as one NFE.
+
+        The model's ``denoise_with_rate(x, sigma[B])`` returns E[x0 | x] shaped like ``x`` and the rate [B].
+        """
+        if isinstance(sigma, torch.Tensor) and sigma.ndim == 1:
+            s = sigma.to(device=x.device, dtype=x.dtype)
+        else:
+            s = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+        self.nfe += 1
+        if self.timed and x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        import time
+
+        t0 = time.perf_counter()
+        D, rate = self.denoiser.denoise_with_rate(x, s)
+        if self.timed:
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            self.seconds += time.perf_counter() - t0
+        D = self._checked(x, D)
+        if not isinstance(rate, torch.Tensor) or rate.shape != (x.shape[0],):
+            raise DenoiserOutputError(f"denoise_with_rate returned a rate of shape {list(getattr(rate, 'shape', []))} "
+                                      f"for {x.shape[0]} states; it must return one rate per sample, shape [{x.shape[0]}]")
+        return D, rate
+>>>>>>> yukawa
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         if isinstance(sigma, torch.Tensor) and sigma.ndim == 1:

@@ -43,20 +43,13 @@ from ...rng import Generators, randn_like
 from ..base import Process, _sigma_vector, standard_normal
 from ..kind import YUKAWA_WEIGHTED_FLOW, ProcessKind
 from .bessel import log_bessel_k
+from .exact import YukawaPointSet, check_mass
 
 #: Yukawa: the weighted flow in z only. Its samplers are stochastic (resampling), so sweeps measure no
 #: endpoint errors on it and the declared yardstick is never run (``reference`` would refuse a Yukawa model).
 YUKAWA_KIND = ProcessKind(
     "yukawa", frozenset({YUKAWA_WEIGHTED_FLOW}), time_variable="z (the sweep's sigma grid holds z)",
     state="x, the data's own shape, with one log-weight per sample kept by the sampler", reference_solver="reference")
-
-
-def check_mass(m) -> float:
-    """The screening mass m as a float, or one ValueError saying what to pass."""
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0:
-        raise ValueError(f"the Yukawa process needs a screening mass m > 0 (a finite number), got m={m!r}; "
-                         "m -> 0 is PFGM: use process 'pfgmpp' with D = 1 for it")
-    return float(m)
 
 
 def _normal_cdf(v: torch.Tensor) -> torch.Tensor:
@@ -87,9 +80,14 @@ class YukawaProcess(Process):
     traits = YUKAWA_KIND
     has_reverse_sde = False
 
+    PROPOSALS = ("poisson", "nig")
+
     def __init__(self, m: float = 1.0, z_min: float | None = None, z_max: float | None = None,
-                 P_mean: float = -1.2, P_std: float = 1.2):
+                 P_mean: float = -1.2, P_std: float = 1.2, proposal: str = "nig"):
         self.m = check_mass(m)
+        if proposal not in self.PROPOSALS:
+            raise ValueError(f"process 'yukawa': proposal must be one of {', '.join(self.PROPOSALS)}, got {proposal!r}")
+        self.proposal = proposal
         super().__init__(float(self.z_of_sigma(0.002)) if z_min is None else z_min,
                          float(self.z_of_sigma(80.0)) if z_max is None else z_max)
         if isinstance(P_std, bool) or not isinstance(P_std, (int, float)) or not P_std > 0:
@@ -175,13 +173,51 @@ class YukawaProcess(Process):
         rate_err = (z.to(y.device) * (rate.to(torch.float64) - target_rate.to(y.device))) ** 2
         return (weight * per_sample).mean() + rate_weight * rate_err.mean()
 
+    # --- sampling ---------------------------------------------------------------------------
+    def prior(self, n: int, shape: Sequence[int], generator: Generators = None, *, sigma: float | None = None,
+              dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+        """n starting states at z (default z_max), drawn from the proposal the SMC samplers weight.
+
+        ``proposal = 'nig'`` (default): the Yukawa prior itself, the kernel at z centred at 0 (weights start equal).
+        ``proposal = 'poisson'``: PFGM's kernel at z (Student-t with 1 degree of freedom, scale z), whose
+        heavier tails cover the prior; the sampler starts with the weights NIG/Poisson (:meth:`log_prior_ratio`).
+        Why: along the flow's (nearly straight) field lines the death term's weights grow like
+        exp(m z_max (sec theta - 1)) with the angle theta from the z axis, which the NIG prior has
+        suppressed by the same factor; drawn from the Poisson kernel the two cancel. Measured: better in 2-D
+        (tests/test_yukawa.py), worse on 64-D digits, where the starting weights NIG/Poisson themselves
+        degenerate (checkpoints/README.md, "digits-yukawa"); docs/processes.md, "Yukawa".
+        """
+        z = self.sigma_max if sigma is None else float(sigma)
+        if self.proposal == "nig":
+            out = self.noise((n, *shape), z, generator)
+        else:
+            from ..pfgmpp import pfgmpp_noise
+
+            out = pfgmpp_noise((n, *shape), z, 1.0, generator)
+        return out.to(dtype=dtype, device=device or "cpu")
+
+    def log_prior_ratio(self, x: torch.Tensor, z: float) -> torch.Tensor:
+        """log NIG_z(x) - log Poisson_z(x) per sample (both kernels centred at 0, normalised; 0 for 'nig').
+
+        log NIG = log 2 + m z - ((N+1)/2) log(2 pi / m) + log z - ((N+1)/2) log R + log K_{(N+1)/2}(m R),
+        log Poisson = lgamma((N+1)/2) - ((N+1)/2) log pi + log z - (N + 1) log R, with R^2 = |x|^2 + z^2.
+        """
+        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        if self.proposal == "nig":
+            return torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+        N = flat.shape[1]
+        nu = 0.5 * (N + 1)
+        R = torch.sqrt((flat**2).sum(1) + z * z)
+        log_k, _ = log_bessel_k(N + 1, self.m * R)
+        log_nig = math.log(2.0) + self.m * z - nu * math.log(2 * math.pi / self.m) - nu * torch.log(R) + log_k
+        log_poisson = math.lgamma(nu) - nu * math.log(math.pi) - (N + 1) * torch.log(R)
+        return log_nig - log_poisson
+
     # --- oracles ----------------------------------------------------------------------------
     def point_set_denoiser(self, points: torch.Tensor):
         """The exact E[y | x, z] (and kappa) of the empirical law of ``points`` (Bessel-function weights)."""
-        from .exact import YukawaPointSet
-
         return YukawaPointSet(points, self.m)
 
     def config(self) -> dict[str, Any]:
         return {"name": "yukawa", "m": self.m, "z_min": self.z_min, "z_max": self.z_max,
-                "P_mean": self.P_mean, "P_std": self.P_std}
+                "P_mean": self.P_mean, "P_std": self.P_std, "proposal": self.proposal}
