@@ -183,14 +183,11 @@ def finish_cell(cell: Cell, shards: Sequence[ShardResult], hosts: Sequence[str] 
             prov["decode"] = {"decoder": cell.model.spec.decode, "seconds": sum(s.decode_s for s in shards)}
         if cell.solver.stochastic:
             prov["noise_generator"] = cell.spec.noise_generator
-<<<<<<< HEAD
         if "output" in cell.options:  # sampler_bench/solvers/output.py: what the sampler returned
             prov["output"] = cell.options["output"]
-=======
         resampling = resampling_summary(shards)
         if resampling is not None:
             prov["resampling"] = resampling
->>>>>>> yukawa
         if hosts is not None:
             prov["execution"].update(ranks=len(hosts), hosts=sorted(set(hosts)))
         ref = cell.reference

@@ -45,10 +45,8 @@ class CountingDenoiser:
         self.nfe = 0
         self.timed = timed
         self.seconds = 0.0
-<<<<<<< HEAD
         #: ``watch(x, sigma, out)`` sees every evaluation (a trajectory recorder); None on the default path
         self.watch = None
-=======
         #: what a solver records about its run besides samples (e.g. Yukawa SMC's resampling events);
         #: the sweep stores it with the cell's values
         self.notes: dict[str, Any] = {}
@@ -78,7 +76,6 @@ class CountingDenoiser:
             raise DenoiserOutputError(f"denoise_with_rate returned a rate of shape {list(getattr(rate, 'shape', []))} "
                                       f"for {x.shape[0]} states; it must return one rate per sample, shape [{x.shape[0]}]")
         return D, rate
->>>>>>> yukawa
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         if isinstance(sigma, torch.Tensor) and sigma.ndim == 1:
