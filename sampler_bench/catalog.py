@@ -40,7 +40,7 @@ def live() -> dict[str, Any]:
         "format": FORMAT,
         "samplers": samplers,
         "schedules": [{"name": n, "parameters": _schedule_param_names(n)} for n in sorted(schedules.BUILDERS)],
-        "optimisers": [{"name": n, "parameters": sorted(optimised.get(n).defaults), "paper": optimised.get(n).paper,
+        "optimisers": [{"name": n, "parameters": [f"{k}={v}" for k, v in optimised.get(n).defaults.items() if v is not None], "paper": optimised.get(n).paper,
                         "description": optimised.get(n).description} for n in optimised.available()],
     }
     try:

@@ -428,21 +428,11 @@ def list_(what):
         for m in catalog["schedules"]:
             _add_row(t, m["name"], ", ".join(m["parameters"]) or "–")
         console.print(t)
-        t = Table(title="optimised schedules (chosen for each model, sampler and budget)")
-        for col in ("name", "parameters", "method"):
-            t.add_column(col)
-        for m in catalog["optimisers"]:
-            _add_row(t, m["name"], ", ".join(m["parameters"]) or "–", f"{m['description']} ({m['paper']})")
-        console.print(t)
-        from .solvers import optimised
-
         t = Table(title="optimised schedules (found per model, sampler and budget; docs/schedule_optimisers.md)")
         for col in ("name", "parameters (defaults)", "paper", "what it does"):
             t.add_column(col, overflow="fold")
-        for name in optimised.available():
-            o = optimised.get(name)
-            params = ", ".join(f"{k}={v}" for k, v in o.defaults.items() if v is not None) or "–"
-            _add_row(t, name, params, o.paper, o.description)
+        for m in catalog["optimisers"]:
+            _add_row(t, m["name"], ", ".join(m["parameters"]) or "–", m["paper"], m["description"])
         console.print(t)
     if "metrics" in show or "features" in show:
         if "metrics_unavailable" in catalog:
