@@ -37,6 +37,11 @@ def _sampler(row: str) -> str:
     return row.split(" [", 1)[0]
 
 
+def _configuration(row: str) -> str:
+    """The bracketed settings of a row label ('gits, n_warmup=64'), or the label itself."""
+    return row.split(" [", 1)[1].rstrip("]") if " [" in row else row
+
+
 def verdicts(cells: pd.DataFrame, sub: pd.DataFrame, optimised: set[str], lower: bool, replicates: Mapping,
              floor) -> list[str]:
     """One line per budget: best optimised vs best fixed schedule, by the report's tie rule."""
@@ -78,25 +83,27 @@ def optimiser_table(cells: pd.DataFrame, sub: pd.DataFrame, optimised: set[str],
     budgets = sorted(int(x) for x in sub["nfe_budget"].unique())
     finite = sub[np.isfinite(sub["value"].to_numpy(dtype=float))]
     fixed = finite[~finite["cell_id"].isin(optimised)]
-    names = sorted({kind.get(c, "?") for c in finite.loc[finite["cell_id"].isin(optimised), "cell_id"]})
-    if not names or fixed.empty:
+    # one line per optimised configuration (a row label: the same optimiser with other parameters is another)
+    labels = list(dict.fromkeys(finite.loc[finite["cell_id"].isin(optimised), "row"]))
+    if not labels or fixed.empty:
         return None
     rows = []
-    for name in names:
-        line = [TableCell(name)]
+    for label in labels:
+        line = [TableCell(_configuration(label))]
         for b in budgets:
-            mine = finite[(finite["nfe_budget"].astype(int) == b) & (finite["cell_id"].map(kind) == name)
-                          & finite["cell_id"].isin(optimised)]
+            mine = finite[(finite["nfe_budget"].astype(int) == b) & (finite["row"] == label)]
             others = fixed[fixed["nfe_budget"].astype(int) == b]
             if mine.empty or others.empty:
                 line.append(TableCell("–"))
                 continue
             v = column_verdict(pd.concat([mine, others]), replicates, lower, floor)
-            row = mine["row"].iloc[0]
-            if v.best == row:
-                text = "beats" if len(v.tied - {row}) == 0 else "tied"
+            if v.best == label:
+                text = "beats" if len(v.tied - {label}) == 0 else "tied"
+            elif label in v.tied:
+                text = "tied"
             else:
-                text = "tied" if row in v.tied else f"worse ({kind.get(others.loc[others['row'] == v.best, 'cell_id'].iloc[0], '?')})"
+                winner = others.loc[others["row"] == v.best, "cell_id"]
+                text = f"worse ({kind.get(winner.iloc[0], '?') if len(winner) else '?'})"
             line.append(TableCell(text, best=text == "beats"))
         rows.append(tuple(line))
     return Table(("optimiser", *[f"NFE {b}" for b in budgets]), tuple(rows), caption=(
