@@ -103,7 +103,9 @@ def lms(ctx, x, i):
     k-diffusion integrates the basis with ``scipy.integrate.quad``; the integrand is a polynomial,
     so here it is integrated exactly (:func:`lagrange_integrals`; the same numbers to float64
     round-off). The step onto sigma = 0 is the same Adams–Bashforth step (k-diffusion does not
-    special-case it either).
+    special-case it either). Reference: crowsonkb/k-diffusion@4601bf0 ``k_diffusion/sampling.py``
+    ``sample_lms`` / ``linear_multistep_coeff``; the same update is rhoAB-DEIS of Zhang & Chen
+    (arXiv 2204.13902) in DEIS's ``th_deis/sampler.py`` ``get_sampler_rho_ab``.
     """
     return adams_bashforth_sigma_step(ctx, x, i, ctx.options["order"])
 
@@ -121,7 +123,9 @@ def deis_rho(ctx, x, i):
     """rhoAB-DEIS in the unscaled state x = v (DEIS ``x2v``) with rho = sigma: exactly ``lms(order=r+1)``.
 
     DEIS names the order by the polynomial degree r (``ab_order``), so ``deis_rho(order=r)`` is
-    ``lms(order=r+1)`` (docs/findings.md, "Pitfalls": DEIS's ab_order).
+    ``lms(order=r+1)`` (docs/findings.md, "Pitfalls": DEIS's ab_order). Zhang & Chen (arXiv
+    2204.13902), rhoAB-DEIS; reference qsh-zh/deis@a30709f ``th_deis/sampler.py`` ``get_sampler_rho_ab``
+    (the paper's equation numbers are not cited here: not verified against the paper's text).
     """
     return adams_bashforth_sigma_step(ctx, x, i, ctx.options["order"] + 1)
 
@@ -213,6 +217,9 @@ def deis(ctx, x, i):
 
     This is DEIS's VP update ``Psi x + sum C eps`` divided by alpha_{i+1} (docs/solvers.md, deis);
     t(sigma) is EDM's VP time (``schedules.vp_time``). ``order`` is DEIS's ``ab_order`` r, the polynomial degree, so the global order is r + 1; step i uses degree ``min(i, r)``.
+    Zhang & Chen (arXiv 2204.13902), tAB-DEIS; reference qsh-zh/deis@a30709f ``th_deis/sampler.py``
+    ``get_sampler_t_ab`` with ``th_deis/multistep.py`` ``get_ab_eps_coef`` (which integrates C_ij by a
+    10,000-point Riemann sum; here exactly).
     """
     coeffs = ctx.state["deis_coeffs"][i]
     history = _eps_history(ctx, x, i, ctx.options["order"] + 1)
@@ -254,7 +261,9 @@ def ipndm(ctx, x, i):
     That is the declared order (``min(order, 2)``); tests/test_solver_properties.py measures it on
     the Karras grid and checks iPNDM == lms on a sigma-uniform grid. (Even there the warm start's
     first Euler step caps the strict N -> infinity order at 2 unless its error is damped, as it is
-    from sigma_max = 80.)
+    from sigma_max = 80.) Zhang & Chen (arXiv 2204.13902), improved PNDM: PNDM's PLMS weights (Liu et al.,
+    arXiv 2202.09778, eqs. 12-13) on DEIS's DDIM step with an Adams warm start; reference qsh-zh/deis@a30709f
+    ``th_deis/sampler.py`` ``get_sampler_ipndm``.
     """
     order = ctx.options["order"]
     history = _eps_history(ctx, x, i, order)
@@ -333,7 +342,9 @@ IPNDM_V_ORDER = {1: 1, 2: 2, 3: 3, 4: 2}
 def ipndm_v(ctx, x, i):
     """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) sum_j w_j eps_{i-j}, w from :func:`ipndm_v_weights`.
 
-    Reference: zju-pi/diff-sampler ``diff-solvers-main/solvers.py`` ``get_ipndm_v`` (as ported to
+    The variable-step iPNDM of Zhou et al.'s diff-sampler (arXiv 2312.00094; DEIS's iPNDM, Zhang & Chen,
+    arXiv 2204.13902, with weights from the step ratios; no equation in either paper states these weights).
+    Reference: zju-pi/diff-sampler@68d5ce4 ``diff-solvers-main/solvers.py`` ``ipndm_v_sampler`` (as ported to
     ComfyUI ``sample_ipndm_v``, comfyanonymous/ComfyUI@02159d81 ``comfy/k_diffusion/sampling.py``):
     step i uses ``min(order, i + 1)`` eps; onto sigma = 0 it returns the denoiser output.
     Declared global order (``IPNDM_V_ORDER``): ``order`` for 1-3; 2 for the default order 4, whose
@@ -438,6 +449,10 @@ def pndm(ctx, x, i):
     they are an option (``midpoints``; tests pass diffusers' levels and match PNDMScheduler). The
     fixed weights are Adams–Bashforth weights only for equal sigma steps, so, as ``ipndm``, PNDM is
     globally second order on the grids sampler-bench builds. NFE = steps + 9.
+
+    Liu et al. (arXiv 2202.09778) eqs. 9, 12-13 and Alg. 2: the transfer function and the pseudo
+    Runge–Kutta / pseudo linear multistep updates, the equations diffusers' PNDMScheduler names
+    (huggingface/diffusers@58eb52c ``src/diffusers/schedulers/scheduling_pndm.py``).
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     history = _eps_history(ctx, x, i, 4)
@@ -527,9 +542,10 @@ def _deis_logrho_coefficients(sigmas, order: int, lower_order_final: bool) -> li
 def deis_logrho(ctx, x, i):
     """xh_{i+1} = xh_i + sum_j C_ij eps_{i-j}, C_ij = int_{sigma_i}^{sigma_{i+1}} l_j(log rho) drho.
 
-    DEIS (arXiv 2204.13902) rhoAB in the unscaled state v = x/alpha (rho = sigma), with the
-    extrapolation polynomial of eps taken in log rho: diffusers ``multistep_deis_second/third_order_
-    update`` (its ``ind_fn`` is the antiderivative of these Lagrange terms). Warm start with
+    DEIS (Zhang & Chen, arXiv 2204.13902) rhoAB in the unscaled state v = x/alpha (rho = sigma), with the
+    extrapolation polynomial of eps taken in log rho (diffusers' form, not in the paper):
+    huggingface/diffusers@58eb52c ``src/diffusers/schedulers/scheduling_deis_multistep.py``
+    ``multistep_deis_second_order_update`` and ``..._third_order_update`` (its ``ind_fn`` is the antiderivative of these Lagrange terms). Warm start with
     ``min(i + 1, order)`` points, as diffusers' ``lower_order_nums``; ``lower_order_final`` lowers the
     last two steps as diffusers does (which it applies only when there are fewer than 15 steps).
     The step onto sigma = 0 (where log rho is unbounded) is the denoise. Coefficients are exact

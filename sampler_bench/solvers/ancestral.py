@@ -48,6 +48,9 @@ _ANCESTRAL_PAPERS = (
 def euler_ancestral(ctx, x, i):
     """DDIM(eta) in the unscaled state: Euler down to sigma_down, then sigma_up * s_noise * z.
 
+    DDIM's generative step (Song et al., arXiv 2010.02502, eq. 12) with its noise sigma_t(eta) of eq. 16;
+    eta = 1 is DDPM's posterior variance beta-tilde (Ho et al., arXiv 2006.11239, eq. 7).
+
     In (x, sigma) DDIM's posterior std c1/alpha_next equals sigma_up of ``ancestral_split`` (docs/solvers.md,
     euler_ancestral; docs/findings.md, "Pitfalls"), so DDIM(eta) is exactly k-diffusion's euler_ancestral(eta). The
     deterministic part is written like ``euler`` so that eta = 0 reproduces it bit for bit; the
@@ -75,7 +78,8 @@ register(
 
 
 def ddim(ctx, x, i):
-    """DDIM with eta (Song et al. 2020, arXiv 2010.02502): the same step as ``euler_ancestral``."""
+    """DDIM with eta (Song et al. 2020, arXiv 2010.02502, eq. 12 with sigma_t(eta) of eq. 16): the same step
+    as ``euler_ancestral``."""
     return euler_ancestral(ctx, x, i)
 
 
@@ -104,7 +108,11 @@ register(
     options=stochastic_options(eta=_eta(1.0), s_noise=_S_NOISE),
 )
 def dpmpp_2s_ancestral(ctx, x, i):
-    """Midpoint in lambda = -log sigma between sigma_i and sigma_down (data prediction), then noise."""
+    """Midpoint in lambda = -log sigma between sigma_i and sigma_down (data prediction), then noise.
+
+    The deterministic part is DPM-Solver++(2S) (Lu et al., arXiv 2211.01095, Alg. 1 with r = 1/2) from
+    sigma_i to sigma_down; the split and the noise are k-diffusion's ``sample_dpmpp_2s_ancestral``.
+    """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
     sigma_down, sigma_up = ancestral_split(s, s_next, ctx.options["eta"])
@@ -126,7 +134,7 @@ def dpmpp_2s_ancestral(ctx, x, i):
     nfe_per_step=2,
     stochastic=True,
     paper="k-diffusion sample_dpm_2_ancestral (Crowson): the midpoint in log sigma of "
-    "Lu et al., 'DPM-Solver' (arXiv 2206.00927) eq. 3.8 (k=2, r1=1/2) down to sigma_down, then ancestral noise",
+    "Lu et al., 'DPM-Solver' (arXiv 2206.00927) Alg. 1 (DPM-Solver-2, r1=1/2) down to sigma_down, then ancestral noise",
     description="DPM-Solver-2 (k-diffusion's midpoint in log sigma) down to sigma_down, then ancestral noise. "
     "eta=0: dpm_2. 2 NFE per step; the step onto sigma=0 is one Euler step (2N-1 NFE).",
     # eta <= 1 keeps sigma_down > 0 whenever sigma_next > 0, so only the final step onto 0 is a
@@ -138,6 +146,8 @@ def dpm_2_ancestral(ctx, x, i):
 
     x2 = x + (sigma_mid - s) d(x), x' = x + (sigma_down - s) d(x2, sigma_mid), sigma_mid the
     geometric mean of s and sigma_down; written like ``dpm_2`` so that eta = 0 reproduces it bit for bit.
+    The midpoint is DPM-Solver-2's (Lu et al., arXiv 2206.00927, Alg. 1, r1 = 1/2) stage in log sigma,
+    taken as Euler substeps on dx/dsigma, as k-diffusion's ``sample_dpm_2``.
     """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
@@ -176,10 +186,11 @@ def ddpm(ctx, x, i):
     """One DDPM posterior step from sigma to sigma' in the unscaled state x = x_VP / sqrt(alpha_bar).
 
     With alpha_bar = 1/(1 + sigma^2) and beta = 1 - alpha_bar/alpha_bar' (diffusers' ``current_beta_t``)
-    the posterior mean of Ho et al. eq. 7, divided by sqrt(alpha_bar'), is
+    the posterior mean of Ho et al. (arXiv 2006.11239) eq. 7, divided by sqrt(alpha_bar'), is
     (sigma'^2/sigma^2) x + (1 - sigma'^2/sigma^2) D; the variances divided by alpha_bar' are
     beta-tilde/alpha_bar' = sigma'^2 (sigma^2 - sigma'^2)/sigma^2 and beta/alpha_bar' =
-    (sigma^2 - sigma'^2)(1 + sigma'^2)/(1 + sigma^2). No noise onto sigma = 0 (t = 0 in DDPM).
+    (sigma^2 - sigma'^2)(1 + sigma'^2)/(1 + sigma^2) (the two choices of §3.2). No noise onto sigma = 0
+    (t = 0 in DDPM, Alg. 2 line 3).
     """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)

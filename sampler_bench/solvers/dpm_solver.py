@@ -387,6 +387,10 @@ def dpm_2(ctx, x, i):
     """sigma_mid = exp((log s + log s')/2); x2 = x + (sigma_mid - s) d; x' = x + (s' - s) d(x2, sigma_mid).
 
     docs/solvers.md (dpm_2); onto sigma = 0 a single Euler step (the denoise), as in k-diffusion.
+    k-diffusion's ``sample_dpm_2`` ("inspired by DPM-Solver-2 and Algorithm 2 from Karras et al."): the
+    stage point of DPM-Solver-2 (Lu et al., arXiv 2206.00927, Alg. 1 with r1 = 1/2, the midpoint in
+    lambda = -log sigma), but both substeps are Euler steps on dx/dsigma = (x - D)/sigma (EDM, arXiv
+    2206.00364, eq. 1 and Alg. 2's step structure) rather than the exponential-integrator update.
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
@@ -405,7 +409,11 @@ def dpm_2(ctx, x, i):
     description="DPM-Solver-1: first-order exponential integrator (= DDIM = Euler in (x, sigma)).",
 )
 def dpm_solver_1(ctx, x, i):
-    """``xh_t = xh_s - sigma_t expm1(h) eps_s`` = ``(t/s) xh_s + (1 - t/s) D_s`` (docs/solvers.md, euler)."""
+    """``xh_t = xh_s - sigma_t expm1(h) eps_s`` = ``(t/s) xh_s + (1 - t/s) D_s`` (docs/solvers.md, euler).
+
+    DPM-Solver-1 (Lu et al., arXiv 2206.00927, eq. 3.7: the k = 1 truncation of the exact solution
+    eq. 3.4) divided by alpha_t; identical to DDIM (eta = 0).
+    """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     return first_order_update(x, ctx.model(x, s), s, t)
 

@@ -109,6 +109,11 @@ def dpmpp_2s(ctx, x, i):
 def dpmpp_3s(ctx, x, i):
     """DPM-Solver++(3S) (arXiv 2211.01095; docs/solvers.md); see :func:`dpmpp_3s_update`.
 
+    DPM-Solver-3's stages (Lu et al., arXiv 2206.00927, Alg. 2, r1 = 1/3, r2 = 2/3) applied to
+    DPM-Solver++'s data-prediction form of the exact solution (arXiv 2211.01095, §4), as the reference
+    ``singlestep_dpm_solver_third_update`` with ``algorithm_type='dpmsolver++'`` (LuChengTHU/dpm-solver
+    @52bc3fb ``dpm_solver_pytorch.py``).
+
     Options as DPM-Solver-3: ``r1``, ``r2`` (order-2 steps use r1 = 1/2), ``solver_type``, per-step
     ``orders`` (1..3), ``split`` ('fast' = DPM-Solver-fast split when planned from a budget).
     """
@@ -241,6 +246,11 @@ def dpmpp_2m(ctx, x, i):
 )
 def dpmpp_3m(ctx, x, i):
     """DPM-Solver++(3M) (arXiv 2211.01095; DPMS code; docs/solvers.md); see :func:`dpmpp_3m_update`.
+
+    The paper gives the multistep method up to second order (Alg. 2, §4); the third-order update is the
+    reference code's ``multistep_dpm_solver_third_update`` (LuChengTHU/dpm-solver@52bc3fb
+    ``dpm_solver_pytorch.py``), the same data-prediction exact solution (§4) with D extrapolated
+    through three points.
 
     One evaluation per step. Steps 0 and 1 use orders 1 and 2 (the 2M update of form ``variant``);
     the step onto sigma=0 is the denoise. With ``variant='taylor'`` this equals k-diffusion's

@@ -17,7 +17,13 @@ from .updates import first_order_update
     description="Euler on the probability-flow ODE in sigma; identical to DDIM (eta=0) and DPM-Solver-1.",
 )
 def euler(ctx, x, i):
-    """xh_{i+1} = (s_{i+1}/s_i) xh_i + (1 - s_{i+1}/s_i) D_i; to sigma = 0 this returns D_i."""
+    """xh_{i+1} = (s_{i+1}/s_i) xh_i + (1 - s_{i+1}/s_i) D_i; to sigma = 0 this returns D_i.
+
+    The Euler step of EDM's Alg. 1 (Karras et al., arXiv 2206.00364, lines 4-5, sigma(t) = t, s(t) = 1) on
+    the probability-flow ODE dx/dsigma = (x - D)/sigma (EDM eq. 1 with sigma(t) = t); it is also DDIM
+    (Song et al., arXiv 2010.02502, §4.3, eq. 13 with eta = 0) and DPM-Solver-1 (Lu et al., arXiv
+    2206.00927, eq. 3.7) written in the unscaled state.
+    """
     s = ctx.sigmas[i]
     return first_order_update(x, ctx.model(x, s), s, ctx.sigmas[i + 1])
 
@@ -30,6 +36,9 @@ def euler(ctx, x, i):
     description="EDM's 2nd-order Heun; the step onto sigma = 0 is a single Euler step (2N-1 NFE for N steps).",
 )
 def heun(ctx, x, i):
+    """EDM's deterministic sampler (Karras et al., arXiv 2206.00364, Alg. 1 with sigma(t) = t, s(t) = 1;
+    Alg. 2 with S_churn = 0): an Euler predictor, then the trapezoidal (Heun) corrector with the slope at
+    sigma_{i+1}; onto sigma = 0 only the Euler step, as Alg. 1 line 9 (sigma_{i+1} != 0 test)."""
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     d = (x - ctx.model(x, s)) / s
     x_euler = x + (s_next - s) * d
