@@ -102,7 +102,13 @@ def tolerance_for_nfe(budget: int, opts) -> dict:
 )
 def dpm_adaptive(ctx, x):
     """Integrate from sigmas[0] to sigmas[-1] (intermediate levels are not visited); onto sigma = 0
-    it integrates to sigmas[-2] and then denoises once (k-diffusion needs sigma_min > 0)."""
+    it integrates to sigmas[-2] and then denoises once (k-diffusion needs sigma_min > 0).
+
+    Lu et al. (arXiv 2206.00927) §3.3: the embedded DPM-Solver-1/2 or -2/3 pairs (Alg. 1-2
+    stages, r1 = 1/3, r2 = 2/3 for -23) with the error test on the higher-order result; the step-size
+    controller is k-diffusion's PID one (crowsonkb/k-diffusion@4601bf0 ``k_diffusion/sampling.py``
+    ``sample_dpm_adaptive``), not the paper's.
+    """
     opts = ctx.options
     order = opts["order"]
     sigma_end = ctx.sigmas[-1] if ctx.sigmas[-1] > 0 else ctx.sigmas[-2]

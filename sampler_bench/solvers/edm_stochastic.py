@@ -44,7 +44,12 @@ def _check(ctx, x) -> None:
     init=_check,
 )
 def edm_stochastic(ctx, x, i):
-    """Churn sigma_i -> sigma_hat with fresh noise, then Heun (Euler onto sigma = 0) to sigma_{i+1}."""
+    """Churn sigma_i -> sigma_hat with fresh noise, then Heun (Euler onto sigma = 0) to sigma_{i+1}.
+
+    Karras et al. (arXiv 2206.00364) Alg. 2: the churn (gamma_i, sigma_hat, the added noise), then the Heun
+    step from sigma_hat, skipping the correction onto sigma = 0 as its sigma_{i+1} != 0 test does; the
+    reference is EDM's ``generate.py`` ``edm_sampler``.
+    """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     o = ctx.options
     in_range = o["S_min"] <= s and (o["S_max"] is None or s <= o["S_max"])

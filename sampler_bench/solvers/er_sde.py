@@ -181,7 +181,13 @@ def _register(order: int):
     def step(ctx, x, i):
         return _step(ctx, x, i, order)
 
-    step.__doc__ = f"ER-SDE-Solver-{order}: Taylor order {order - 1} in sigma for D, exact noise (see module docstring)."
+    # The reference functions (VE form; the VP ones are the same update in x/alpha): order 1, 2, 3.
+    ref = {1: "ve_1_order", 2: "ve_2_order_taylor", 3: "ve_3_order_taylor"}[order]
+    step.__doc__ = (
+        f"ER-SDE-Solver-{order}: Taylor order {order - 1} in sigma for D, exact noise (see module docstring).\n\n"
+        "Cui et al. (arXiv 2309.06169): the exact solution of the extended reverse SDE, its Taylor expansion of\n"
+        f"order {order - 1} in sigma (noise-scale functions: App. A.8, as the reference code cites it);\n"
+        f"reference QinpengCui/ER-SDE-Solver@25ca6c2 ``er_sde_solver.py`` ``{ref}``.")
     step.__name__ = step.__qualname__ = f"er_sde_{order}"
     register(
         f"er_sde_{order}",

@@ -34,7 +34,11 @@ from .registry import Option, register
     ),
 )
 def euler_maruyama(ctx, x, i):
-    """Written as ``euler`` plus the kappa terms, so kappa = 0 reproduces ``euler`` bit for bit."""
+    """Written as ``euler`` plus the kappa terms, so kappa = 0 reproduces ``euler`` bit for bit.
+
+    Euler–Maruyama (Kloeden & Platen (1992) §14.1, weak order 1) on the reverse SDE of Song et al. (arXiv
+    2011.13456, eq. 6), in sigma as EDM's eq. 6 (Karras et al., arXiv 2206.00364) with beta = kappa / sigma.
+    """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     kappa = ctx.options["kappa"]
     denoised = ctx.model(x, s)

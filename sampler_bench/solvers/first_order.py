@@ -19,7 +19,7 @@ from .updates import first_order_update
 def euler(ctx, x, i):
     """xh_{i+1} = (s_{i+1}/s_i) xh_i + (1 - s_{i+1}/s_i) D_i; to sigma = 0 this returns D_i.
 
-    The Euler step of EDM's Alg. 1 (Karras et al., arXiv 2206.00364, lines 4-5, sigma(t) = t, s(t) = 1) on
+    The Euler (predictor) step of EDM's Alg. 1 (Karras et al., arXiv 2206.00364, sigma(t) = t, s(t) = 1) on
     the probability-flow ODE dx/dsigma = (x - D)/sigma (EDM eq. 1 with sigma(t) = t); it is also DDIM
     (Song et al., arXiv 2010.02502, §4.3, eq. 13 with eta = 0) and DPM-Solver-1 (Lu et al., arXiv
     2206.00927, eq. 3.7) written in the unscaled state.
@@ -38,7 +38,7 @@ def euler(ctx, x, i):
 def heun(ctx, x, i):
     """EDM's deterministic sampler (Karras et al., arXiv 2206.00364, Alg. 1 with sigma(t) = t, s(t) = 1;
     Alg. 2 with S_churn = 0): an Euler predictor, then the trapezoidal (Heun) corrector with the slope at
-    sigma_{i+1}; onto sigma = 0 only the Euler step, as Alg. 1 line 9 (sigma_{i+1} != 0 test)."""
+    sigma_{i+1}; onto sigma = 0 only the Euler step, as Alg. 1's sigma(t_{i+1}) != 0 test."""
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     d = (x - ctx.model(x, s)) / s
     x_euler = x + (s_next - s) * d

@@ -33,7 +33,13 @@ from .registry import Option, register
     adaptive=True,
 )
 def reference(ctx, x):
-    """Integrate from sigmas[0] to sigmas[-1] (intermediate grid points are not visited)."""
+    """Integrate from sigmas[0] to sigmas[-1] (intermediate grid points are not visited).
+
+    SciPy's ``solve_ivp(method='DOP853')``, the explicit Runge–Kutta method of order 8 with embedded
+    5th/3rd-order error estimates of Hairer, Nørsett & Wanner, 'Solving Ordinary Differential Equations I'
+    (1993) Sec. II (the reference SciPy's documentation gives for it), on the probability-flow ODE
+    dx/dsigma = (x - D)/sigma (Karras et al., arXiv 2206.00364, eq. 1 with sigma(t) = t) in u = log sigma.
+    """
     rtol, atol = ctx.options["rtol"], ctx.options["atol"]
     s0, s_end = ctx.sigmas[0], ctx.sigmas[-1]
     denoise_at_end = s_end == 0.0

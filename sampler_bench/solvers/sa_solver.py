@@ -125,7 +125,14 @@ def _ode_order(o) -> int:
     init=_check,
 )
 def sa_solver(ctx, x, i):
-    """Evaluate D at the predicted state, correct the previous step with it, then predict the next state."""
+    """Evaluate D at the predicted state, correct the previous step with it, then predict the next state.
+
+    Xue et al. (arXiv 2309.05019) §4: the SA-Predictor and SA-Corrector in data prediction, with the
+    Lagrange-interpolation coefficients of eqs. 15 and 18 (the equations the reference code names;
+    scxue/SA-Solver@876f3dd ``sa_solver.py`` ``adams_bashforth_update`` / ``adams_moulton_update``), in the
+    step order of huggingface/diffusers@58eb52c ``src/diffusers/schedulers/scheduling_sasolver.py``
+    ``SASolverScheduler.step`` (corrector first, reusing the new evaluation).
+    """
     o, st = ctx.options, ctx.state
     n, s, t = ctx.steps, ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)

@@ -40,7 +40,12 @@ _DPMPP_PAPER = "Lu et al., 'DPM-Solver++: Fast Solver for Guided Sampling of Dif
 def dpmpp_sde(ctx, x, i):
     """Stage 1: ancestral exponential step to sigma_s = sigma_i e^{-r h}; stage 2: to sigma_{i+1} with
     D_d = (1 - 1/(2r)) D_i + 1/(2r) D(x_s, sigma_s). The stage-2 noise covers the whole interval
-    (sigma_i, sigma_{i+1}), so with a Brownian source it is correlated with stage 1's, as in k-diffusion."""
+    (sigma_i, sigma_{i+1}), so with a Brownian source it is correlated with stage 1's, as in k-diffusion.
+
+    eta = 0 is DPM-Solver++(2S) with stage point r (Lu et al., arXiv 2211.01095, Alg. 1); eta > 0 takes each
+    stage as an ancestral step of the reverse SDE (Song et al., arXiv 2011.13456, eq. 6). Reference:
+    crowsonkb/k-diffusion@4601bf0 ``k_diffusion/sampling.py`` ``sample_dpmpp_sde``.
+    """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eta, s_noise, r = ctx.options["eta"], ctx.options["s_noise"], ctx.options["r"]
     denoised = ctx.model(x, s)
@@ -85,7 +90,12 @@ def dpmpp_2m_sde(ctx, x, i):
     """x_{i+1} = (s'/s) e^{-eta h} x + (1 - e^{-H}) D_i + c(H) (D_i - D_{i-1})/r + noise, H = (1+eta) h.
 
     c = (1 - e^{-H})/2 ('midpoint') or 1 - (1 - e^{-H})/H ('heun'); r = h_{i-1}/h; first step
-    first order; the step onto sigma = 0 returns D_i."""
+    first order; the step onto sigma = 0 returns D_i.
+
+    eta = 0 is DPM-Solver++(2M) (Lu et al., arXiv 2211.01095, Alg. 2); eta > 0 integrates the linear part
+    and the noise of the reverse SDE (Song et al., arXiv 2011.13456, eq. 6) exactly. Reference:
+    crowsonkb/k-diffusion@4601bf0 ``k_diffusion/sampling.py`` ``sample_dpmpp_2m_sde``.
+    """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eta = ctx.options["eta"]
     denoised = ctx.model(x, s)
@@ -121,7 +131,13 @@ def dpmpp_2m_sde(ctx, x, i):
 )
 def dpmpp_3m_sde(ctx, x, i):
     """x_{i+1} = (s'/s) e^{-eta h} x + (1 - e^{-H}) D_i + phi2(H) d1 - phi3(H) d2 + noise, H = (1+eta) h,
-    with k-diffusion's backward differences d1, d2 in units of h (docs/solvers.md, "SDE versions")."""
+    with k-diffusion's backward differences d1, d2 in units of h (docs/solvers.md, "SDE versions").
+
+    eta = 0 is DPM-Solver++(3M) (Lu et al., arXiv 2211.01095, §4; the third-order multistep of the
+    reference code) in its Taylor form; the noise is the reverse SDE's (Song et al., arXiv 2011.13456,
+    eq. 6) exact increment. Reference: crowsonkb/k-diffusion@4601bf0 ``k_diffusion/sampling.py``
+    ``sample_dpmpp_3m_sde``.
+    """
     s, s_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eta = ctx.options["eta"]
     denoised = ctx.model(x, s)

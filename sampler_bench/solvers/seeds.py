@@ -89,7 +89,11 @@ def _check_seeds_3(ctx, x) -> None:
     ),
 )
 def seeds_2(ctx, x, i):
-    """SEEDS-2 step (Alg. 3): stage at lambda_s + r h, then the final combination; exact noise per segment."""
+    """SEEDS-2 step (Alg. 3): stage at lambda_s + r h, then the final combination; exact noise per segment.
+
+    Gonzalez et al. (arXiv 2305.14267) Alg. 3; reference comfyanonymous/ComfyUI@02159d81
+    ``comfy/k_diffusion/sampling.py`` ``sample_seeds_2``.
+    """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
     if t == 0:
@@ -136,7 +140,11 @@ def seeds_2(ctx, x, i):
     init=_check_seeds_3,
 )
 def seeds_3(ctx, x, i):
-    """SEEDS-3 step (Alg. 4): stages at lambda_s + r_1 h and lambda_s + r_2 h with phi_2 weights."""
+    """SEEDS-3 step (Alg. 4): stages at lambda_s + r_1 h and lambda_s + r_2 h with phi_2 weights.
+
+    Gonzalez et al. (arXiv 2305.14267) Alg. 4; reference comfyanonymous/ComfyUI@02159d81
+    ``comfy/k_diffusion/sampling.py`` ``sample_seeds_3``.
+    """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     denoised = ctx.model(x, s)
     if t == 0:

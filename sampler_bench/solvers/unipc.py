@@ -130,6 +130,9 @@ def _declared_order(opts) -> int:
 def unipc(ctx, x, i):
     """One UniPC step sigma_i -> sigma_{i+1} (reference: ``UniPC.sample``, ``multistep_uni_pc_bh_update``).
 
+    Zhao et al. (arXiv 2302.04867): UniP-p and UniC-p with B(h) = h or e^h - 1 (§3), order p + 1 with the
+    corrector (Thm 3.1); reference wl-zhao/UniPC@cf9de85 ``uni_pc.py`` ``multistep_uni_pc_bh_update``.
+
     * Warm start: step i uses order min(i + 1, order), with the corrector.
     * ``lower_order_final=True`` (reference default, UniPC repo rule): order min(order, steps - i),
       so the last step is first order. That last step is an O(h^2) local error, which caps the

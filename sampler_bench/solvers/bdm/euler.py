@@ -37,6 +37,8 @@ def _euler_step(ctx, z, i, stochastic: bool):
     init=init,
 )
 def bdm_euler_maruyama(ctx, z, i):
+    """Euler–Maruyama in t on the reverse SDE (Song et al., arXiv 2011.13456, eq. 6) of blurring diffusion
+    (Hoogeboom & Salimans, arXiv 2209.05557), per DCT coefficient; onto t = 0 the denoising step."""
     return _euler_step(ctx, z, i, True)
 
 
@@ -50,6 +52,9 @@ def bdm_euler_maruyama(ctx, z, i):
     init=init,
 )
 def bdm_euler(ctx, z, i):
+    """Euler in t on the probability-flow ODE (Song et al., arXiv 2011.13456, eq. 13) of blurring diffusion
+    (Hoogeboom & Salimans, arXiv 2209.05557) per DCT coefficient: gDDIM's (arXiv 2206.05564) Table 3
+    'Euler' baseline; onto t = 0 the denoising step."""
     return _euler_step(ctx, z, i, False)
 
 
@@ -64,6 +69,9 @@ def bdm_euler(ctx, z, i):
     init=init,
 )
 def bdm_heun(ctx, z, i):
+    """Heun (trapezoid) in t on blurring diffusion's probability-flow ODE (Song et al., arXiv 2011.13456,
+    eq. 13; Hoogeboom & Salimans, arXiv 2209.05557) per DCT coefficient: gDDIM's (arXiv 2206.05564)
+    Table 3 'Heun' baseline; onto t = 0 the 1-NFE denoising step."""
     bdm, hw = ctx.state["bdm"], ctx.state["hw"]
     t, t_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eps = ctx.model(z, t)

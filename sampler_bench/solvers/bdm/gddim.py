@@ -97,7 +97,11 @@ def _init_gddim(ctx, z) -> None:
     init=_init_gddim,
 )
 def gddim_bdm(ctx, z, i):
-    """u_{i+1} = (a_{i+1}/a_i) u_i + sum_j C_ij eps~(z_{i-j}) per DCT coefficient; onto t = 0 the denoising step."""
+    """u_{i+1} = (a_{i+1}/a_i) u_i + sum_j C_ij eps~(z_{i-j}) per DCT coefficient; onto t = 0 the denoising step.
+
+    gDDIM (Zhang, Tao, Chen, arXiv 2206.05564) eq. 18 (one eps point, DDIM per frequency) and the multistep
+    eq. 19 (two or three points), on blurring diffusion (Hoogeboom & Salimans, arXiv 2209.05557).
+    """
     t, t_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eps = ctx.model(z, t)
     if t_next == 0.0:

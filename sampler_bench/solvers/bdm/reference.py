@@ -40,6 +40,10 @@ def bdm_reference(ctx, z):
     part: per DCT coefficient v = u / a_t (so dv/dt = rho'(t) eps), against s = log(sigma_t/alpha_t) =
     log tan(phi_t) as the independent variable (near t_start, d/dt log tan(phi) ~ 125 for rho_max = 80:
     in t itself DOP853 would need thousands of steps there). It is still the same ODE, solved to tolerance.
+
+    DOP853 as SciPy's ``solve_ivp(method='DOP853')`` (Hairer, Nørsett & Wanner, 'Solving Ordinary
+    Differential Equations I' (1993) Sec. II, the reference SciPy's documentation gives) on the probability-flow ODE (Song et al., arXiv 2011.13456, eq. 13) of blurring diffusion (Hoogeboom &
+    Salimans, arXiv 2209.05557).
     """
     bdm, hw = ctx.state["bdm"], ctx.state["hw"]
     t0, t_end = ctx.sigmas[0], ctx.sigmas[-1]

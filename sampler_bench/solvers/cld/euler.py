@@ -25,7 +25,11 @@ from .common import _CLD_PAPER, _PAPER, _denoise_to_zero, _drift, _init
     init=_init,
 )
 def cld_euler_maruyama(ctx, u, i):
-    """u + dt (F u - (1+lam^2)/2 G G^T score) + lam G sqrt(|dt|) z."""
+    """u + dt (F u - (1+lam^2)/2 G G^T score) + lam G sqrt(|dt|) z.
+
+    Euler–Maruyama on the lambda-family reverse SDE of gDDIM (Zhang, Tao, Chen, arXiv 2206.05564, eq. 6) for
+    the CLD process of Dockhorn et al. (arXiv 2112.07068); onto t = 0 gDDIM's denoising step.
+    """
     return _euler_maruyama_step(ctx, u, i, ctx.options["lambda_coef"])
 
 
@@ -51,6 +55,8 @@ def _euler_maruyama_step(ctx, u, i, lam: float):
     init=_init,
 )
 def cld_euler(ctx, u, i):
+    """Euler in t on CLD's probability-flow ODE: gDDIM's lambda-family (arXiv 2206.05564, eq. 6) at
+    lambda = 0, the 'Euler' baseline of its Table 3, for the process of Dockhorn et al. (arXiv 2112.07068)."""
     return _euler_maruyama_step(ctx, u, i, 0.0)
 
 
@@ -65,6 +71,9 @@ def cld_euler(ctx, u, i):
     init=_init,
 )
 def cld_heun(ctx, u, i):
+    """Heun (trapezoid) in t on CLD's probability-flow ODE (gDDIM, arXiv 2206.05564, eq. 6 at lambda = 0;
+    the 'Heun' baseline of its Table 3); onto t = 0 the 1-NFE denoising step (Dockhorn et al., arXiv
+    2112.07068, process)."""
     cld = ctx.state["cld"]
     t, t_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eps = ctx.model(u, t)

@@ -164,7 +164,12 @@ def _init_gddim(ctx, u: torch.Tensor) -> None:
     init=_init_gddim,
 )
 def gddim(ctx, u, i):
-    """u_{i+1} = Psi u_i + sum_j C_ij eps(u_{i-j}, t_{i-j}); onto t = 0 gDDIM's denoising step."""
+    """u_{i+1} = Psi u_i + sum_j C_ij eps(u_{i-j}, t_{i-j}); onto t = 0 gDDIM's denoising step.
+
+    gDDIM's multistep predictor (Zhang, Tao, Chen, arXiv 2206.05564, eq. 19; one eps point is the
+    deterministic gDDIM of eq. 18) with the score parameterised by R_t of eq. 17, on the CLD process of
+    Dockhorn et al. (arXiv 2112.07068).
+    """
     t, t_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eps = ctx.model(u, t)
     if t_next == 0.0:
@@ -203,6 +208,9 @@ def _init_gddim_sde(ctx, u: torch.Tensor) -> None:
     init=_init_gddim_sde,
 )
 def gddim_sde(ctx, u, i):
+    """u_{i+1} ~ N(Psi u_i + C_i eps_i, P_i): stochastic gDDIM (Zhang, Tao, Chen, arXiv 2206.05564, Prop. 6,
+    eqs. 22-23) with eps frozen over the step, the exact Gaussian update of the lambda-family reverse SDE
+    (eq. 6) on CLD (Dockhorn et al., arXiv 2112.07068); onto t = 0 the denoising step."""
     t, t_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     eps = ctx.model(u, t)
     if t_next == 0.0:

@@ -36,6 +36,10 @@ def cld_reference(ctx, u):
     varies on the scale t itself, so the step size in log t stays roughly constant down to t_eps. On a
     grid ending at 0 it then takes the same denoising step from the last positive time to 0 as every
     CLD sampler here (gDDIM's ``noise_removal``), so endpoint errors compare like with like.
+
+    DOP853 as SciPy's ``solve_ivp(method='DOP853')`` (Hairer, Nørsett & Wanner, 'Solving Ordinary
+    Differential Equations I' (1993) Sec. II, the reference SciPy's documentation gives) on the probability-flow ODE of gDDIM's lambda family (arXiv 2206.05564, eq. 6, lambda = 0) for CLD
+    (Dockhorn et al., arXiv 2112.07068).
     """
     cld = ctx.state["cld"]
     t0, t_end = ctx.sigmas[0], ctx.sigmas[-1]

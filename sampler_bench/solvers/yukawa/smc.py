@@ -127,6 +127,11 @@ def _record(ctx) -> None:
     init=_init,
 )
 def yukawa_smc(ctx, x, i):
+    """One SMC step down the z grid: transport by dx/dz = (x - D)/z (Euler, or Heun as EDM's Alg. 1, Karras
+    et al., arXiv 2206.00364), log-weights += the birth/death integral of (kappa - m) along it, and systematic
+    resampling (Kitagawa (1996)) when the ESS fraction drops below ``ess``. The weighted flow is GenPhys's
+    (Liu et al., arXiv 2304.02637) density-flow form with its source term R != 0 (eq. 2 is the R = 0 case);
+    derivation in docs/processes.md, "Yukawa"."""
     z, z_next = ctx.sigmas[i], ctx.sigmas[i + 1]
     m, weighted = ctx.state["m"], ctx.options["weighted"]
     D, kappa = ctx.model.with_rate(x, z)
