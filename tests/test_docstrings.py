@@ -10,8 +10,9 @@ for a solver, the builder's for a schedule. It must name
   be verified, the reference implementation at a pinned commit (``qsh-zh/deis@a30709f
   ``th_deis/sampler.py`` ``get_sampler_t_ab``), which locates the update exactly;
 
-or, for a schedule that only exists in code (ComfyUI's ``simple``), the repository, file and function it
-reproduces: ``owner/repo`` with a ``file.py`` and a ``function`` in double backquotes.
+or, for a schedule defined by code (ComfyUI's ``simple``, or ``beta`` whose paper section is unverified), the
+repository, file and function it reproduces: ``owner/repo`` (or ComfyUI, diffusers, k-diffusion) with a
+``file.py`` and a ``function`` in double backquotes.
 """
 
 import inspect
@@ -45,8 +46,8 @@ def citation_problems(doc: str | None, allow_code: bool = False) -> list[str]:
     doc = inspect.cleandoc(doc or "")
     if not doc:
         return ["no docstring"]
-    if allow_code and CODE.search(doc) and not (ARXIV.search(doc) or AUTHOR_YEAR.search(doc)):
-        return []  # a code-only schedule: its repository, file and function
+    if allow_code and CODE.search(doc):
+        return []  # a schedule defined by code (ComfyUI's): its repository, file and function
     problems = []
     if not (ARXIV.search(doc) or AUTHOR_YEAR.search(doc)):
         problems.append("no paper (an arXiv id or authors with a year)")

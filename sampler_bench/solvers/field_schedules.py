@@ -119,6 +119,10 @@ def linear_quadratic(n: int, sigma_min: float, sigma_max: float, threshold_noise
                      linear_steps: int | None = None, append_zero: bool = True) -> torch.Tensor:
     """Mochi's linear-then-quadratic schedule times sigma_max (ComfyUI ``linear_quadratic_schedule``).
 
+    Code only (no paper): genmoai/models ``src/mochi_preview/infer.py`` ``linear_quadratic_schedule``, as
+    ComfyUI ``comfy/samplers.py`` ``linear_quadratic_schedule`` copies it (upstream ComfyUI as read in 2025;
+    no commit pinned for this file).
+
     Its last positive level is set by ``threshold_noise`` and the step count, not by sigma_min, which
     must not exceed it. Mochi is a flow model (sigma in [0, 1]); on a VE/EDM range the last positive
     level stays a sizeable fraction of sigma_max (20 steps from 80 reach 14.6 before the denoise),
@@ -188,7 +192,10 @@ def simple(
         n: int, sigma_min: float, sigma_max: float, num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear",
         beta_start: float = 0.00085, beta_end: float = 0.012,
         append_zero: bool = True) -> torch.Tensor:
-    """ComfyUI ``simple``: every (T/n)-th training level from the top, sigma[-(1 + floor(i T / n))]."""
+    """ComfyUI ``simple``: every (T/n)-th training level from the top, sigma[-(1 + floor(i T / n))].
+
+    Code only (no paper): ComfyUI ``comfy/samplers.py`` ``simple_scheduler`` (upstream ComfyUI as read in
+    2025; no commit pinned for this file)."""
     _check(n, sigma_min, sigma_max)
     sig = vp_training_sigmas(num_train_timesteps, beta_schedule, beta_start, beta_end)
     count = n if append_zero else n + 1
@@ -213,7 +220,10 @@ def sgm_uniform(
         n: int, sigma_min: float, sigma_max: float, num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear",
         beta_start: float = 0.00085, beta_end: float = 0.012,
         append_zero: bool = True) -> torch.Tensor:
-    """ComfyUI ``sgm_uniform``: timesteps linspace(T-1, 0, count+1) without the last, log-sigma interpolated."""
+    """ComfyUI ``sgm_uniform``: timesteps linspace(T-1, 0, count+1) without the last, log-sigma interpolated.
+
+    Code only (no paper): ComfyUI ``comfy/samplers.py`` ``normal_scheduler`` with ``sgm=True`` and
+    ``ModelSamplingDiscrete.sigma`` (upstream ComfyUI as read in 2025; no commit pinned for this file)."""
     _check(n, sigma_min, sigma_max)
     sig = vp_training_sigmas(num_train_timesteps, beta_schedule, beta_start, beta_end)
     count = n if append_zero else n + 1
@@ -231,6 +241,10 @@ def beta(
 
     ComfyUI drops repeated timesteps (returning fewer steps than asked); here a repeat is an error, so
     the grid always has the step count the NFE budget was planned for.
+
+    Lee et al. (arXiv 2407.12173): training timesteps at the quantiles of Beta(alpha, beta) (the paper's
+    section number is not verified here); the definition reproduced is ComfyUI ``comfy/samplers.py``
+    ``beta_scheduler`` (upstream ComfyUI as read in 2025; no commit pinned for this file).
     """
     import scipy.stats
 
@@ -278,7 +292,10 @@ def leading(
         n: int, sigma_min: float, sigma_max: float, steps_offset: int = 0, num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear",
         beta_start: float = 0.00085, beta_end: float = 0.012,
         append_zero: bool = True) -> torch.Tensor:
-    """diffusers' 'leading' spacing: timesteps (T // n) * i + steps_offset (Stable Diffusion uses offset 1)."""
+    """diffusers' 'leading' spacing: timesteps (T // n) * i + steps_offset (Stable Diffusion uses offset 1).
+
+    Lin et al. (arXiv 2305.08891) Table 2, 'leading'; reference huggingface/diffusers@58eb52c
+    ``src/diffusers/schedulers/scheduling_ddpm.py`` ``set_timesteps``."""
     return _spacing_grid("leading", n, sigma_min, sigma_max, steps_offset, (num_train_timesteps, beta_schedule, beta_start, beta_end), append_zero)
 
 
@@ -286,7 +303,10 @@ def linspace(
         n: int, sigma_min: float, sigma_max: float, num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear",
         beta_start: float = 0.00085, beta_end: float = 0.012,
         append_zero: bool = True) -> torch.Tensor:
-    """diffusers' 'linspace' spacing: timesteps round(linspace(0, T - 1, n)), descending."""
+    """diffusers' 'linspace' spacing: timesteps round(linspace(0, T - 1, n)), descending.
+
+    Lin et al. (arXiv 2305.08891) Table 2, 'linspace'; reference huggingface/diffusers@58eb52c
+    ``src/diffusers/schedulers/scheduling_ddpm.py`` ``set_timesteps``."""
     return _spacing_grid("linspace", n, sigma_min, sigma_max, 0, (num_train_timesteps, beta_schedule, beta_start, beta_end), append_zero)
 
 
@@ -294,7 +314,10 @@ def trailing(
         n: int, sigma_min: float, sigma_max: float, num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear",
         beta_start: float = 0.00085, beta_end: float = 0.012,
         append_zero: bool = True) -> torch.Tensor:
-    """diffusers' 'trailing' spacing: timesteps round(T - i T / n) - 1, always starting at T - 1."""
+    """diffusers' 'trailing' spacing: timesteps round(T - i T / n) - 1, always starting at T - 1.
+
+    Lin et al. (arXiv 2305.08891) Table 2, 'trailing'; reference huggingface/diffusers@58eb52c
+    ``src/diffusers/schedulers/scheduling_ddpm.py`` ``set_timesteps``."""
     return _spacing_grid("trailing", n, sigma_min, sigma_max, 0, (num_train_timesteps, beta_schedule, beta_start, beta_end), append_zero)
 
 
@@ -320,6 +343,10 @@ def ays(n: int, sigma_min: float, sigma_max: float, model: str = "sd15", append_
 
     As ComfyUI's ``AlignYourStepsScheduler``: n + 1 levels (the table itself when n = 10), and with a
     trailing 0 the last one (the table's sigma_min) is replaced by the denoise to 0.
+
+    Sabour, Fidler, Kreis (arXiv 2404.14507): the published tables and the log-linear interpolation of
+    the authors' guide (no equation of the paper states it); reference comfyanonymous/ComfyUI@341667c
+    ``comfy_extras/nodes_align_your_steps.py`` ``loglinear_interp`` (tables ``NOISE_LEVELS``).
     """
     _check(n, sigma_min, sigma_max)
     if model not in AYS_TABLES:

@@ -31,14 +31,23 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, append_
 
 
 def log_snr_uniform(n: int, sigma_min: float, sigma_max: float, append_zero: bool = True) -> torch.Tensor:
-    """Uniform in half log-SNR lambda = -log sigma, i.e. geometric sigmas (DPM-Solver 'logSNR')."""
+    """Uniform in half log-SNR lambda = -log sigma, i.e. geometric sigmas (DPM-Solver 'logSNR').
+
+    The step-size schedule uniform in lambda of Lu et al. (arXiv 2206.00927, §3.3); reference
+    LuChengTHU/dpm-solver@52bc3fb ``dpm_solver_pytorch.py`` ``get_time_steps`` (skip_type='logSNR'),
+    k-diffusion's ``get_sigmas_exponential``.
+    """
     _check(n, sigma_min, sigma_max)
     ramp = _ramp(n, append_zero)
     return _finish(torch.exp(math.log(sigma_max) + ramp * (math.log(sigma_min) - math.log(sigma_max))), append_zero)
 
 
 def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0, append_zero: bool = True) -> torch.Tensor:
-    """k-diffusion's polyexponential schedule: log sigma interpolated along ramp^rho."""
+    """k-diffusion's polyexponential schedule: log sigma interpolated along ramp^rho.
+
+    Code only (no paper): crowsonkb/k-diffusion@4601bf0 ``k_diffusion/sampling.py``
+    ``get_sigmas_polyexponential``; rho = 1 is ``log_snr_uniform``.
+    """
     _check(n, sigma_min, sigma_max)
     if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not (rho > 0) or not math.isfinite(rho):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
@@ -68,7 +77,11 @@ def vp_time_uniform(
     n: int, sigma_min: float, sigma_max: float, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN,
     append_zero: bool = True,
 ) -> torch.Tensor:
-    """Uniform in VP time t between t(sigma_max) and t(sigma_min) (DPM-Solver 'time_uniform')."""
+    """Uniform in VP time t between t(sigma_max) and t(sigma_min) (DPM-Solver 'time_uniform').
+
+    Lu et al. (arXiv 2206.00927) on the VP SDE's time (Song et al., arXiv 2011.13456); reference
+    LuChengTHU/dpm-solver@52bc3fb ``dpm_solver_pytorch.py`` ``get_time_steps`` (skip_type='time_uniform').
+    """
     return _vp_power_t(n, sigma_min, sigma_max, 1.0, beta_d, beta_min, append_zero)
 
 
@@ -78,7 +91,11 @@ def vp_time_quadratic(
 ) -> torch.Tensor:
     """Uniform in sqrt(t) (DPM-Solver 'time_quadratic', DEIS ``ts_order=2``; diff-sampler's 'time_uniform'
     with rho = 2 is this grid with beta_d, beta_min fitted through (sigma_min, sigma_max) at t = (1e-3, 1),
-    see :func:`vp_fit`)."""
+    see :func:`vp_fit`).
+
+    Lu et al. (arXiv 2206.00927), "used in DDIM for low-resolution data"; reference
+    LuChengTHU/dpm-solver@52bc3fb ``dpm_solver_pytorch.py`` ``get_time_steps`` (skip_type='time_quadratic').
+    """
     return _vp_power_t(n, sigma_min, sigma_max, 2.0, beta_d, beta_min, append_zero)
 
 
@@ -98,6 +115,7 @@ def edm_vp(n: int, sigma_min: float = None, sigma_max: float = None, eps_s: floa
 
     As in EDM's ``ablation_sampler``, beta_d and beta_min are refitted so that
     sigma(eps_s) = sigma_min and sigma(1) = sigma_max (defaults: the VP range of the paper).
+    Karras et al. (arXiv 2206.00364) Table 1, the VP column's time steps t_i = 1 + i/(N-1) (eps_s - 1).
     """
     sigma_min = float(vp_sigma(eps_s)) if sigma_min is None else sigma_min
     sigma_max = float(vp_sigma(1.0)) if sigma_max is None else sigma_max
@@ -112,7 +130,10 @@ def edm_vp(n: int, sigma_min: float = None, sigma_max: float = None, eps_s: floa
 
 
 def edm_ve(n: int, sigma_min: float = 0.02, sigma_max: float = 100.0, append_zero: bool = True) -> torch.Tensor:
-    """EDM ablation 've' discretisation: sigma_i^2 = sigma_max^2 (sigma_min^2/sigma_max^2)^(i/(N-1))."""
+    """EDM ablation 've' discretisation: sigma_i^2 = sigma_max^2 (sigma_min^2/sigma_max^2)^(i/(N-1)).
+
+    Karras et al. (arXiv 2206.00364) Table 1, the VE column's time steps (EDM ``generate.py``
+    ``ablation_sampler``)."""
     _check(n, sigma_min, sigma_max)
     ramp = _ramp(n, append_zero)
     return _finish(torch.sqrt(sigma_max**2 * (sigma_min**2 / sigma_max**2) ** ramp), append_zero)
@@ -133,7 +154,10 @@ def edm_iddpm(
     n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, M: int = 1000, C1: float = 0.001, C2: float = 0.008,
     append_zero: bool = True,
 ) -> torch.Tensor:
-    """EDM ablation 'iddpm' discretisation: n evenly spaced picks among the iDDPM levels in range."""
+    """EDM ablation 'iddpm' discretisation: n evenly spaced picks among the iDDPM levels in range.
+
+    Karras et al. (arXiv 2206.00364) Table 1, the iDDPM column: u_j of the cosine model (Nichol & Dhariwal,
+    arXiv 2102.09672) picked at floor(j0 + (M - 1 - j0) i/(N - 1) + 1/2) (EDM rounds half to even)."""
     _check(n, sigma_min, sigma_max)
     u = iddpm_levels(M, C1, C2)
     u = u[(u >= sigma_min) & (u <= sigma_max)]
