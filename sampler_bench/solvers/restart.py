@@ -155,8 +155,8 @@ def restart(ctx, x, i):
 
     Xu et al. (arXiv 2306.14878) §4, Alg. 1: the main pass is EDM's Heun (Karras et al., arXiv 2206.00364,
     Alg. 1); each restart adds the exact forward noise from t_min to t_max (eq. 6 as the module docstring
-    reads it) and integrates back with Heun. Reference: Newbeeer/diffusion_restart_sampling@8cbcb07
-    ``benchmarks/generate_restart.py`` ``restart_sampler``.
+    reads it) and integrates back with Heun. Reference (a file of that repository, not of this one):
+    Newbeeer/diffusion_restart_sampling@8cbcb07 ``benchmarks/generate_restart.py`` ``restart_sampler``.
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     x = _heun(ctx, x, s, t)
