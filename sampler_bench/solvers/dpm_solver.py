@@ -411,8 +411,8 @@ def dpm_2(ctx, x, i):
 def dpm_solver_1(ctx, x, i):
     """``xh_t = xh_s - sigma_t expm1(h) eps_s`` = ``(t/s) xh_s + (1 - t/s) D_s`` (docs/solvers.md, euler).
 
-    DPM-Solver-1 (Lu et al., arXiv 2206.00927, eq. 3.7: the k = 1 truncation of the exact solution
-    eq. 3.4) divided by alpha_t; identical to DDIM (eta = 0).
+    DPM-Solver-1 (Lu et al., arXiv 2206.00927: the exact solution eq. 3.4 with eps frozen at s, the k = 1
+    member of §3.2's family) divided by alpha_t; identical to DDIM (eta = 0).
     """
     s, t = ctx.sigmas[i], ctx.sigmas[i + 1]
     return first_order_update(x, ctx.model(x, s), s, t)

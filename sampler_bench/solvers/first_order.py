@@ -22,7 +22,7 @@ def euler(ctx, x, i):
     The Euler (predictor) step of EDM's Alg. 1 (Karras et al., arXiv 2206.00364, sigma(t) = t, s(t) = 1) on
     the probability-flow ODE dx/dsigma = (x - D)/sigma (EDM eq. 1 with sigma(t) = t); it is also DDIM
     (Song et al., arXiv 2010.02502, §4.3, eq. 13 with eta = 0) and DPM-Solver-1 (Lu et al., arXiv
-    2206.00927, eq. 3.7) written in the unscaled state.
+    2206.00927, eq. 3.4 with eps frozen) written in the unscaled state.
     """
     s = ctx.sigmas[i]
     return first_order_update(x, ctx.model(x, s), s, ctx.sigmas[i + 1])
