@@ -76,8 +76,8 @@ def differentiable(model) -> str | None:
             return f"optimised schedule 'ld3' could not probe the denoiser for gradients ({type(e).__name__}: {e})"
     if not getattr(out, "requires_grad", False):
         return ("optimised schedule 'ld3' needs gradients through the denoiser, and this model evaluates it "
-                "without them (trained checkpoints and adapters run under torch.no_grad): use gits, ays_opt, dmn "
-                "or endpoint_descent")
+                "without them (a denoiser under torch.no_grad, or [execution] options, which are inference only): "
+                "use gits, ays_opt, dmn or endpoint_descent")
     return None
 
 
