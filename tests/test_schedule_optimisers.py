@@ -329,6 +329,20 @@ def test_bad_optimiser_parameters_are_spec_errors(extra, message):
         parse_spec(SPEC.format(nfe=4, model="gmm16", sampler="dpmpp_2m", schedule="gits", extra=extra))
 
 
+def test_ld3_skips_the_cells_of_a_sampler_it_cannot_differentiate_and_runs_the_others(tmp_path):
+    spec = parse_spec(SPEC.format(nfe=4, model="gmm16", sampler="unipc", schedule="ld3",
+                                  extra="params = { n_warmup = 4, iterations = 2, teacher_steps = 10 }")
+                      + '[[sampler]]\nname = "dpmpp_2m"\n[[metric]]\nname = "endpoint_error"\n')
+    summary = run_sweep(spec, tmp_path)
+    assert (summary.ok, summary.skipped, summary.failed) == (1, 1, 0)
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:
+        rows = dict(conn.execute("SELECT solver, status || ': ' || COALESCE(reason, '') FROM cells").fetchall())
+    assert rows["unipc"].startswith("skipped: optimised schedule 'ld3': ld3 needs a differentiable transcription "
+                                    "of the sampler; it has one for dpmpp_2m, ipndm, not 'unipc'")
+    assert rows["dpmpp_2m"].startswith("ok")
+    assert [p.name for p in (tmp_path / "cache" / "schedules").glob("*.json")].__len__() == 1  # unipc: no work
+
+
 def test_a_budget_below_the_solvers_minimum_skips_the_cell_with_the_reason(tmp_path):
     spec = parse_spec(SPEC.format(nfe=1, model="gmm16", sampler="heun", schedule="dmn", extra="ends_at_zero = false"))
     summary = run_sweep(spec, tmp_path)
