@@ -287,10 +287,16 @@ def test_endpoint_descent_is_never_worse_than_the_fixed_schedules_it_starts_from
         out = run_solver("dpmpp_2m", model, x, g)
         return float(torch.linalg.vector_norm(out - exact, dim=1).mean())
 
-    fixed = [schedules.build(n, 4, 0.002, 80.0) for n in descent.STARTS]
+    fixed = [schedules.build(n, 4, 0.002, 80.0, **params) for n, params in descent.STARTS]
+    assert len(fixed) == 12 and {n for n, _ in descent.STARTS} == set(descent.FIXED)
     assert err(grid) <= min(err(g) for g in fixed) * 1.001
-    # counted: 50 teacher calls, then 4 calls per evaluation (6 starts + 2 sweeps x 2 levels x 4 moves)
-    assert cost.nfe == 50 + 4 * (6 + 2 * 2 * 4)
+    # counted: 50 teacher calls, then 4 calls per evaluation of E: 11 distinct starts (polyexponential with
+    # rho = 1 is log_snr_uniform), then from each of the 2 best: 2 sweeps x 2 interior levels x 4 moves
+    assert cost.nfe == 50 + 4 * (11 + 2 * 2 * 2 * 4)
+    one, one_cost = O.run(O.get("endpoint_descent"), O.Problem(model, "dpmpp_2m", {}, 4, 0.002, 80.0),
+                          {"n_warmup": 32, "sweeps": 2, "teacher_steps": 50, "searches": 1})
+    assert one_cost.nfe == 50 + 4 * (11 + 2 * 2 * 4)
+    assert err(grid) <= err(one) * 1.001  # the second search only adds candidates to the first one's end
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ OPTIMISERS: dict[str, Optimiser] = {
     "endpoint_descent": Optimiser(
         "endpoint_descent", descent.optimise, descent.DEFAULTS,
         "coordinate search on the sampler's own endpoint error against a teacher (this project's design)",
-        "docs/schedule_optimisers.md", checks=descent.CHECKS, version=2),
+        "docs/schedule_optimisers.md", checks=descent.CHECKS, version=3),
 }
 
 
