@@ -124,7 +124,7 @@ name = "gmm_nll"
     section = text[text.index("### seedspy: fixed vs optimised schedules"):]
     assert "#### seedspy · dpmpp_2m" in section and "dpmpp_2m [gits" in section and "dpmpp_2m [karras" in section
     assert "- NFE 4: best optimised gits" in section and "vs best fixed karras" in section
-    assert "| gits | 8 × 16 (" in section
+    assert "| gits, fine_steps=8 n_warmup=16 | 8 × 16 (" in section  # one line per configuration
     assert any(f.name == "seedspy-dpmpp-2m-levels.png" for f in report["figures"])
 
 
@@ -479,3 +479,19 @@ def test_ld3_refuses_a_denoiser_without_gradients_and_a_sampler_it_cannot_differ
     with pytest.raises(O.OptimiserError, match="ld3 needs a differentiable transcription of the sampler; it has one "
                                                 "for dpmpp_2m, ipndm, not 'unipc'"):
         O.run(O.get("ld3"), problem, {"n_warmup": 4, "iterations": 1, "teacher_steps": 10})
+
+
+def test_the_cost_table_has_one_line_per_optimised_configuration():
+    """Two parameter sets of one optimiser cost differently: each gets its own line (they collided before)."""
+    import pandas as pd
+
+    from sampler_bench.report.schedules import cost_table
+
+    cells = pd.DataFrame({
+        "cell_id": ["a", "b", "c"], "nfe_budget": [5, 5, 5], "schedule": ["endpoint_descent"] * 2 + ["karras"],
+        "row": ["ipndm [endpoint_descent, n_warmup=32]", "ipndm [endpoint_descent, n_warmup=1024]",
+                "ipndm [karras, default schedule params]"]})
+    cost = {"nfe": 10, "sample_evaluations": 0, "wall_s": 1.0, "seeds": []}
+    table = cost_table(cells, {"a": {"cost": {**cost, "samples": 32}}, "b": {"cost": {**cost, "samples": 1024}}})
+    lines = {row[0].text: row[1].text for row in table.rows}
+    assert lines == {"endpoint_descent, n_warmup=32": "10 × 32 (1 s)", "endpoint_descent, n_warmup=1024": "10 × 1024 (1 s)"}

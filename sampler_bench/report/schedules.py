@@ -113,12 +113,13 @@ def optimiser_table(cells: pd.DataFrame, sub: pd.DataFrame, optimised: set[str],
 
 
 def cost_table(cells: pd.DataFrame, optimised: Mapping[str, dict]) -> Table:
-    """Optimised schedule x NFE: the optimiser's denoiser calls, warm-up samples and seconds."""
+    """Optimised configuration x NFE: the optimiser's denoiser calls, warm-up samples and seconds (one line
+    per configuration, as in :func:`optimiser_table`: two parameter sets of one optimiser cost differently)."""
     rows_of = {}
     for c in cells.itertuples(index=False):
         opt = optimised.get(c.cell_id)
         if opt is not None:
-            rows_of.setdefault(str(c.schedule), {})[int(c.nfe_budget)] = opt["cost"]
+            rows_of.setdefault(_configuration(str(c.row)), {})[int(c.nfe_budget)] = opt["cost"]
     budgets = sorted({b for d in rows_of.values() for b in d})
     rows = []
     for name in sorted(rows_of):
@@ -137,10 +138,10 @@ def cost_table(cells: pd.DataFrame, optimised: Mapping[str, dict]) -> Table:
 def levels_figure(name: str, title: str, cells: pd.DataFrame, optimised: Mapping[str, dict]) -> Figure | None:
     """The positive levels each optimised schedule chose, one line of markers per (schedule, NFE)."""
     entries = []
-    for c in cells.sort_values(["schedule", "nfe_budget"]).itertuples(index=False):
+    for c in cells.sort_values(["schedule", "row", "nfe_budget"]).itertuples(index=False):
         opt = optimised.get(c.cell_id)
         if opt is not None:
-            entries.append((f"{c.schedule} · NFE {int(c.nfe_budget)}", str(c.schedule),
+            entries.append((f"{_configuration(str(c.row))} · NFE {int(c.nfe_budget)}", str(c.schedule),
                             [s for s in opt["sigmas"] if s > 0]))
     if not entries:
         return None
