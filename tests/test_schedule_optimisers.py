@@ -495,3 +495,17 @@ def test_the_cost_table_has_one_line_per_optimised_configuration():
     table = cost_table(cells, {"a": {"cost": {**cost, "samples": 32}}, "b": {"cost": {**cost, "samples": 1024}}})
     lines = {row[0].text: row[1].text for row in table.rows}
     assert lines == {"endpoint_descent, n_warmup=32": "10 × 32 (1 s)", "endpoint_descent, n_warmup=1024": "10 × 1024 (1 s)"}
+
+
+def test_the_schedules_section_says_which_optimised_cells_were_skipped_and_why():
+    import pandas as pd
+
+    from sampler_bench.report.schedules import skipped_lines
+
+    reason = "optimised schedule 'ld3': ld3 needs a differentiable transcription of the sampler"
+    cells = pd.DataFrame({
+        "cell_id": list("abcd"), "nfe_budget": [6, 5, 5, 5], "schedule": ["ld3", "ld3", "karras", "gits"],
+        "status": ["skipped", "skipped", "skipped", "ok"], "reason": [reason, reason, "budget too small", ""],
+        "row": ["unipc [ld3, n_warmup=4]", "unipc [ld3, n_warmup=4]", "unipc [karras, default schedule params]",
+                "unipc [gits, default schedule params]"]})
+    assert skipped_lines(cells, {"ld3", "gits"}) == [f"ld3, n_warmup=4: skipped at NFE 5, 6: {reason}"]
