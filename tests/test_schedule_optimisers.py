@@ -124,7 +124,7 @@ name = "gmm_nll"
     section = text[text.index("### seedspy: fixed vs optimised schedules"):]
     assert "#### seedspy · dpmpp_2m" in section and "dpmpp_2m [gits" in section and "dpmpp_2m [karras" in section
     assert "- NFE 4: best optimised gits" in section and "vs best fixed karras" in section
-    assert "| gits | 8 × 16 (" in section
+    assert "| gits, fine_steps=8 n_warmup=16 | 8 × 16 (" in section  # one line per configuration
     assert any(f.name == "seedspy-dpmpp-2m-levels.png" for f in report["figures"])
 
 
@@ -287,10 +287,16 @@ def test_endpoint_descent_is_never_worse_than_the_fixed_schedules_it_starts_from
         out = run_solver("dpmpp_2m", model, x, g)
         return float(torch.linalg.vector_norm(out - exact, dim=1).mean())
 
-    fixed = [schedules.build(n, 4, 0.002, 80.0) for n in descent.STARTS]
+    fixed = [schedules.build(n, 4, 0.002, 80.0, **params) for n, params in descent.STARTS]
+    assert len(fixed) == 12 and {n for n, _ in descent.STARTS} == set(descent.FIXED)
     assert err(grid) <= min(err(g) for g in fixed) * 1.001
-    # counted: 50 teacher calls, then 4 calls per evaluation (6 starts + 2 sweeps x 2 levels x 4 moves)
-    assert cost.nfe == 50 + 4 * (6 + 2 * 2 * 4)
+    # counted: 50 teacher calls, then 4 calls per evaluation of E: 11 distinct starts (polyexponential with
+    # rho = 1 is log_snr_uniform), then from each of the 2 best: 2 sweeps x 2 interior levels x 4 moves
+    assert cost.nfe == 50 + 4 * (11 + 2 * 2 * 2 * 4)
+    one, one_cost = O.run(O.get("endpoint_descent"), O.Problem(model, "dpmpp_2m", {}, 4, 0.002, 80.0),
+                          {"n_warmup": 32, "sweeps": 2, "teacher_steps": 50, "searches": 1})
+    assert one_cost.nfe == 50 + 4 * (11 + 2 * 2 * 4)
+    assert err(grid) <= err(one) * 1.001  # the second search only adds candidates to the first one's end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +333,20 @@ def test_an_optimiser_on_a_model_it_cannot_serve_is_one_spec_error(tmp_path):
 def test_bad_optimiser_parameters_are_spec_errors(extra, message):
     with pytest.raises(SpecError, match=message):
         parse_spec(SPEC.format(nfe=4, model="gmm16", sampler="dpmpp_2m", schedule="gits", extra=extra))
+
+
+def test_ld3_skips_the_cells_of_a_sampler_it_cannot_differentiate_and_runs_the_others(tmp_path):
+    spec = parse_spec(SPEC.format(nfe=4, model="gmm16", sampler="unipc", schedule="ld3",
+                                  extra="params = { n_warmup = 4, iterations = 2, teacher_steps = 10 }")
+                      + '[[sampler]]\nname = "dpmpp_2m"\n[[metric]]\nname = "endpoint_error"\n')
+    summary = run_sweep(spec, tmp_path)
+    assert (summary.ok, summary.skipped, summary.failed) == (1, 1, 0)
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:
+        rows = dict(conn.execute("SELECT solver, status || ': ' || COALESCE(reason, '') FROM cells").fetchall())
+    assert rows["unipc"].startswith("skipped: optimised schedule 'ld3': ld3 needs a differentiable transcription "
+                                    "of the sampler; it has one for dpmpp_2m, ipndm, not 'unipc'")
+    assert rows["dpmpp_2m"].startswith("ok")
+    assert [p.name for p in (tmp_path / "cache" / "schedules").glob("*.json")].__len__() == 1  # unipc: no work
 
 
 def test_a_budget_below_the_solvers_minimum_skips_the_cell_with_the_reason(tmp_path):
@@ -459,3 +479,33 @@ def test_ld3_refuses_a_denoiser_without_gradients_and_a_sampler_it_cannot_differ
     with pytest.raises(O.OptimiserError, match="ld3 needs a differentiable transcription of the sampler; it has one "
                                                 "for dpmpp_2m, ipndm, not 'unipc'"):
         O.run(O.get("ld3"), problem, {"n_warmup": 4, "iterations": 1, "teacher_steps": 10})
+
+
+def test_the_cost_table_has_one_line_per_optimised_configuration():
+    """Two parameter sets of one optimiser cost differently: each gets its own line (they collided before)."""
+    import pandas as pd
+
+    from sampler_bench.report.schedules import cost_table
+
+    cells = pd.DataFrame({
+        "cell_id": ["a", "b", "c"], "nfe_budget": [5, 5, 5], "schedule": ["endpoint_descent"] * 2 + ["karras"],
+        "row": ["ipndm [endpoint_descent, n_warmup=32]", "ipndm [endpoint_descent, n_warmup=1024]",
+                "ipndm [karras, default schedule params]"]})
+    cost = {"nfe": 10, "sample_evaluations": 0, "wall_s": 1.0, "seeds": []}
+    table = cost_table(cells, {"a": {"cost": {**cost, "samples": 32}}, "b": {"cost": {**cost, "samples": 1024}}})
+    lines = {row[0].text: row[1].text for row in table.rows}
+    assert lines == {"endpoint_descent, n_warmup=32": "10 × 32 (1 s)", "endpoint_descent, n_warmup=1024": "10 × 1024 (1 s)"}
+
+
+def test_the_schedules_section_says_which_optimised_cells_were_skipped_and_why():
+    import pandas as pd
+
+    from sampler_bench.report.schedules import skipped_lines
+
+    reason = "optimised schedule 'ld3': ld3 needs a differentiable transcription of the sampler"
+    cells = pd.DataFrame({
+        "cell_id": list("abcd"), "nfe_budget": [6, 5, 5, 5], "schedule": ["ld3", "ld3", "karras", "gits"],
+        "status": ["skipped", "skipped", "skipped", "ok"], "reason": [reason, reason, "budget too small", ""],
+        "row": ["unipc [ld3, n_warmup=4]", "unipc [ld3, n_warmup=4]", "unipc [karras, default schedule params]",
+                "unipc [gits, default schedule params]"]})
+    assert skipped_lines(cells, {"ld3", "gits"}) == [f"ld3, n_warmup=4: skipped at NFE 5, 6: {reason}"]

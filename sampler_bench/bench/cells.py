@@ -139,6 +139,10 @@ def _optimised_plan(meta: SolverInfo, pm: PreparedModel, sampler: SamplerSpec, s
     except ValueError as e:
         return None, sampler.options, str(e), None
     options = meta.validate({**sampler.options, **updates})
+    supports = _optimised.get(schedule.name).supports
+    why = supports(sampler.name, options) if supports is not None else None
+    if why is not None:  # e.g. ld3 on a sampler it has no differentiable transcription of
+        return None, sampler.options, f"optimised schedule {schedule.name!r}: {why}", None
     request = ScheduleRequest(schedule.name, dict(schedule.params), pm.hash, sampler.name, options, budget, steps,
                               sigma_min, sigma_max, schedule.ends_at_zero, torch.device(spec.device).type,
                               spec.precision)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..processes.gaussian import GaussianProcess
-from .base import tensor_hash
+from .base import network_grad_mode, tensor_hash
 from .trained import CheckpointError, TrainedModel
 from .precond import DiscreteVPTime, VPPrecond
 
@@ -111,7 +111,7 @@ class DiffusersDenoiser(TrainedModel):
         labels = torch.as_tensor(class_labels).to(self.device, torch.int64)
         if self.null_class is not None:  # -1 ("no label", guidance's unconditional half) -> the null embedding
             labels = torch.where(labels < 0, torch.full_like(labels, self.null_class), labels)
-        with torch.no_grad():
+        with network_grad_mode(x, sigma):  # gradients only when the caller asks for them (models/base.py)
             out = self.denoiser(x.to(self.device), torch.as_tensor(sigma).to(self.device), class_labels=labels)
         return out.to(device=x.device, dtype=x.dtype)
 

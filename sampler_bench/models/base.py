@@ -12,6 +12,12 @@ outside network) satisfies :class:`Model`:
 * optional ``floor_data(n, generator=None)`` -> draws for the noise floor that share no row with
   what ``sample_data`` gives (a model whose data is a finite set of rows must have it: trained
   models read the other split); without it the floor uses ``sample_data`` (exact draws of a law).
+
+Gradients: a network-backed model runs its network under :func:`network_grad_mode` -- with autograd
+only when the caller is in grad mode *and* passes an input that requires a gradient (a schedule
+optimiser differentiating through the sampler, ``solvers/optimised/ld3.py``). Sampling runs under
+``torch.no_grad`` (``solvers/driver.py``, ``run_solver``), and a plain call with inputs that need no
+gradient builds no graph either, although the network's parameters require gradients.
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ import torch
 
 from ..hashing import tensor_hash  # noqa: F401  re-exported
 from ..rng import randn_like
+
+
+def network_grad_mode(*inputs) -> torch.set_grad_enabled:
+    """The grad mode to run a network in: enabled iff the caller's grad mode is on and one of ``inputs``
+    (the state, the noise level, ...) requires a gradient. Without the second condition a call outside
+    ``no_grad`` would record a graph over the parameters (memory, and the time to free it) that no one
+    asked for; without the first, a network would ignore a caller's ``no_grad``."""
+    wanted = torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs)
+    return torch.set_grad_enabled(wanted)
 
 
 @runtime_checkable

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from .base import network_grad_mode
 from .plugin import unpickles
 
 #: attributes every EDM preconditioned network has (training/networks.py of NVlabs/edm)
@@ -103,7 +104,7 @@ class EDMNetworkModel:
         return out
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.no_grad():
+        with network_grad_mode(x, sigma):  # gradients only when the caller asks for them (models/base.py)
             out = self.net(x.to(self.device), torch.as_tensor(sigma).to(self.device),
                            self.one_hot(class_labels, x.shape[0]))
         return out.to(device=x.device, dtype=x.dtype)

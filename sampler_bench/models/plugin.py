@@ -40,7 +40,7 @@ import torch
 
 from ..processes.catalog import process_kind
 from ..rng import randn_like
-from .base import tensor_hash
+from .base import network_grad_mode, tensor_hash
 
 PROCESSES = ("gaussian", "pfgmpp", "cld", "bdm", "yukawa")
 #: a class label meaning "no label" (the unconditional half of classifier-free guidance)
@@ -165,7 +165,7 @@ class PluginModel:
                 setattr(self, attr, getattr(obj, attr))
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **conditioning) -> torch.Tensor:
-        with torch.no_grad():
+        with network_grad_mode(x, sigma):  # gradients only when the caller asks for them (models/base.py)
             return self.obj(x, sigma, **conditioning)
 
     def prior(self, n: int, generator=None, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import data as _data  # a trained model names its dataset; importing it also registers "digits-classifier"
 from ..processes.base import Process
-from .base import tensor_hash
+from .base import network_grad_mode, tensor_hash
 
 
 class CheckpointError(ValueError):
@@ -50,7 +50,7 @@ class TrainedModel:
         return self
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with network_grad_mode(x, sigma):  # gradients only when the caller asks for them (models/base.py)
             dev = self.device
             out = self.denoiser(x.to(dev), torch.as_tensor(sigma).to(dev))
         return out.to(device=x.device, dtype=x.dtype)
@@ -64,7 +64,7 @@ class TrainedModel:
         return self._denoise_with_rate
 
     def _denoise_with_rate(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
+        with network_grad_mode(x, sigma):
             dev = self.device
             D, rate = self.denoiser.forward_with_rate(x.to(dev), torch.as_tensor(sigma).to(dev))
         return D.to(device=x.device, dtype=x.dtype), rate.to(device=x.device, dtype=x.dtype)

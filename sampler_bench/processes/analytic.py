@@ -132,7 +132,7 @@ class GaussianMixture:
         level, except a level that carries a gradient (ld3 learns the levels): it stays in its own graph.
         The block matrix sums y^2/var per component in one product."""
         cacheable = not s2.requires_grad
-        key = (float(s2.reshape(-1)[0]), str(device))
+        key = (float(s2.detach().reshape(-1)[0]), str(device))
         if cacheable:
             hit = self._levels.get(key)
             if hit is not None:
@@ -193,7 +193,10 @@ class GaussianMixture:
         # E[x0 | x] = sum_k w_k (mu_k + U_k diag(lam_k/var_k) y_k): the second term for all k is one
         # product with the stacked basis' transpose.
         B, K, d = flat.shape[0], self.n_components, self.dim
-        weighted = y.mul_(shrink).view(B, K, d).mul_(w[:, :, None])  # in place: y is ours and not needed again
+        if torch.is_grad_enabled() and (y.requires_grad or shrink.requires_grad):  # autograd saved y: out of place
+            weighted = (y * shrink).view(B, K, d) * w[:, :, None]
+        else:
+            weighted = y.mul_(shrink).view(B, K, d).mul_(w[:, :, None])  # in place: y is ours and not needed again
         out = torch.addmm(w @ means, weighted.reshape(B, K * d), basis.T)
         return out.to(x.dtype).reshape(x.shape)
 

@@ -113,12 +113,13 @@ def optimiser_table(cells: pd.DataFrame, sub: pd.DataFrame, optimised: set[str],
 
 
 def cost_table(cells: pd.DataFrame, optimised: Mapping[str, dict]) -> Table:
-    """Optimised schedule x NFE: the optimiser's denoiser calls, warm-up samples and seconds."""
+    """Optimised configuration x NFE: the optimiser's denoiser calls, warm-up samples and seconds (one line
+    per configuration, as in :func:`optimiser_table`: two parameter sets of one optimiser cost differently)."""
     rows_of = {}
     for c in cells.itertuples(index=False):
         opt = optimised.get(c.cell_id)
         if opt is not None:
-            rows_of.setdefault(str(c.schedule), {})[int(c.nfe_budget)] = opt["cost"]
+            rows_of.setdefault(_configuration(str(c.row)), {})[int(c.nfe_budget)] = opt["cost"]
     budgets = sorted({b for d in rows_of.values() for b in d})
     rows = []
     for name in sorted(rows_of):
@@ -134,13 +135,28 @@ def cost_table(cells: pd.DataFrame, optimised: Mapping[str, dict]) -> Table:
         "spends the NFE of the column per sample."))
 
 
+def skipped_lines(cells: pd.DataFrame, optimisers: set[str]) -> list[str]:
+    """One line per (optimised configuration, reason) of the skipped cells of one sampler: an optimiser
+    that cannot serve this sampler (ld3 without a differentiable transcription of it) says why here, next
+    to the table it is missing from."""
+    if not {"status", "reason", "schedule"} <= set(cells.columns):
+        return []
+    skipped = cells[(cells["status"] == "skipped") & (cells["schedule"].astype(str).isin(optimisers)
+                                                       | cells["reason"].astype(str).str.startswith("optimised schedule"))]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for c in skipped.itertuples(index=False):
+        groups.setdefault((_configuration(str(c.row)), str(c.reason)), []).append(int(c.nfe_budget))
+    return [f"{config}: skipped at NFE {', '.join(map(str, sorted(budgets)))}: {reason}"
+            for (config, reason), budgets in sorted(groups.items())]
+
+
 def levels_figure(name: str, title: str, cells: pd.DataFrame, optimised: Mapping[str, dict]) -> Figure | None:
     """The positive levels each optimised schedule chose, one line of markers per (schedule, NFE)."""
     entries = []
-    for c in cells.sort_values(["schedule", "nfe_budget"]).itertuples(index=False):
+    for c in cells.sort_values(["schedule", "row", "nfe_budget"]).itertuples(index=False):
         opt = optimised.get(c.cell_id)
         if opt is not None:
-            entries.append((f"{c.schedule} · NFE {int(c.nfe_budget)}", str(c.schedule),
+            entries.append((f"{_configuration(str(c.row))} · NFE {int(c.nfe_budget)}", str(c.schedule),
                             [s for s in opt["sigmas"] if s > 0]))
     if not entries:
         return None
@@ -170,11 +186,15 @@ def schedule_blocks(names, model: str, cells: pd.DataFrame, values: pd.DataFrame
         "Per sampler, every schedule at each budget, with the intervals and ties of the tables above; a verdict "
         "per budget says whether the best optimised schedule beats every fixed one (it is the best and no fixed "
         "schedule is tied with it). Optimisers use warm-up samples whose seeds never meet the evaluation seeds.")]
+    optimisers = set(cells.loc[cells["cell_id"].isin(list(optimised)), "schedule"].astype(str))
     for sampler in sorted({_sampler(r) for r in cells["row"]}):
         s_cells = cells[[_sampler(r) == sampler for r in cells["row"]]]
         if not s_cells["cell_id"].isin(list(optimised)).any():
             continue
         blocks.append(Heading(4, f"{model} · {sampler}", names(model, sampler, "schedules")))
+        skipped = skipped_lines(s_cells, optimisers)
+        if skipped:
+            blocks.append(Bullets(tuple(skipped)))
         for metric, key in keys:
             sub = values[(values["metric"] == metric) & (values["key"] == key) & values["cell_id"].isin(s_cells["cell_id"])]
             if sub.empty:

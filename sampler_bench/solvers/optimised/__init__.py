@@ -26,11 +26,11 @@ OPTIMISERS: dict[str, Optimiser] = {
     "ld3": Optimiser(
         "ld3", ld3.optimise, ld3.DEFAULTS, "one parameter per step learned against a teacher by gradients "
         "through the sampler (dpmpp_2m, ipndm)", "Tong et al. 2024, arXiv 2405.15506", checks=ld3.CHECKS,
-        requires=ld3.differentiable),
+        requires=ld3.differentiable, supports=ld3.supports),
     "endpoint_descent": Optimiser(
         "endpoint_descent", descent.optimise, descent.DEFAULTS,
         "coordinate search on the sampler's own endpoint error against a teacher (this project's design)",
-        "docs/schedule_optimisers.md", checks=descent.CHECKS, version=2),
+        "docs/schedule_optimisers.md", checks=descent.CHECKS, version=3),
 }
 
 

@@ -144,6 +144,9 @@ class Optimiser:
     uses_solver: bool = True
     #: what else the model must provide: model -> None, or why it cannot serve (one sentence)
     requires: Callable[[Any], str | None] | None = None
+    #: which samplers it can optimise for: (solver, validated options) -> None, or why not (one sentence);
+    #: a sweep stores a cell it refuses as skipped with that sentence, before any work
+    supports: Callable[[str, dict], str | None] | None = None
     #: bumped when the algorithm changes, so stored cells and cached schedules of the old one are not reused
     version: int = 1
     #: checks of a parameter value: name -> (predicate, what is allowed)

@@ -30,9 +30,9 @@ _AB = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -
 
 def dpmpp_2m(model, x: torch.Tensor, sigmas: torch.Tensor, options: dict) -> torch.Tensor:
     """DPM-Solver++(2M), k-diffusion's form ('dpmsolver' variant), differentiable in ``sigmas``."""
-    if options.get("variant", "dpmsolver") != "dpmsolver" or options.get("lower_order_final", False):
-        raise OptimiserError("ld3 supports dpmpp_2m with its default options only (variant='dpmsolver', "
-                             "lower_order_final=false)")
+    why = supports("dpmpp_2m", options)
+    if why is not None:
+        raise OptimiserError(why)
     old, lam_prev = None, None
     for i in range(sigmas.numel() - 1):
         s, t = sigmas[i], sigmas[i + 1]
@@ -76,13 +76,24 @@ def differentiable(model) -> str | None:
             return f"optimised schedule 'ld3' could not probe the denoiser for gradients ({type(e).__name__}: {e})"
     if not getattr(out, "requires_grad", False):
         return ("optimised schedule 'ld3' needs gradients through the denoiser, and this model evaluates it "
-                "without them (trained checkpoints and adapters run under torch.no_grad): use gits, ays_opt, dmn "
-                "or endpoint_descent")
+                "without them (a denoiser under torch.no_grad, or [execution] options, which are inference only): "
+                "use gits, ays_opt, dmn or endpoint_descent")
     return None
 
 
 #: Solvers ld3 can differentiate through: name -> f(model, x, sigmas, options).
 STUDENTS = {"dpmpp_2m": dpmpp_2m, "ipndm": ipndm}
+
+
+def supports(solver: str, options: dict) -> str | None:
+    """None when :data:`STUDENTS` transcribes ``solver`` with these options, else why not (one sentence)."""
+    if solver not in STUDENTS:
+        return (f"ld3 needs a differentiable transcription of the sampler; it has one for "
+                f"{', '.join(sorted(STUDENTS))}, not {solver!r}")
+    if solver == "dpmpp_2m" and (options.get("variant", "dpmsolver") != "dpmsolver"
+                                 or options.get("lower_order_final", False)):
+        return "ld3 supports dpmpp_2m with its default options only (variant='dpmsolver', lower_order_final=false)"
+    return None
 
 
 def levels_of(xi: torch.Tensor, sigma_min: float, sigma_max: float) -> torch.Tensor:
@@ -94,10 +105,10 @@ def levels_of(xi: torch.Tensor, sigma_min: float, sigma_max: float) -> torch.Ten
 
 def optimise(problem: Problem, n_warmup: int = 64, seed: int = 0, iterations: int = 100, lr: float = 0.05,
              teacher: str = "ipndm", teacher_steps: int = 200) -> torch.Tensor:
-    student = STUDENTS.get(problem.solver)
-    if student is None:
-        raise OptimiserError(f"ld3 needs a differentiable transcription of the sampler; it has one for "
-                             f"{', '.join(sorted(STUDENTS))}, not {problem.solver!r}")
+    why = supports(problem.solver, problem.options)
+    if why is not None:
+        raise OptimiserError(why)
+    student = STUDENTS[problem.solver]
     x = problem.warmup_states(seed, n_warmup)
     fine = schedules.karras(teacher_steps, problem.sigma_min, problem.sigma_max, append_zero=problem.ends_at_zero)
     with torch.no_grad():
