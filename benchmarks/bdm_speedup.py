@@ -79,7 +79,8 @@ def main() -> None:
     head = (f"# gDDIM's speed-up on {path.parent.name}\n\n"
             f"Written by `python benchmarks/bdm_speedup.py {args.results} --out ...`. Speed-up n/b: n is the fewest "
             "counted NFE at which the baseline is not significantly worse than gDDIM at b (one-sided paired test on "
-            "shared seeds, Poisson-bootstrap replicates, 5%); '> N/b' when no swept budget gets there; below 1 "
+            "shared seeds, Poisson-bootstrap replicates, 5%); '> N/b' when no budget of the baseline (the largest: N) "
+            "gets there; 'not swept': the sweep has no cell of that baseline; below 1 "
             "the baseline needs fewer NFE. FD: bias-corrected value with its 95% interval.\n\n")
     text = head + "\n".join(lines) + "\n"
     print(text)
