@@ -1,6 +1,7 @@
 """Measure the quality numbers of the BDM digits checkpoint quoted in checkpoints/README.md (and draw its picture).
 
     PYTHONPATH=. python checkpoints/digits-bdm.measure.py [--n 2000] [--seeds 0 1 2] [--nfe 10 20 50] [--picture]
+        [--samplers gddim2 gddim1 em]
     PYTHONPATH=. python checkpoints/digits-bdm.measure.py --picture-from results/digits_bdm [--nfe 50]
 
 Fréchet distance in the "digits-classifier" feature space between the generated digits and the 299
@@ -31,6 +32,9 @@ from sampler_bench.metrics import features  # noqa: E402
 from sampler_bench.solvers.noise import generators_for  # noqa: E402
 
 NAME = "digits-bdm"
+#: the samplers this script can measure, by the short name --samplers takes
+SAMPLERS = {"gddim1": ("gddim_bdm", {"order": 1}), "gddim2": ("gddim_bdm", {"order": 2}),
+            "em": ("bdm_euler_maruyama", {})}
 
 
 def generate(model, solver: str, nfe: int, n: int, seed: int, batch: int = 500, **options) -> torch.Tensor:
@@ -66,6 +70,8 @@ def main():
     ap.add_argument("--nfe", type=int, nargs="+", default=[20, 50])
     ap.add_argument("--checkpoint", default=str(HERE / NAME))
     ap.add_argument("--picture", action="store_true")
+    ap.add_argument("--samplers", nargs="+", choices=tuple(SAMPLERS), default=["gddim1", "gddim2", "em"],
+                    help="gddim1 / gddim2: gDDIM-BDM of order 1 / 2; em: Euler-Maruyama on the reverse SDE")
     ap.add_argument("--picture-from", default=None, metavar="SWEEP",
                     help="only draw the picture, from the samples a sweep of benchmarks/digits_bdm.toml kept "
                          "(gDDIM order 2 at the largest --nfe)")
@@ -79,13 +85,14 @@ def main():
     test_f, train_f = ex(digits.test()), ex(digits.train())
     model = sb.load_model(args.checkpoint)
     results = {"checkpoint": str(args.checkpoint), "n": args.n, "seeds": args.seeds}
-    for solver, options in (("gddim_bdm", {"order": 1}), ("gddim_bdm", {"order": 2}), ("bdm_euler_maruyama", {})):
+    for solver, options in (SAMPLERS[k] for k in dict.fromkeys(args.samplers)):
         for nfe in args.nfe:
             vals, first = [], None
             for seed in args.seeds:
                 s = generate(model, solver, nfe, args.n, seed, **options)
                 first = s if first is None else first
                 vals.append(round(fd(ex(s), test_f), 2))
+                print(f"{solver} {options} {nfe} NFE seed {seed}: FD {vals[-1]}", file=sys.stderr, flush=True)
             results[f"{solver} {options} {nfe} NFE"] = vals
             results[f"{solver} {options} {nfe} NFE vs train"] = round(fd(ex(first), train_f), 2)
             if args.picture and (solver, options) == ("gddim_bdm", {"order": 2}) and nfe == max(args.nfe):

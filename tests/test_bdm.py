@@ -286,3 +286,33 @@ def test_misuse_of_the_samplers_is_rejected_with_what_to_change():
         sb.sample("gddim_bdm", model, z, grid, order=4)
     with pytest.raises(ValueError, match="does not apply to 'bdm' processes"):
         sb.sample("heun", model, z, grid)
+
+
+def test_speedup_table_reads_factors_against_each_baselines_own_budgets():
+    """benchmarks/bdm_speedup.py: n/b with n the fewest baseline NFE not significantly worse than gDDIM at b,
+    and '> (the baseline's largest NFE)/b' when none is, not the sweep's largest budget (a budget swept for
+    gDDIM alone must not inflate a baseline's bound)."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bdm_speedup.py"
+    spec = importlib.util.spec_from_file_location("bdm_speedup", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    noise = np.random.default_rng(0).normal(0.0, 0.1, 64)  # shared seeds: replicate r reweights the same samples
+    rows, reps = [], {}
+    for k, (label, solver, nfe, fd) in enumerate([
+            ("gddim_bdm (order 1)", "gddim_bdm", 10, 20.0), ("gddim_bdm (order 1)", "gddim_bdm", 100, 5.0),
+            ("bdm_euler_maruyama", "bdm_euler_maruyama", 10, 90.0), ("bdm_euler_maruyama", "bdm_euler_maruyama", 50, 20.0),
+            ("bdm_euler", "bdm_euler", 10, 40.0), ("bdm_euler", "bdm_euler", 50, 30.0)]):
+        rows.append({"cell_id": f"c{k}", "label": label, "solver": solver, "nfe_counted": nfe, "corrected": fd,
+                     "ci_low": fd - 1, "ci_high": fd + 1})
+        reps[(f"c{k}", "fd", "fd")] = fd + noise
+    lines = mod.speedup_lines(pd.DataFrame(rows), reps)
+    by_nfe = {line.split(" | ")[1]: line.split(" | ")[3:] for line in lines[2:]}
+    # at 10 NFE: Euler-Maruyama gets there at 50 (5x), Euler never within its 50 (> 5x); Heun was not swept
+    assert by_nfe["10"] == ["5x (50 NFE)", "> 5x", "not swept |"]
+    # at 100 NFE (swept for gDDIM only) neither baseline gets there: the bound is 50/100, not 100/100
+    assert by_nfe["100"] == ["> 0.5x", "> 0.5x", "not swept |"]

@@ -298,6 +298,12 @@ builtin = "gmm2d_yukawa"
 [[sampler]]
 name = "yukawa_smc"
 [[sampler]]
+name = "yukawa_smc"
+options = { order = 2, ess = 0.999 }
+[[sampler]]
+name = "yukawa_smc"
+options = { order = 2, weighted = false }
+[[sampler]]
 name = "heun"
 [[metric]]
 name = "gmm_tv"
@@ -306,16 +312,39 @@ params = { assignment = "soft" }
 
 
 def test_a_sweep_counts_nfe_records_resampling_and_skips_the_plain_ode_solvers(tmp_path):
-    summary = R.run_sweep(parse_spec(SWEEP), tmp_path)
-    assert (summary.ok, summary.skipped, summary.failed) == (1, 1, 0), summary.problems
-    con = sqlite3.connect(tmp_path / "results.sqlite")
+    from sampler_bench.report import write_report
+
+    summary = R.run_sweep(parse_spec(SWEEP), tmp_path / "out")
+    assert (summary.ok, summary.skipped, summary.failed) == (3, 1, 0), summary.problems
+    con = sqlite3.connect(tmp_path / "out" / "results.sqlite")
     con.row_factory = sqlite3.Row
-    cells = {r["solver"]: r for r in con.execute("select * from cells")}
-    assert cells["yukawa_smc"]["nfe_counted"] == 8 and "resampled" in cells["yukawa_smc"]["reason"]
-    assert "'yukawa' process" in cells["heun"]["reason"]
-    (row,) = con.execute("select provenance from metrics where cell_id = ?", (cells["yukawa_smc"]["cell_id"],))
-    resampling = json.loads(row["provenance"])["resampling"]
-    assert len(resampling["batches"]) == 2 and resampling["events"] == sum(b["events"] for b in resampling["batches"])
+    cells = {(r["solver"], r["options_label"]): r for r in con.execute("select * from cells")}
+    euler, heun2 = cells[("yukawa_smc", "")], cells[("yukawa_smc", "ess 0.999, order 2")]
+    assert euler["nfe_counted"] == 8 and "resampled" in euler["reason"]
+    # Heun in z: 2 NFE per step and an Euler step onto z = 0, so 8 NFE buys 4 steps = 7 NFE, said so
+    assert heun2["nfe_counted"] == 7 and "costs 2 NFE per step" in heun2["reason"]
+    heun = cells[("heun", "")]
+    assert "'yukawa' process" in heun["reason"] and "birth/death" in heun["reason"]
+    records = {}
+    for key, cell in (("euler", euler), ("heun2", heun2)):
+        (row,) = con.execute("select provenance from metrics where cell_id = ?", (cell["cell_id"],))
+        records[key] = json.loads(row["provenance"])["resampling"]
+        assert len(records[key]["batches"]) == 2
+        assert records[key]["events"] == sum(b["events"] for b in records[key]["batches"])
+    assert records["heun2"]["events"] >= 2  # ESS below 0.999 after nearly every step
+
+    # the report shows what each weighted cell did, and why heun is absent
+    md = write_report(tmp_path / "out", tmp_path / "report")["markdown"].read_text()
+    section = md.split("### gmm2d_yukawa: resampling")[1].split("###")[0]
+    lines = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| yukawa_smc")}
+    assert set(lines) == {"yukawa_smc", "yukawa_smc (ess 0.999, order 2)"}  # the unweighted run never resamples
+    for key, row in (("euler", "yukawa_smc"), ("heun2", "yukawa_smc (ess 0.999, order 2)")):
+        rec = records[key]
+        assert f"{rec['events']} in 2 pop., ESS ≥ {rec['min_ess_fraction']:.2f}" in lines[row]
+    heun2_line = lines["yukawa_smc (ess 0.999, order 2)"]
+    assert "(7 NFE)" in heun2_line and "z = " in heun2_line
+    skipped = md.split("Samplers without a finished cell:")[1].split("###")[0]
+    assert "- heun: skipped:" in skipped and "birth/death term" in skipped
 
 
 # --- specs ----------------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ class ProcessKind:
     #: the prior at any noise level sigma is N(0, sigma^2 I): a sweep may start below the model's
     #: sigma_max, and a model needs no prior of its own
     gaussian_prior: bool = False
+    #: why a sampler it refuses would be wrong on it, beyond the missing capability (one sentence, or ""):
+    #: added to every refusal, so a sweep's skipped cells and its report say it (e.g. Yukawa's weights)
+    refusal: str = ""
 
     def offers(self, needs) -> bool:
         """True when every capability in ``needs`` is offered."""

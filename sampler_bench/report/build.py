@@ -1,7 +1,8 @@
 """Assemble the report from a results store: ``render`` (pure: DataFrames in, files out) and ``write_report``.
 
 Layout: a summary, then per model a section with, per metric key, the sampler x NFE table and the
-metric-vs-NFE plot (the endpoint error also gets the fitted-order table), the quality-vs-wall-time
+metric-vs-NFE plot (the endpoint error also gets the fitted-order table), the resampling events of
+weighted samplers (:mod:`.resampling`), the trajectory geometry, the quality-vs-wall-time
 Pareto plot and sample pictures at a few budgets; last, the provenance of every number.
 """
 
@@ -21,6 +22,7 @@ from .document import Bullets, Document, Figure, Heading, Paragraph, slug
 from .html import write_html
 from .markdown import write_markdown
 from .provenance import model_blocks, sweeps_blocks
+from .resampling import resampling_blocks
 from .schedules import schedule_blocks
 from .tables import (
     ORDER_KEY, REQUIRED_METRIC_COLUMNS, check_columns, declared_text, deduplicate, fitted_orders, format_value,
@@ -281,6 +283,11 @@ def _model_section(doc, names, model, cells, values, samples, budgets_asked, rep
         if orders is not None and len(orders):
             doc.add(Heading(3, f"{model}: empirical order", names(model, "order")))
             doc.add(order_table(orders, key))
+
+    resampled = resampling_blocks(cells, values)
+    if resampled:
+        doc.add(Heading(3, f"{model}: resampling", names(model, "resampling")))
+        doc.add(*resampled)
 
     geometry = geometry_blocks(names, model, values, style)
     if geometry:

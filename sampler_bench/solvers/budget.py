@@ -72,8 +72,10 @@ def steps_for_budget(name: str, budget: int, ends_at_zero: bool = True, **option
         )
     best = largest_steps_within(lambda n: meta.nfe(n, ends_at_zero, opts), need, budget)
     cost = meta.nfe(best, ends_at_zero, opts)
+    # the cost of one more step under these options (yukawa_smc's order changes it; nfe_per_step is the default's)
+    per_step = meta.nfe(best + 1, ends_at_zero, opts) - cost
     note = "" if cost == budget else (
-        f"{name} costs {meta.nfe_per_step} NFE per step, so {budget} NFE cannot be met exactly; using {best} steps = {cost} NFE"
+        f"{name} costs {per_step} NFE per step, so {budget} NFE cannot be met exactly; using {best} steps = {cost} NFE"
     )
     return best, {}, note
 

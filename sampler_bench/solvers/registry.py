@@ -218,7 +218,8 @@ def mismatch(name: str, kind: ProcessKind | str | None) -> str | None:
     missing = sorted(meta.needs - kind.capabilities)
     return (f"solver {name!r} does not apply to {kind.name!r} processes: it needs {' and '.join(missing)}, which a "
             f"{kind.name!r} process (state {kind.state}, grid in {kind.time_variable}) does not offer; "
-            f"samplers that apply to {kind.name!r} models: {', '.join(samplers_for(kind)) or 'none'}")
+            + (f"{kind.refusal}; " if kind.refusal else "")
+            + f"samplers that apply to {kind.name!r} models: {', '.join(samplers_for(kind)) or 'none'}")
 
 
 def check_applies(name: str, model: Any) -> None:

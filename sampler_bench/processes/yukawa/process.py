@@ -49,7 +49,9 @@ from .exact import YukawaPointSet, check_mass
 #: endpoint errors on it and the declared yardstick is never run (``reference`` would refuse a Yukawa model).
 YUKAWA_KIND = ProcessKind(
     "yukawa", frozenset({YUKAWA_WEIGHTED_FLOW}), time_variable="z (the sweep's sigma grid holds z)",
-    state="x, the data's own shape, with one log-weight per sample kept by the sampler", reference_solver="reference")
+    state="x, the data's own shape, with one log-weight per sample kept by the sampler", reference_solver="reference",
+    refusal=("its flow has a birth/death term, so the plain ODE or SDE without the particle weights samples the wrong "
+             "law (docs/processes.md, 'Yukawa')"))
 
 
 def _normal_cdf(v: torch.Tensor) -> torch.Tensor:
