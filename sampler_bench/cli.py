@@ -168,8 +168,10 @@ def _print_report_paths(paths) -> None:
 @click.option("--device", default=None, help="Override the spec's device (e.g. cuda:0).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Override the spec's batch size; results do not depend on it (per-sample seeds).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Override the spec's threads: torch CPU threads per process (one per core by default).")
 @friendly
-def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
+def sweep(spec, out, force, retry_failed, no_report, device, batch_size, threads):
     """Run SPEC (a TOML file or a built-in spec name; default: quickstart) and store every cell.
 
     Re-running the same command resumes: cells already in DIR/results.sqlite are not recomputed.
@@ -180,7 +182,7 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
         from .bench.spec import check_device, load_spec, with_overrides
 
         # the spec first: its mistakes are found before torch is imported where the names tell them
-        s = with_overrides(load_spec(spec), device=device, batch_size=batch_size)
+        s = with_overrides(load_spec(spec), device=device, batch_size=batch_size, threads=threads)
         from .bench.distributed import DistributedError, env_world, init_from_env, shutdown
         from .bench.runner import Sweep  # noqa: F401
         try:
@@ -202,7 +204,7 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size):
     if world.distributed and s.device.startswith("cuda"):
         s = with_overrides(s, device=world.device)  # torchrun: one GPU per process, cuda:LOCAL_RANK
     try:
-        _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, world)
+        _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, threads, world)
     except DistributedError as e:
         raise click.ClickException(
             f"{e}. Every rank stopped; the cells finished before are stored in {out / 'results.sqlite'}: "
@@ -227,7 +229,7 @@ def _writable_directory(path: Path, option: str) -> None:
         raise InputError(f"{option} {str(path)!r} is not a writable directory: {e.strerror}") from None
 
 
-def _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, world):
+def _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, threads, world):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .bench.runner import Sweep
@@ -240,6 +242,7 @@ def _sweep(s, spec, out, force, retry_failed, no_report, device, batch_size, wor
         [launcher, shlex.quote(str(spec)), "--out", shlex.quote(str(out))]
         + ["--force"] * force + ["--retry-failed"] * retry_failed
         + ([f"--device {device}"] if device else []) + ([f"--batch-size {batch_size}"] if batch_size else [])
+        + ([f"--threads {threads}"] if threads else [])
     )
     if not world.is_main:  # the other ranks compute their shares silently; rank 0 reports and writes
         Sweep(s, out, force=force, retry_failed=retry_failed, command=command, world=world).run()

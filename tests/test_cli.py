@@ -176,3 +176,39 @@ def test_report_command_writes_markdown_and_html_from_a_store(tiny, tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "report.html").exists()
     assert "euler" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_threads_sets_torch_threads_and_is_recorded_not_part_of_the_cells(tiny, tmp_path):
+    import sqlite3
+
+    import torch
+
+    out = tmp_path / "out"
+    before = torch.get_num_threads()
+    try:
+        assert invoke("sweep", tiny, "--out", out, "--no-report").exit_code == 0
+        r = invoke("sweep", tiny, "--out", out, "--no-report", "--threads", "1")
+        assert r.exit_code == 0 and "0 computed, 4 reused" in r.output  # the same cells
+        assert torch.get_num_threads() == 1
+        with sqlite3.connect(out / "results.sqlite") as db:
+            commands = [c for (c,) in db.execute("SELECT command FROM sweeps ORDER BY started_at")]
+        assert "--threads" not in commands[0] and "--threads 1" in commands[-1]  # how the numbers were made
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("text, message", [
+    (TINY.replace("n_samples = 16", "n_samples = 16\nthreads = 0"), "threads (torch CPU threads per sweep process) must be >= 1"),
+    (TINY.replace("n_samples = 16", 'n_samples = 16\nthreads = "2"'), "must be an integer"),
+    (TINY.replace("n_samples = 16", "n_samples = 16\nthread = 2"), "did you mean 'threads'"),
+])
+def test_bad_threads_is_one_line(tmp_path, text, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    r = CliRunner().invoke(main, ["sweep", str(f), "--out", str(tmp_path / "o")], env=WIDE)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_threads_option_refuses_zero(tiny, tmp_path):
+    r = invoke("sweep", tiny, "--out", tmp_path / "o", "--threads", "0")
+    assert r.exit_code == 2 and "--threads" in r.output and "Traceback" not in r.output

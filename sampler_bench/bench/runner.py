@@ -104,6 +104,13 @@ class Sweep:
         self.retry_failed = retry_failed
         self.command = command or " ".join(sys.argv)
         self.on_event = on_event or (lambda kind, data: None)
+        if spec.threads is not None:
+            import torch
+
+            # Before any model runs. Small tensors gain nothing from intra-op threads, and OpenMP's
+            # spin-waiting threads collapse when any other job shares the cores
+            # (benchmarks/RESULTS.md, "Torch threads").
+            torch.set_num_threads(spec.threads)
         cache = self.out_dir / "cache"
         self.metric_cache = cache / "metrics"
         self.references = ReferenceCache(cache / "reference", **({"chunk": reference_chunk} if reference_chunk else {}))

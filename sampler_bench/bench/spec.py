@@ -49,7 +49,7 @@ PRECISIONS = ("float64", "float32")
 TOP_KEYS = (
     "name", "description", "nfe", "n_samples", "seed", "batch_size", "device", "precision", "keep_samples",
     "all_samplers", "exclude_samplers", "reference", "execution", "model", "sampler", "schedule", "metric",
-    "replicates", "confidence", "noise_generator", "grid",
+    "replicates", "confidence", "noise_generator", "grid", "threads",
 )
 REFERENCE_KEYS = ("rtol", "atol")
 #: [execution]: how the network runs (sampler_bench.models.execution); only autocast changes the numbers
@@ -238,6 +238,9 @@ class Spec:
     #: what drives a stochastic sampler's noise: "philox" (counter-based, keyed on (seed, i, draw)) or
     #: "torch" (one torch.Generator per sample seeded seed + i, EDM's and k-diffusion's seeding)
     noise_generator: str = "philox"
+    #: torch CPU threads of each sweep process (torch.set_num_threads); None: torch's default (one per
+    #: core). Not part of a cell's identity; the sweep's stored spec text and command record it.
+    threads: int | None = None
     #: tolerances of the DOP853 reference for the endpoint error ({}: chosen per model, see bench/prepare.py)
     reference: dict = field(default_factory=dict)
     #: execution options of the network ({}: plain eager float32/float64), see [execution]
@@ -895,6 +898,8 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
             replicates=_int(doc.get("replicates", 1), "replicates (disjoint seed ranges per cell)", low=1),
             confidence=_confidence(doc.get("confidence", 0.95)),
             noise_generator=_noise_generator(doc.get("noise_generator", "philox")),
+            threads=_int(doc["threads"], "threads (torch CPU threads per sweep process)", low=1, high=1024)
+            if "threads" in doc else None,
             source=text,
             path=str(path) if path else None,
         )
@@ -906,14 +911,17 @@ def parse_spec(text: str, *, name: str | None = None, path: str | Path | None = 
     return spec
 
 
-def with_overrides(spec: Spec, *, device: str | None = None, batch_size: int | None = None) -> Spec:
-    """A copy of ``spec`` run on another device or batch size (command-line overrides), validated."""
+def with_overrides(spec: Spec, *, device: str | None = None, batch_size: int | None = None,
+                   threads: int | None = None) -> Spec:
+    """A copy of ``spec`` run on another device, batch size or thread count (command-line overrides), validated."""
     out = dataclasses.replace(spec)
     try:
         if device is not None:
             out.device = _parse_device(device)
         if batch_size is not None:
             out.batch_size = _int(batch_size, "batch_size", low=1)
+        if threads is not None:
+            out.threads = _int(threads, "--threads", low=1, high=1024)
     except SpecError as e:
         raise SpecError(f"command-line override: {e}") from None
     return out

@@ -7,6 +7,14 @@ Pareto fronts), ``plots`` (matplotlib figures), ``provenance``, ``document`` (th
 blocks), ``markdown`` and ``html`` (the two writers), ``build`` (assembly).
 """
 
-from .build import build_document, render, write_report
-
 __all__ = ["write_report", "render", "build_document"]
+
+
+def __getattr__(name: str):
+    # Lazy: a process that draws report figures imports ``sampler_bench.report.plots`` and must not pay
+    # for the tables' imports (torch) that ``build`` brings in.
+    if name in __all__:
+        from . import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,7 @@ Pareto plot and sample pictures at a few budgets; last, the provenance of every 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import plots
+from .drawing import Drawing, draw_all, later
 from .anchors import anchor_blocks
 from .geometry import geometry_blocks
 from .document import Bullets, Document, Figure, Heading, Paragraph, slug
@@ -39,12 +41,13 @@ IMAGES_PER_PANEL = 16
 
 
 def write_report(store_or_path, out_dir, *, title: str | None = None,
-                 sample_budgets: Sequence[int] | None = None) -> dict:
+                 sample_budgets: Sequence[int] | None = None, workers: int | None = None) -> dict:
     """Write ``report.md`` (+ ``figures/*.png``) and a self-contained ``report.html`` into ``out_dir``.
 
     ``store_or_path``: a :class:`sampler_bench.bench.store.ResultsStore`, the path of its SQLite
     file, or a sweep output directory holding ``results.sqlite``. ``sample_budgets``: the NFE
-    budgets whose samples are pictured (default: the smallest, a middle and the largest).
+    budgets whose samples are pictured (default: the smallest, a middle and the largest). ``workers``:
+    processes that draw the figures (default: the usable cores, or $SAMPLER_BENCH_REPORT_WORKERS).
     Returns ``{"markdown": Path, "html": Path, "figures": [Path, ...]}``.
     """
     store, opened = _open_store(store_or_path)
@@ -52,7 +55,8 @@ def write_report(store_or_path, out_dir, *, title: str | None = None,
         replicates = store.replicates() if hasattr(store, "replicates") else None
         floors = store.floors() if hasattr(store, "floors") else None
         return render(store.cells(), store.metrics(), store.samples, store.sweeps(), out_dir,
-                      title=title, sample_budgets=sample_budgets, replicates=replicates, floors=floors)
+                      title=title, sample_budgets=sample_budgets, replicates=replicates, floors=floors,
+                      workers=workers)
     finally:
         if opened and hasattr(store, "close"):
             store.close()
@@ -76,7 +80,7 @@ def _open_store(store_or_path):
 
 def render(cells: pd.DataFrame, metrics: pd.DataFrame, samples: SamplesFn | None, sweeps: pd.DataFrame | None,
            out_dir, *, title: str | None = None, sample_budgets: Sequence[int] | None = None,
-           replicates=None, floors: pd.DataFrame | None = None) -> dict:
+           replicates=None, floors: pd.DataFrame | None = None, workers: int | None = None) -> dict:
     """Write the report of the given store tables into ``out_dir``; returns the written paths.
 
     ``samples(cell_id)`` returns the stored samples of a cell (a tensor or array) or ``None``;
@@ -84,7 +88,7 @@ def render(cells: pd.DataFrame, metrics: pd.DataFrame, samples: SamplesFn | None
     the ties and the noise floor; without them the tables only mark the best value.
     """
     doc = build_document(cells, metrics, samples, sweeps, title=title, sample_budgets=sample_budgets,
-                         replicates=replicates, floors=floors)
+                         replicates=replicates, floors=floors, workers=workers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, figures = write_markdown(doc, out)
@@ -125,8 +129,9 @@ def _floor_lookup(floors: pd.DataFrame | None):
 
 
 def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budgets=None, replicates=None,
-                   floors=None) -> Document:
-    """The report content (see :mod:`sampler_bench.report.document`) from the store tables."""
+                   floors=None, workers: int | None = None) -> Document:
+    """The report content (see :mod:`sampler_bench.report.document`) from the store tables; ``workers``:
+    processes drawing the figures (default: :func:`.drawing.default_workers`)."""
     budgets_asked = _check_budgets(sample_budgets)
     if cells is None or len(cells) == 0:
         raise ValueError("the results store holds no cells; run `sampler-bench sweep` before asking for a report")
@@ -210,6 +215,14 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
         m_all = pd.concat([kept, superseded.assign(status=superseded["status"] + " (superseded)")])
         m_all = m_all[m_all["model"].astype(str) == model]
         doc.add(*model_blocks(model, m_all, joined[joined["model"].astype(str) == model]))
+    return draw_figures(doc, workers)
+
+
+def draw_figures(doc: Document, workers: int | None = None) -> Document:
+    """``doc`` with every figure drawn (:mod:`.drawing`: in parallel processes where there are cores)."""
+    pending = [b for b in doc.blocks if isinstance(b, Figure) and isinstance(b.png, Drawing)]
+    drawn = dict(zip(map(id, pending), draw_all([b.png for b in pending], workers)))
+    doc.blocks = [dataclasses.replace(b, png=drawn[id(b)]) if id(b) in drawn else b for b in doc.blocks]
     return doc
 
 
@@ -350,8 +363,8 @@ def _metric_figure(names, model, name, sub, orders, style, lower, budgets, floor
                        "ci_high": s["ci_high"].to_numpy() if "ci_high" in s else None,
                        "stochastic": bool(s["stochastic"].iloc[0]), "family": _family(s["solver"].iloc[0])})
     direction = "lower" if lower else "higher"
-    fig = plots.metric_vs_nfe(series, title=f"{model}: {name} vs NFE", ylabel=f"{name} ({direction} is better)",
-                              style=style, budgets=budgets, floor=floor)
+    fig = later(plots.metric_vs_nfe, series, title=f"{model}: {name} vs NFE", ylabel=f"{name} ({direction} is better)",
+                style=style, budgets=budgets, floor=floor)
     caption = (f"{name} against counted NFE (log x; log y when the values span a decade or more), one panel per "
                "sampler family with shared axes; shaded bands are the 95% intervals, dashed lines stochastic samplers.")
     if floor is not None:
@@ -359,7 +372,7 @@ def _metric_figure(names, model, name, sub, orders, style, lower, budgets, floor
                     "interval (dotted: its value); a sampler inside it cannot be told apart from exact sampling.")
     if orders is not None:
         caption += " Legend: declared order p and fitted order (upper half of the budgets where possible)."
-    return Figure(names(model, name, "vs-nfe"), plots.to_png(fig), caption, alt=f"{model} {name} vs NFE")
+    return Figure(names(model, name, "vs-nfe"), fig, caption, alt=f"{model} {name} vs NFE")
 
 
 def _family(solver: str) -> str:
@@ -382,13 +395,13 @@ def _pareto_blocks(names, model, cells, values, head, style) -> list:
         return [Paragraph(f"No wall-time records for {key}; no Pareto plot.")]
     lower = bool(sub["lower_is_better"].iloc[0])
     points["front"] = pareto_front(points["cost"], points["value"], lower)
-    fig = plots.pareto_plot(points, title=f"{model}: {key} vs wall time per sample",
-                            ylabel=f"{key} ({'lower' if lower else 'higher'} is better)", style=style)
+    fig = later(plots.pareto_plot, points, title=f"{model}: {key} vs wall time per sample",
+                ylabel=f"{key} ({'lower' if lower else 'higher'} is better)", style=style)
     front = points[points["front"]].sort_values("cost", kind="stable")
     listing = "; ".join(f"{k}: {p.row} at NFE {p.nfe_budget} ({key} {format_value(p.value)}, {p.cost:.3g} s)"
                         for k, p in enumerate(front.itertuples(index=False), 1))
     return [
-        Figure(names(model, key, "pareto"), plots.to_png(fig),
+        Figure(names(model, key, "pareto"), fig,
                f"{key} against wall time per sample (1 / samples per second) for every finished cell; circled, "
                "numbered points joined by the black line form the Pareto front (no other cell is both faster and "
                "better by value), listed below; the front compares values, not tested differences: the tables mark "
@@ -442,9 +455,9 @@ def _sample_blocks(names, model, cells, samples, budgets_asked) -> list:
     if len(shape) == 3 and shape[0] in (1, 3):
         for row in rows:
             own = {b: panels.get((row, b), "not run") for b in budgets}
-            fig = plots.image_grid(row, budgets, {b: p[:IMAGES_PER_PANEL] if isinstance(p, np.ndarray) else p
-                                                  for b, p in own.items()}, title=model)
-            blocks.append(Figure(names(model, "samples", row), plots.to_png(fig),
+            fig = later(plots.image_grid, row, budgets, {b: p[:IMAGES_PER_PANEL] if isinstance(p, np.ndarray) else p
+                                                         for b, p in own.items()}, title=model)
+            blocks.append(Figure(names(model, "samples", row), fig,
                                  f"{row}: the first {IMAGES_PER_PANEL} stored samples at NFE "
                                  f"{', '.join(map(str, budgets))} (values in [-1, 1] shown as [0, 1]).",
                                  alt=f"{model} {row} samples"))
@@ -463,9 +476,10 @@ def _sample_blocks(names, model, cells, samples, budgets_asked) -> list:
                 "samples pooled (one basis for every panel).")
     for start in range(0, len(rows), ROWS_PER_SAMPLE_FIGURE):
         chunk = rows[start:start + ROWS_PER_SAMPLE_FIGURE]
-        fig = plots.scatter_grid(chunk, budgets, panels, title=f"{model}: samples", axis_labels=axis_labels)
+        # every panel, not only this chunk's: the view limits are shared by all the model's sample figures
+        fig = later(plots.scatter_grid, chunk, budgets, panels, title=f"{model}: samples", axis_labels=axis_labels)
         blocks.append(Figure(
-            names(model, "samples", str(start // ROWS_PER_SAMPLE_FIGURE + 1)), plots.to_png(fig),
+            names(model, "samples", str(start // ROWS_PER_SAMPLE_FIGURE + 1)), fig,
             f"Stored samples per sampler (rows) at NFE {', '.join(map(str, budgets))} (columns); the shared axes "
             f"cover the central 99% of the NFE {budgets[-1]} samples, padded.{note}",
             alt=f"{model} samples",

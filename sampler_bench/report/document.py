@@ -47,7 +47,7 @@ class Table:
 @dataclass(frozen=True)
 class Figure:
     name: str  # file name (``<name>.png``), unique within a report
-    png: bytes
+    png: bytes  # while the report is assembled, a ``drawing.Drawing`` (drawn at the end, see build.draw_figures)
     caption: str
     alt: str = ""
 
