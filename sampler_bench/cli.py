@@ -93,7 +93,8 @@ def friendly(fn):
             # an error class can only be raised once its module is imported: look them up, import none
             # (importing the store here would cost a spec error the seconds of a torch import)
             if isinstance(e, _loaded_classes(("bench.spec", "SpecError"), ("bench.store", "StoreError"),
-                                             ("bench.check", "BaselineError"))):
+                                             ("bench.check", "BaselineError"),
+                                             ("report.drawing", "WorkersSettingError"))):
                 raise InputError(str(e)) from None
             raise
         except OSError as e:  # the environment, not the input: exit 1, one line, and say that nothing is lost
@@ -183,6 +184,10 @@ def sweep(spec, out, force, retry_failed, no_report, device, batch_size, threads
 
         # the spec first: its mistakes are found before torch is imported where the names tell them
         s = with_overrides(load_spec(spec), device=device, batch_size=batch_size, threads=threads)
+        if not no_report:
+            from .report.drawing import default_workers
+
+            default_workers()  # a bad $SAMPLER_BENCH_REPORT_WORKERS is said now, not after the sweep
         from .bench.distributed import DistributedError, env_world, init_from_env, shutdown
         from .bench.runner import Sweep  # noqa: F401
         try:
@@ -302,6 +307,9 @@ def _print_problems(problems, limit: int = 12) -> None:
 def report(db, out):
     """Write a Markdown and a self-contained HTML report of the results store DB."""
     from .bench.store import ResultsStore
+    from .report.drawing import default_workers
+
+    default_workers()  # a bad $SAMPLER_BENCH_REPORT_WORKERS is said before any work
 
     with ResultsStore(db, read_only=True) as store:
         path = store.path

@@ -5,10 +5,17 @@ Keep this file small and generic; anything specific to one test module belongs i
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from sampler_bench.processes.analytic import GaussianMixture, IsotropicGaussian
+
+# Reports in tests draw their figures in the test's own process: a pool of spawned drawing processes per
+# report would cost a second each, two pytest workers already use the cores, and tests/test_report_drawing.py
+# proves that the pool draws the same bytes.
+os.environ.setdefault("SAMPLER_BENCH_REPORT_WORKERS", "1")
 
 
 def _random_mixture(dim: int, components: int, seed: int, eigenvalues) -> GaussianMixture:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import plots
 from .drawing import Drawing, draw_all, later
+from .drawing import pool as drawing_pool
 from .anchors import anchor_blocks
 from .geometry import geometry_blocks
 from .document import Bullets, Document, Figure, Heading, Paragraph, slug
@@ -132,6 +133,21 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
                    floors=None, workers: int | None = None) -> Document:
     """The report content (see :mod:`sampler_bench.report.document`) from the store tables; ``workers``:
     processes drawing the figures (default: :func:`.drawing.default_workers`)."""
+    with drawing_pool(workers, _figures_expected(cells, metrics)):
+        return draw_figures(_assemble(cells, metrics, samples, sweeps, title=title, sample_budgets=sample_budgets,
+                                      replicates=replicates, floors=floors))
+
+
+def _figures_expected(cells, metrics) -> int:
+    """About how many figures the report will hold (a plot and a Pareto plot per model and metric key, and
+    sample pictures), to decide whether a pool of drawing processes pays for itself."""
+    try:
+        return 3 * int(cells["model"].nunique()) * max(1, int(metrics["key"].nunique()))
+    except (KeyError, TypeError, AttributeError):
+        return 0  # malformed tables: _assemble says what is wrong
+
+
+def _assemble(cells, metrics, samples, sweeps, *, title, sample_budgets, replicates, floors) -> Document:
     budgets_asked = _check_budgets(sample_budgets)
     if cells is None or len(cells) == 0:
         raise ValueError("the results store holds no cells; run `sampler-bench sweep` before asking for a report")
@@ -215,13 +231,13 @@ def build_document(cells, metrics, samples, sweeps, *, title=None, sample_budget
         m_all = pd.concat([kept, superseded.assign(status=superseded["status"] + " (superseded)")])
         m_all = m_all[m_all["model"].astype(str) == model]
         doc.add(*model_blocks(model, m_all, joined[joined["model"].astype(str) == model]))
-    return draw_figures(doc, workers)
+    return doc
 
 
-def draw_figures(doc: Document, workers: int | None = None) -> Document:
-    """``doc`` with every figure drawn (:mod:`.drawing`: in parallel processes where there are cores)."""
+def draw_figures(doc: Document) -> Document:
+    """``doc`` with every figure drawn (or its drawing by a worker process waited for, see :mod:`.drawing`)."""
     pending = [b for b in doc.blocks if isinstance(b, Figure) and isinstance(b.png, Drawing)]
-    drawn = dict(zip(map(id, pending), draw_all([b.png for b in pending], workers)))
+    drawn = dict(zip(map(id, pending), draw_all([b.png for b in pending])))
     doc.blocks = [dataclasses.replace(b, png=drawn[id(b)]) if id(b) in drawn else b for b in doc.blocks]
     return doc
 

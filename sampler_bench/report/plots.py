@@ -85,6 +85,43 @@ def _floor_band(ax, floor: Mapping | None) -> None:
         ax.axhline(v, color="0.4", linestyle=":", linewidth=1.0, zorder=0)
 
 
+def _padded(lo: float, hi: float, log: bool, pad: float = 0.05) -> tuple[float, float]:
+    """(lo, hi) widened by ``pad`` of the span on each side (in log space for a log axis)."""
+    if log:
+        lo, hi = math.log10(lo), math.log10(hi)
+    span = hi - lo if hi > lo else (abs(hi) * 0.1 if hi else 1.0)
+    lo, hi = lo - pad * span, hi + pad * span
+    return (10 ** lo, 10 ** hi) if log else (lo, hi)
+
+
+def _set_limits(ax, series: Sequence[Mapping], floor: Mapping | None) -> None:
+    """Log x over the counted NFE; y log (values and bands positive, spanning a decade) or linear, each
+    padded by 5% of its span as matplotlib's autoscale would; the floor's band is kept in view."""
+    ax.set_xscale("log")
+    nfe, values, bands = [], [], []
+    for s in series:
+        nfe.extend(np.asarray(s["nfe"], dtype=np.float64).tolist())
+        values.extend(np.asarray(s["value"], dtype=np.float64).tolist())
+        for k in ("ci_low", "ci_high"):
+            if s.get(k) is not None:
+                bands.extend(np.asarray(s[k], dtype=np.float64).tolist())
+    if floor:
+        bands.extend(float(floor.get(k, math.nan)) for k in ("value", "ci_low", "ci_high"))
+    x = np.asarray([v for v in nfe if math.isfinite(v) and v > 0])
+    if len(x):
+        ax.set_xlim(*_padded(float(x.min()), float(x.max()), log=True))
+    y = np.asarray([v for v in values + bands if math.isfinite(v)])
+    if not len(y):
+        return
+    _log_if_positive(ax, [v for v in values if math.isfinite(v)] + [v for v in bands if math.isfinite(v) and v > 0])
+    if ax.get_yscale() == "log":
+        positive = y[y > 0]
+        # bands reaching below 0 (an interval of a value near 0) are cut at half the smallest positive value
+        ax.set_ylim(0.5 * float(positive.min()), _padded(0.5 * float(positive.min()), float(positive.max()), log=True)[1])
+    else:
+        ax.set_ylim(*_padded(float(y.min()), float(y.max()), log=False))
+
+
 def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: Mapping[str, tuple],
                   budgets: Sequence[int] = (), floor: Mapping | None = None) -> Figure:
     """Small multiples, one panel per sampler family: metric value against counted NFE (log x).
@@ -101,7 +138,9 @@ def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: 
     fig = Figure(figsize=(4.2 * ncols + 0.6, 3.1 * nrows + 0.8))
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     _fixed_margins(fig, left=0.85, right=0.15, top=0.75, bottom=0.6, wspace=0.06, hspace=0.22)
-    everything = []
+    # Limits set before anything is drawn turn autoscaling off: with it on, every band added to a panel
+    # re-runs the autoscale of all the panels sharing its axes (a quadratic cost in the panels).
+    _set_limits(axes[0][0], series, floor)
     for k, family in enumerate(families):
         ax = axes[k // ncols][k % ncols]
         for s in [s for s in series if s.get("family", "") == family]:
@@ -117,10 +156,7 @@ def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: 
                 ok = np.isfinite(lo) & np.isfinite(hi)
                 if ok.any():
                     ax.fill_between(nfe[order][ok], lo[ok], hi[ok], color=colour, alpha=0.15, linewidth=0)
-                    everything.extend(hi[ok].tolist())
-            everything.extend(val.tolist())
         _floor_band(ax, floor)
-        ax.set_xscale("log")
         # A fixed title height and legend corner: matplotlib's automatic ones measure every tick label
         # and every plotted point of the panel again (most of a report's drawing time). Values fall
         # with NFE, so the upper right corner is the emptiest one.
@@ -131,16 +167,10 @@ def metric_vs_nfe(series: Sequence[Mapping], *, title: str, ylabel: str, style: 
         axes[k // ncols][k % ncols].set_visible(False)
     ax0 = axes[0][0]
     _nfe_ticks(ax0, list(budgets) or [n for s in series for n in np.asarray(s["nfe"]).tolist()])
-    if floor and math.isfinite(float(floor.get("ci_high", math.nan))):
-        everything.append(float(floor["ci_high"]))
-    _log_if_positive(ax0, everything)
     if ax0.get_yscale() == "log":
         # Minor ticks of a log axis spanning many decades are hundreds of tick objects per panel,
         # drawn in every panel: the major decades and their grid lines carry the reading.
         ax0.yaxis.set_minor_locator(NullLocator())
-        positive = [v for v in everything if math.isfinite(v) and v > 0]
-        if positive:  # bands reaching below 0 (an interval of a value near 0) are cut at the axis
-            ax0.set_ylim(bottom=0.5 * min(positive))
     fig.supxlabel("NFE (counted)", fontsize=9)
     fig.supylabel(ylabel, fontsize=9)
     fig.suptitle(title, fontsize=11)
