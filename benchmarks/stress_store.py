@@ -54,14 +54,18 @@ name = "karras"
 """
 
 
-def integrity(db: Path) -> tuple[str, int]:
-    """(SQLite's integrity verdict, number of stored cells), read-only."""
+def _query(db: Path, sql: str):
+    """The first value of ``sql`` on ``db``, opened read-only."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        verdict = con.execute("PRAGMA integrity_check").fetchone()[0]
-        return verdict, con.execute("SELECT count(*) FROM cells").fetchone()[0]
+        return con.execute(sql).fetchone()[0]
     finally:
         con.close()
+
+
+def integrity(db: Path) -> tuple[str, int]:
+    """(SQLite's integrity verdict, number of stored cells)."""
+    return _query(db, "PRAGMA integrity_check"), _query(db, "SELECT count(*) FROM cells")
 
 
 def _readers(db: Path, env: dict) -> list[subprocess.Popen]:
@@ -78,8 +82,9 @@ def _readers(db: Path, env: dict) -> list[subprocess.Popen]:
 
 
 def _cells(db: Path) -> int:
+    """Stored cells, 0 before the store exists (polled while the sweep writes: a count, no integrity check)."""
     try:
-        return integrity(db)[1] if db.exists() else 0
+        return _query(db, "SELECT count(*) FROM cells") if db.exists() else 0
     except sqlite3.Error:  # not yet a store (the sweep is creating it)
         return 0
 
